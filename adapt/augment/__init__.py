@@ -1,0 +1,1 @@
+"""Augmentation presets, target-aware restyling and shift ranking."""

@@ -1,0 +1,1 @@
+"""Adaptation methods behind one interface."""

@@ -1,0 +1,1 @@
+"""Importance re-weighting estimators."""

@@ -1,0 +1,1 @@
+"""Turn public datasets on disk into manifests."""
