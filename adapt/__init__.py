@@ -1,0 +1,39 @@
+"""Adaptation methods behind one interface.
+
+Public entry points (imported lazily so the CLI starts fast):
+``load`` / ``save_model`` (:mod:`.predictor`), ``build_classifier`` / ``build_segmenter``
+(:mod:`.backbones`), ``train`` / ``TrainConfig`` (:mod:`.trainer`) and the methods
+``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load": ".predictor",
+    "save_model": ".predictor",
+    "Predictor": ".predictor",
+    "build_classifier": ".backbones",
+    "build_segmenter": ".backbones",
+    "SplitModel": ".backbones",
+    "SegModel": ".backbones",
+    "train": ".trainer",
+    "TrainConfig": ".trainer",
+    "ArrayDataset": ".data",
+    "SourceOnly": ".methods",
+    "DANN": ".methods",
+    "SegDANN": ".methods",
+    "FineTune": ".methods",
+    "LinearProbe": ".methods",
+    "AdaBN": ".methods",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
