@@ -1,0 +1,386 @@
+"""The end-to-end job behind `shiftkit demo` and `shiftkit run`.
+
+data -> source-only model -> adaptation methods -> evaluation on the target test split ->
+`runs/<name>/metrics.json`, `report.html` and a terminal summary.
+
+Target labels are hidden from every method (the target training split is handed over with
+its label column removed); they are used only to score the finished models, and only the
+`target_oracle` method, which says so in its name and in the report, trains on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shiftkit.adapt.config import RunConfig
+from shiftkit.datasets.errors import DataError
+
+log = logging.getLogger("shiftkit")
+
+BENCHMARK_DOMAINS = {
+    "radiograph": ("city", "rural"),
+    "dashcam": ("urban_day", "rural_day"),
+}
+METHOD_TITLES = {
+    "source_only": "Source only",
+    "dann": "DANN",
+    "importance_weighted": "Importance weighted",
+    "augment": "Target-style augmentation",
+    "adabn": "AdaBN",
+    "target_oracle": "Target oracle (uses target labels)",
+}
+
+
+@dataclass
+class RunResult:
+    """What `run` returns: the metrics dict written to metrics.json and where it lies."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def domains_for(config: RunConfig) -> tuple[str, str]:
+    if config.data.benchmark is not None:
+        default_source, default_target = BENCHMARK_DOMAINS[config.data.benchmark]
+    else:
+        default_source = default_target = None  # validated: manifest configs name both
+    return (config.data.source_domain or default_source, config.data.target_domain or default_target)
+
+
+def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
+    """Return the manifest to read; for a benchmark, export it to disk first (once)."""
+    if config.data.manifest is not None:
+        return Path(config.data.manifest)
+    import importlib
+
+    generator = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}")
+    source, target = domains_for(config)
+    data_dir = run_dir / "data"
+    manifest = data_dir / "manifest.csv"
+    stamp = data_dir / "export.json"
+    wanted = {
+        "benchmark": config.data.benchmark,
+        "domains": [source, target],
+        "n_per_domain": config.data.n_per_domain,
+        "size": config.data.image_size,
+        "seed": config.train.seed,
+    }
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return manifest
+    size: Any = config.data.image_size
+    if config.data.benchmark == "dashcam":
+        size = (config.data.image_size, 2 * config.data.image_size)
+    manifest = generator.export(
+        data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size
+    )
+    _atomic_write_text(stamp, json.dumps(wanted))
+    return Path(manifest)
+
+
+@dataclass
+class DomainSplits:
+    """The five views of the data a run needs (DataFrames of the manifest)."""
+
+    source_train: pd.DataFrame
+    source_val: pd.DataFrame
+    source_test: pd.DataFrame
+    target_train: pd.DataFrame  # label column removed: methods never see target labels
+    target_test: pd.DataFrame
+    target_train_labelled: pd.DataFrame  # only for the explicit target oracle
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("source_train", "source_val", "source_test",
+                                                   "target_train", "target_test")}
+
+
+def split_domains(frame: pd.DataFrame, source: str, target: str, seed: int) -> DomainSplits:
+    """Cut the manifest into source train/val/test and target train/test."""
+    problems = []
+    for role, name in (("source", source), ("target", target)):
+        if not (frame["domain"] == name).any():
+            known = sorted(frame["domain"].astype(str).unique())
+            problems.append(f"{role} domain {name!r} has no rows (domains present: {known})")
+    if problems:
+        raise DataError("; ".join(problems))
+
+    def by_split(domain: str) -> dict[str, pd.DataFrame]:
+        part = frame[frame["domain"] == domain]
+        if "split" in part.columns and part["split"].notna().all():
+            return {s: part[part["split"] == s] for s in ("train", "val", "test")}
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(part))
+        n_train, n_val = int(0.6 * len(part)), int(0.2 * len(part))
+        return {
+            "train": part.iloc[order[:n_train]],
+            "val": part.iloc[order[n_train:n_train + n_val]],
+            "test": part.iloc[order[n_train + n_val:]],
+        }
+
+    s, t = by_split(source), by_split(target)
+    target_train = pd.concat([t["train"], t["val"]])
+    for name, part in (("source train", s["train"]), ("source val", s["val"]),
+                       ("source test", s["test"]), ("target test", t["test"])):
+        if len(part) == 0:
+            raise DataError(f"the {name} split is empty; add rows or a 'split' column")
+    return DomainSplits(
+        source_train=s["train"],
+        source_val=s["val"],
+        source_test=s["test"],
+        target_train=target_train.drop(columns=["label"], errors="ignore"),
+        target_test=t["test"],
+        target_train_labelled=target_train,
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def machine_summary() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _subsample(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if len(features) <= limit:
+        return features
+    index = np.random.default_rng(seed).choice(len(features), size=limit, replace=False)
+    return features[index]
+
+
+def _datasets(splits: DomainSplits) -> dict[str, Any]:
+    from shiftkit.datasets import ManifestDataset
+
+    out: dict[str, Any] = {}
+    for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
+                 "target_train_labelled"):
+        out[name] = ManifestDataset(getattr(splits, name))
+    return out
+
+
+def _test_labels(dataset: Any, task: str) -> np.ndarray:
+    if task == "classification":
+        return np.asarray(dataset.labels)
+    return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from disk without unpickling: safetensors, or a state dict via weights_only."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: model.checkpoint does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything that would run code
+        raise DataError(f"{path}: not a plain state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
+def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
+    """The backbone name, or a module holding the user's source checkpoint."""
+    if config.model.checkpoint is None:
+        return config.model.backbone
+    from shiftkit.adapt.backbones import build_classifier, build_segmenter
+
+    torch.manual_seed(config.train.seed)
+    build = build_classifier if config.task == "classification" else build_segmenter
+    model = build(config.model.backbone, in_channels, num_classes)
+    missing, unexpected = model.load_state_dict(load_state_dict(config.model.checkpoint), strict=False)
+    if unexpected or len(missing) == len(list(model.state_dict())):
+        raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
+                        f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return model
+
+
+def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
+                 in_channels: int | None = None) -> Any:
+    """Instantiate one method from the run config (lazy imports keep `shiftkit run --help` fast)."""
+    from shiftkit.adapt import methods
+
+    train = config.train
+    common: dict[str, Any] = {
+        "num_classes": num_classes,
+        "task": config.task,
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "lr": train.lr,
+        "weight_decay": train.weight_decay,
+        "seed": train.seed,
+        "device": None if train.device == "auto" else train.device,
+        "num_workers": config.data.num_workers,
+        "checkpoint_dir": str(run_dir / "checkpoints" / name),
+        "resume": config.resume,
+        "progress": config.progress,
+    }
+    if train.early_stopping_patience is not None:
+        common.update(early_stopping="val_loss", patience=train.early_stopping_patience)
+    backbone = _initial_model(config, in_channels or 1, num_classes)
+    if name in ("source_only", "target_oracle"):
+        method = methods.SourceOnly(backbone, **common)
+    elif name == "dann":
+        dann_common = dict(common)
+        if config.dann.epochs is not None:
+            dann_common["epochs"] = config.dann.epochs
+        hidden = (config.dann.discriminator_hidden, config.dann.discriminator_hidden)
+        cls = methods.DANN if config.task == "classification" else methods.SegDANN
+        method = cls(backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max, **dann_common)
+    elif name == "adabn":
+        method = methods.AdaBN(backbone, **common)
+    elif name == "importance_weighted":
+        from shiftkit.adapt.reweight import ImportanceWeighted
+
+        method = ImportanceWeighted(backbone, **common)
+    elif name == "augment":
+        from shiftkit.adapt.augment import TargetStyleSourceOnly
+
+        method = TargetStyleSourceOnly(backbone, **common)
+    else:  # validated by RunConfig
+        raise ValueError(name)
+    return method
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run the whole job described by `config`; return the metrics and the run folder.
+
+    Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically) and, for embedded
+    benchmarks, the exported data under `run_dir/data/`.
+    """
+    from shiftkit.datasets import load_manifest
+    from shiftkit.evaluation import plots, report
+
+    started = time.perf_counter()
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = prepare_manifest(config, run_dir)
+    frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
+    source, target = domains_for(config)
+    splits = split_domains(frame, source, target, config.train.seed)
+    data = _datasets(splits)
+    if config.data.skip_bad:
+        from shiftkit.datasets import ManifestDataset
+
+        data = {k: ManifestDataset(getattr(splits, k), skip_bad=True) for k in data}
+    for role in ("source_test", "target_test"):
+        data[f"{role}_labels"] = _test_labels(data[role], config.task)
+    if config.task == "classification":
+        num_classes = int(max(2, frame["label"].max() + 1))
+    else:
+        num_classes = 9 if config.data.benchmark == "dashcam" else int(frame.attrs.get("num_classes", 2))
+
+    results: dict[str, Any] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
+    warnings: list[str] = []
+    features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in config.methods:
+        log.info("fitting %s", name)
+        method = build_method(name, config, num_classes, run_dir,
+                              in_channels=int(data["source_train"][0]["image"].shape[0]))
+        if name == "target_oracle":
+            method.fit(data["target_train_labelled"], val=data["source_val"])
+        elif getattr(method, "uses_target", False):
+            method.fit(data["source_train"], data["target_train"], val=data["source_val"])
+        else:
+            method.fit(data["source_train"], val=data["source_val"])
+        results[name] = evaluate_method(method, data, config)
+        features[name] = results[name].pop("_features")
+        histories[name] = method.history_
+        warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
+
+    metrics: dict[str, Any] = {
+        "run": {
+            "run_name": config.name,
+            "task": config.task,
+            "benchmark": config.data.benchmark,
+            "source_domain": source,
+            "target_domain": target,
+            "backbone": config.model.backbone,
+            "seed": config.train.seed,
+            "epochs": config.train.epochs,
+            "split_sizes": splits.counts(),
+            "target_labels_used_for": "evaluation only"
+            + ("; the target_oracle method trains on them" if "target_oracle" in config.methods else ""),
+            "machine": machine_summary(),
+        },
+        "methods": results,
+        "histories": histories,
+        "warnings": warnings,
+    }
+    if "source_only" in features:
+        metrics["gap"] = {"before (source only)": results["source_only"]["gap"]}
+        for name in config.methods:
+            if name not in ("source_only", "target_oracle"):
+                metrics["gap"][f"after ({name})"] = results[name]["gap"]
+    try:
+        from shiftkit.evaluation.overfitting import analyse_history
+    except ImportError:
+        analyse_history = None
+    if analyse_history is not None:
+        metrics["overfitting"] = {name: analyse_history(h) for name, h in histories.items() if h}
+    figures = {}
+    stages = {METHOD_TITLES.get(k, k): v for k, v in features.items()}
+    if stages:
+        figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
+            stages, seed=config.train.seed
+        )
+    metrics["run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
+    return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()),
+                     histories=histories)
+
+
+def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """Score one fitted method on the source and target test splits, plus its feature gap."""
+    from shiftkit.evaluation import gap, metrics
+
+    out: dict[str, Any] = {}
+    for role in ("source", "target"):
+        data = splits_data[f"{role}_test"]
+        labels = splits_data[f"{role}_test_labels"]
+        proba = np.asarray(method.predict_proba(data))
+        if config.task == "classification":
+            out[role] = metrics.classification_metrics(labels, proba)
+        else:
+            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
+    seed = config.train.seed
+    feats_s = _subsample(np.asarray(method.features(splits_data["source_test"])),
+                         config.evaluation.max_gap_points, seed)
+    feats_t = _subsample(np.asarray(method.features(splits_data["target_test"])),
+                         config.evaluation.max_gap_points, seed + 1)
+    out["gap"] = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
+    out["_features"] = (feats_s, feats_t)
+    return out
