@@ -14,10 +14,11 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.core.transforms_interface import ImageOnlyTransform  # noqa: E402
 
-__all__ = ["BiasField", "CollimationBorder", "OnThreeChannels"]
+__all__ = ["BiasField", "CollimationBorder", "FastFog", "OnThreeChannels"]
 
 
 class BiasField(ImageOnlyTransform):
@@ -109,3 +110,67 @@ class OnThreeChannels(ImageOnlyTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ()
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = int(radius)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return (xx * xx + yy * yy <= r * r).astype(np.float32)
+
+
+class FastFog(A.RandomFog):
+    """albumentations' `RandomFog` model (same arguments, same particle layout), made fast.
+
+    albumentations 2.0.8 draws each of its ~1,000-3,000 fog particles by copying the whole
+    image, drawing a white disc and alpha-blending (50-250 ms for ONE 64 px image, measured),
+    and samples them one Python call at a time, which would starve training. Here the particle
+    positions and radii follow RandomFog's scheme (shrinking centred regions, radii in
+    [r_max / 2, r_max)) but are drawn vectorised from the transform's generator. Each particle blends pixels under its disc toward white by
+    alpha, so the result is exactly `img * (1 - alpha) ** n + (1 - (1 - alpha) ** n)` with n the
+    number of discs covering a pixel; n is the particle-centre map convolved with a disc, one
+    convolution per distinct radius. The final light blur is albumentations' own. Works on
+    float32 in [0, 1] (no 8-bit round trip) and on any channel count.
+    """
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        intensity = self.py_random.uniform(*self.fog_coef_range)
+        h, w = params["shape"][:2]
+        region = max(1, int(w // 3 * intensity))
+        cx, cy = w // 2, h // 2
+        cur_w, cur_h = w, h
+        chunks = []
+        for _ in range(10):  # RandomFog's max_iterations
+            if not (cur_w > region and cur_h > region):
+                break
+            n = int(cur_w * cur_h / (region * region) * intensity * 10)
+            xs = self.random_generator.integers(cx - cur_w // 2, cx + cur_w // 2 + 1, size=n)
+            ys = self.random_generator.integers(cy - cur_h // 2, cy + cur_h // 2 + 1, size=n)
+            chunks.append(np.stack([xs, ys], 1))
+            cur_w, cur_h = int(cur_w * 0.9), int(cur_h * 0.9)
+        positions = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.int64)
+        r_max = max(2, int(min(h, w) * 0.1 * intensity))
+        radii = self.random_generator.integers(max(1, r_max // 2), r_max, size=len(positions))
+        return {"particle_positions": positions, "radiuses": radii, "intensity": intensity}
+
+    def apply(self, img: np.ndarray, particle_positions: np.ndarray | None = None,
+              radiuses: np.ndarray | None = None, intensity: float = 0.0, **params: Any) -> np.ndarray:
+        if particle_positions is None or len(particle_positions) == 0:
+            return img
+        h, w = img.shape[:2]
+        radii = np.asarray(radiuses, dtype=np.int64)
+        pos = np.asarray(particle_positions, dtype=np.int64)
+        pad = int(radii.max()) + 1
+        count = np.zeros((h, w), np.float32)
+        for r in np.unique(radii):
+            sel = pos[radii == r]
+            centres = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
+            np.add.at(centres, (sel[:, 1] + pad, sel[:, 0] + pad), 1.0)
+            covered = cv2.filter2D(centres, -1, _disk(int(r)), borderType=cv2.BORDER_CONSTANT)
+            count += covered[pad:pad + h, pad:pad + w]
+        alpha = float(self.alpha_coef) * float(intensity)
+        keep = np.power(1.0 - alpha, np.maximum(count, 0.0))[..., None].astype(np.float32)
+        out = img.astype(np.float32) * keep + (1.0 - keep)
+        blur = max(3, int(min(h, w) // 30))
+        blur += 1 - blur % 2
+        out = cv2.GaussianBlur(out, (blur, blur), 0).reshape(img.shape)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -23,7 +23,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-from shiftkit.adapt.augment.custom import BiasField, CollimationBorder, OnThreeChannels  # noqa: E402
+from shiftkit.adapt.augment.custom import BiasField, CollimationBorder, FastFog, OnThreeChannels  # noqa: E402
 
 __all__ = ["Family", "FAMILIES", "family_names", "build_family", "geometric"]
 
@@ -96,7 +96,8 @@ def _collimation(s: float, size: int) -> list[Any]:
 
 
 def _fog(s: float, size: int) -> list[Any]:
-    return [OnThreeChannels([A.RandomFog(alpha_coef=0.08, fog_coef_range=(0.1 + 0.3 * s, 0.1 + 0.8 * s), p=1.0)])]
+    # FastFog: RandomFog's model and draws, rendered fast (see custom.py); any channel count.
+    return [FastFog(alpha_coef=0.08, fog_coef_range=(0.1 + 0.3 * s, 0.1 + 0.8 * s), p=1.0)]
 
 
 def _rain(s: float, size: int) -> list[Any]:
@@ -148,36 +149,41 @@ def _jpeg(s: float, size: int) -> list[Any]:
 
 @dataclass(frozen=True)
 class Family:
-    """One augmentation family: `build(strength, image_size) -> transforms`."""
+    """One augmentation family: `build(strength, image_size) -> transforms`.
+
+    `kind` groups families for the shift ranking's verdict: exposure, noise, blur, resolution,
+    processing, polarity, framing, weather, lighting, colour, compression.
+    """
 
     name: str
     description: str
+    kind: str
     build: Callable[[float, int], list[Any]]
     rgb_only: bool = False
     domains: tuple[str, ...] = ("radiograph", "driving")
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("exposure", "exposure and display gamma", _exposure),
-    Family("contrast", "global contrast", _contrast),
-    Family("noise", "Gaussian or Poisson (quantum) noise", _noise),
-    Family("sensor_noise", "camera ISO / Gaussian noise", _sensor_noise, domains=("driving",)),
-    Family("blur", "Gaussian blur (focal spot, detector PSF, defocus)", _blur),
-    Family("motion_blur", "motion blur", _motion_blur, domains=("driving",)),
-    Family("resolution", "low-resolution acquisition, resampled back", _resolution),
-    Family("clahe", "CLAHE local contrast processing", _clahe, domains=("radiograph",)),
-    Family("bias_field", "smooth multiplicative field (heel effect, uneven exposure)", _bias_field,
+    Family("exposure", "exposure and display gamma", "exposure", _exposure),
+    Family("contrast", "global contrast", "exposure", _contrast),
+    Family("noise", "Gaussian or Poisson (quantum) noise", "noise", _noise),
+    Family("sensor_noise", "camera ISO / Gaussian noise", "noise", _sensor_noise, domains=("driving",)),
+    Family("blur", "Gaussian blur (focal spot, detector PSF, defocus)", "blur", _blur),
+    Family("motion_blur", "motion blur", "blur", _motion_blur, domains=("driving",)),
+    Family("resolution", "low-resolution acquisition, resampled back", "resolution", _resolution),
+    Family("clahe", "CLAHE local contrast processing", "processing", _clahe, domains=("radiograph",)),
+    Family("bias_field", "smooth multiplicative field (heel effect, uneven exposure)", "exposure", _bias_field,
            domains=("radiograph",)),
-    Family("inversion", "inverted polarity", _inversion, domains=("radiograph",)),
-    Family("collimation", "collimation borders", _collimation, domains=("radiograph",)),
-    Family("fog", "fog / haze", _fog, domains=("driving",)),
-    Family("rain", "rain streaks and dimming", _rain, domains=("driving",)),
-    Family("snow", "snow", _snow, domains=("driving",)),
-    Family("night", "low light / night", _night, domains=("driving",)),
-    Family("sun_flare", "sun flare / glare", _sun_flare, domains=("driving",)),
-    Family("shadow", "cast shadows", _shadow, domains=("driving",)),
-    Family("colour_cast", "white balance / colour cast", _colour_cast, rgb_only=True, domains=("driving",)),
-    Family("jpeg", "JPEG compression artefacts", _jpeg, domains=("driving",)),
+    Family("inversion", "inverted polarity", "polarity", _inversion, domains=("radiograph",)),
+    Family("collimation", "collimation borders", "framing", _collimation, domains=("radiograph",)),
+    Family("fog", "fog / haze", "weather", _fog, domains=("driving",)),
+    Family("rain", "rain streaks and dimming", "weather", _rain, domains=("driving",)),
+    Family("snow", "snow", "weather", _snow, domains=("driving",)),
+    Family("night", "low light / night", "lighting", _night, domains=("driving",)),
+    Family("sun_flare", "sun flare / glare", "lighting", _sun_flare, domains=("driving",)),
+    Family("shadow", "cast shadows", "lighting", _shadow, domains=("driving",)),
+    Family("colour_cast", "white balance / colour cast", "colour", _colour_cast, rgb_only=True, domains=("driving",)),
+    Family("jpeg", "JPEG compression artefacts", "compression", _jpeg, domains=("driving",)),
 ]}
 
 
