@@ -1,0 +1,55 @@
+"""RunConfig validation: every problem reported at once, with its key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from shiftkit.adapt.config import load_config, parse_config
+from shiftkit.datasets.errors import ConfigError
+
+
+def test_defaults_are_valid() -> None:
+    config = parse_config({})
+    assert config.methods == ["source_only", "dann"]
+    assert config.data.benchmark == "radiograph"
+
+
+def test_every_problem_is_listed_with_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({
+            "data": {"benchmarkk": "radiograph", "n_per_domain": "many"},
+            "train": {"epochs": 0},
+            "methods": ["source_only", "magic"],
+            "colour": "blue",
+        })
+    problems = info.value.problems
+    joined = "\n".join(problems)
+    assert len(problems) == 5, joined
+    for key in ("data.benchmarkk: unknown key", "data.n_per_domain", "train.epochs", "methods.1",
+                "colour: unknown key"):
+        assert key in joined
+
+
+def test_manifest_needs_domains(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="source_domain"):
+        parse_config({"data": {"benchmark": None, "manifest": str(tmp_path / "m.csv")}})
+
+
+def test_yaml_file_errors_name_the_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(wrong)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_example_config_is_valid() -> None:
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parents[2] / "examples" / "demo.yaml")
+    assert config.name
