@@ -573,6 +573,7 @@ def train(
     if cfg.early_stopping and cfg.early_stopping.startswith("val_") and val is None:
         raise ConfigError("train", [f"early_stopping={cfg.early_stopping!r} needs a val dataset"])
 
+    dist_utils.init_from_env()  # no-op unless launched by torchrun with WORLD_SIZE > 1
     device = resolve_device(cfg.device)
     amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"

@@ -97,6 +97,8 @@ class Method:
         self.history_: list[dict] = []
         self.warnings_: list[str] = []
         self.result_: TrainResult | None = None
+        self.fit_source_: Dataset | None = None
+        self.fit_target_: Dataset | None = None
         self._extra: dict[str, nn.Module] = {}
         if isinstance(model, (nn.Module, tuple, list)):
             self.model_ = as_split_model(model)
@@ -167,6 +169,8 @@ class Method:
         if self.uses_target and target is None:
             raise ConfigError(type(self).__name__, ["fit() needs an unlabelled target dataset"])
         self._build(source)
+        # Kept (by reference) so save_model can summarise the data and store target statistics.
+        self.fit_source_, self.fit_target_ = source, target
         self._extra = self.extra_modules()
         result = train(self, source, target, val, self.config, callback=callback)
         self.result_ = result

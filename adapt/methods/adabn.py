@@ -1,0 +1,85 @@
+"""AdaBN (Li et al. 2016): re-estimate BatchNorm statistics on the target domain.
+
+The weights stay as trained on the source; only each BatchNorm layer's running mean and
+variance are replaced by their values on target data, which removes first- and
+second-order shifts of every normalised activation without any labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from shiftkit.datasets.errors import ConfigError
+
+from ..data import as_dataset
+from ..trainer import batch_to, resolve_device
+from .source_only import SourceOnly
+
+__all__ = ["AdaBN", "recompute_bn_stats"]
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, data: Dataset, *, batch_size: int = 64, device: str | torch.device = "cpu") -> int:
+    """Replace every BatchNorm layer's running statistics by their exact average over ``data``.
+
+    Uses cumulative averaging (``momentum=None``) over all batches, then restores each
+    layer's momentum. Returns the number of BatchNorm layers updated. Raises
+    :class:`ConfigError` when the model has none.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ConfigError("AdaBN", [f"{type(model).__name__} has no BatchNorm layers; AdaBN cannot change it"])
+    device = torch.device(device)
+    was = model.training
+    momenta = [m.momentum for m in bns]
+    model.to(device).eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = exact mean over batches
+        m.train()
+    try:
+        for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+            model(batch_to(batch, device, False)["image"])
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        model.train(was)
+    return len(bns)
+
+
+class AdaBN(SourceOnly):
+    """Source training (unless ``train_source=False``), then target BatchNorm statistics.
+
+    Args:
+        model: backbone name or split-protocol module (already trained when
+            ``train_source=False``).
+        train_source: run source-only training first.
+        bn_batch_size: batch size of the statistics pass.
+        **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
+    """
+
+    def __init__(self, model: str | nn.Module | tuple = "tiny", *, train_source: bool = True, bn_batch_size: int = 64,
+                 **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.train_source = train_source
+        self.bn_batch_size = bn_batch_size
+
+    def fit(self, source: Dataset | None, target: Dataset | None = None, *, val: Dataset | None = None,
+            callback: Any = None) -> AdaBN:
+        """Train on ``source`` (if asked), then recompute BN statistics on unlabelled ``target``."""
+        if target is None:
+            raise ConfigError("AdaBN", ["fit() needs an unlabelled target dataset"])
+        target = as_dataset(target, name="target")
+        if self.train_source:
+            super().fit(source, None, val=val, callback=callback)
+        elif self.model_ is None:
+            raise ConfigError("AdaBN", ["train_source=False needs a trained model"])
+        self.fit_target_ = target
+        n = recompute_bn_stats(self.model_, target, batch_size=self.bn_batch_size,
+                               device=resolve_device(self.config.device))
+        self.n_bn_layers_ = n
+        return self

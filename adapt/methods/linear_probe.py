@@ -1,0 +1,41 @@
+"""Linear probe: a new linear head on a frozen encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .finetune import FineTune
+
+__all__ = ["LinearProbe"]
+
+
+class LinearProbe(FineTune):
+    """Train only the head (optionally re-initialised) on labelled target images.
+
+    The encoder is frozen and kept in eval mode (its BatchNorm statistics do not move), so
+    the probe measures how linearly separable the target classes are in the encoder's
+    feature space.
+
+    Args:
+        model: trained split-protocol module.
+        reset_head: re-initialise the head's linear layers before training.
+        **kwargs: :class:`FineTune` / :class:`TrainConfig` arguments.
+    """
+
+    def __init__(self, model: str | nn.Module | tuple = "tiny", *, reset_head: bool = False, **kwargs: Any):
+        kwargs.setdefault("freeze", ("encoder",))
+        super().__init__(model, **kwargs)
+        self.reset_head = reset_head
+
+    def _apply_freeze(self) -> list[nn.Module]:
+        frozen = super()._apply_freeze()
+        if self.reset_head:
+            torch.manual_seed(self.config.seed)
+            for m in self.model_.head.modules():
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
+        # Dropout in the encoder would add noise to fixed features: evaluate it fully.
+        return frozen + [m for m in self.model_.encoder.modules() if isinstance(m, nn.Dropout)]
