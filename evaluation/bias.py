@@ -676,24 +676,32 @@ def plot_audit(bias: Mapping[str, Any], metrics: Sequence[str] = ("auroc", "fpr"
     return figs
 
 
+def _disparity_line(lines: list[str], label: str, title: str, disp: Mapping[str, Any]) -> None:
+    parts = []
+    for m in ("auroc", "fpr", "fnr", "ece"):
+        d = disp.get(m) or {}
+        if d.get("difference") is None:
+            continue
+        ci = d.get("difference_ci")
+        ci_s = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        parts.append(f"{m} gap {d['difference']:.3f}{ci_s} (worst {d.get('worst_group', '?')})")
+    if parts:
+        lines.append(f"bias [{label}] {title}: " + "; ".join(parts))
+
+
 def summary_lines(bias: Mapping[str, Any]) -> list[str]:
     """Terminal lines: per model and attribute, the largest disparities and worst groups."""
     lines: list[str] = []
     for label, au in _audits_in(bias).items():
         for attr, a in au.get("attributes", {}).items():
-            disp = a.get("disparities")
-            if not isinstance(disp, Mapping):
+            if isinstance(a.get("disparities"), Mapping):
+                blocks = [(attr, a["disparities"])]
+            elif isinstance(a.get("disparities_by_control"), Mapping):
+                blocks = [(f"{attr} within {lvl}", d) for lvl, d in a["disparities_by_control"].items()]
+            else:
                 continue
-            parts = []
-            for m in ("auroc", "fpr", "fnr", "ece"):
-                d = disp.get(m) or {}
-                if d.get("difference") is None:
-                    continue
-                ci = d.get("difference_ci")
-                ci_s = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-                parts.append(f"{m} gap {d['difference']:.3f}{ci_s} (worst {d.get('worst_group', '?')})")
-            if parts:
-                lines.append(f"bias [{label}] {attr}: " + "; ".join(parts))
+            for title, disp in blocks:
+                _disparity_line(lines, label, title, disp)
         for attr, entry in (au.get("underdiagnosis") or {}).items():
             if entry.get("worst_group") is not None:
                 lines.append(f"under-diagnosis [{label}] by {attr}: worst {entry['worst_group']} "
