@@ -1,0 +1,493 @@
+"""Kill `shiftkit run` with SIGKILL at random moments, resume it, and check nothing broke.
+
+What one invocation does:
+
+1. runs the tiny config once, uninterrupted, and times it (``T_ref`` seconds, process start to
+   exit) -- its ``metrics.json`` is the reference;
+2. "episodes": in a fresh run folder, starts ``shiftkit run CONFIG`` and SIGKILLs it after a
+   delay drawn uniformly from ``[0, T_ref]``; then ``shiftkit run CONFIG --resume`` with a new
+   random delay, and so on until a launch finishes on its own. Because delays span a whole
+   run's duration, kills land at start-up, during the PNG export, inside each method's epochs,
+   while checkpoints are written, during evaluation and while the report is written;
+3. after EVERY kill, every file under the run folder must parse: ``*.json`` loads, ``*.csv``
+   reads (``manifest.csv`` also through ``shiftkit.datasets.load_manifest``, so every path it
+   names exists), ``*.pt`` loads with ``torch.load(weights_only=True)``, ``*.png`` decodes
+   fully with Pillow, ``*.html`` ends with ``</html>``, ``*.safetensors`` loads. Temp files
+   (``*.tmp``, the first half of a write-then-``os.replace``) are counted, never opened by
+   shiftkit, and reported;
+4. the finished run's ``metrics.json`` must equal the reference exactly, wall-clock fields
+   (``time``, ``wall_seconds``) aside: training on CPU is deterministic and resume exact.
+
+Episodes repeat until at least ``--kills`` kills happened. The summary is printed as a
+markdown table and written as JSON (``--json``). Exit status 1 when any check failed.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/crash_resume.py --kills 20 \\
+        --json benchmarks/results/crash_resume.json
+
+Kills use ``Popen.kill()`` (SIGKILL: no handler, no cleanup, like the OOM killer or a node
+preemption). Durability against power loss (fsync) is out of scope: a killed process's
+completed writes are in the page cache and survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+#: metrics keys that legitimately differ between two identical runs (wall clock).
+WALL_CLOCK_KEYS = frozenset({"time", "wall_seconds", "generated_at"})
+
+
+def tiny_config(out_dir: Path, *, n_per_domain: int = 60, epochs: int = 3, image_size: int = 32,
+                n_permutations: int = 50, name: str = "crash") -> dict[str, Any]:
+    """The issue's tiny job: a run takes seconds on 2 CPU cores."""
+    return {
+        "name": name,
+        "out_dir": str(out_dir),
+        "methods": ["source_only", "dann"],
+        "progress": False,
+        "data": {"benchmark": "radiograph", "n_per_domain": n_per_domain, "image_size": image_size},
+        "model": {"backbone": "tiny"},
+        "train": {"epochs": epochs, "batch_size": 16, "device": "cpu", "seed": 0},
+        "dann": {"discriminator_hidden": 32},
+        "evaluation": {"n_permutations": n_permutations},
+    }
+
+
+def shiftkit_command() -> list[str]:
+    """`shiftkit` next to this interpreter (the venv's console script), else `python -m`."""
+    exe = Path(sys.executable).parent / "shiftkit"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "shiftkit.adapt.cli"]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    env["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    env["MPLBACKEND"] = "Agg"
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def _forkserver_child(argv: list[str], log_path: str) -> None:
+    """Body of a forked launch: exactly what the `shiftkit` console script runs."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    from shiftkit.adapt.cli import app
+
+    app(args=argv, prog_name="shiftkit")
+
+
+#: Imported once by the fork server, so a launch costs no interpreter start-up or imports.
+PRELOAD = [
+    "torch", "numpy", "pandas", "yaml", "matplotlib.pyplot", "sklearn.linear_model", "sklearn.metrics",
+    "monai.networks.nets", "shiftkit.adapt.cli", "shiftkit.adapt.cli_run", "shiftkit.adapt.config",
+    "shiftkit.adapt.pipeline", "shiftkit.adapt.trainer", "shiftkit.adapt.backbones", "shiftkit.adapt.methods",
+    "shiftkit.datasets", "shiftkit.datasets.synth.radiograph", "shiftkit.evaluation.report",
+    "shiftkit.evaluation.plots", "shiftkit.evaluation.gap", "shiftkit.evaluation.metrics",
+    "shiftkit.evaluation.overfitting",
+]
+_CTX = None
+
+
+def _fork_context():
+    global _CTX
+    if _CTX is None:
+        import multiprocessing as mp
+
+        os.environ.update(child_env())
+        _CTX = mp.get_context("forkserver")
+        _CTX.set_forkserver_preload(PRELOAD)
+    return _CTX
+
+
+def launch(config_path: Path, *, resume: bool, kill_after: float | None, log_path: Path,
+           mode: str = "exec", timeout: float = 600.0) -> tuple[int, bool, float]:
+    """Start `shiftkit run`, SIGKILL it after ``kill_after`` s (None: let it finish).
+
+    ``mode="exec"`` starts the ``shiftkit`` console script as a new process (what a user
+    runs). ``mode="fork"`` forks it from a fork server that has already imported shiftkit,
+    torch, MONAI and matplotlib, then calls the same typer app: the same code from the same
+    entry point, minus a few seconds of imports per launch (used by the CI test to fit its
+    time budget).
+
+    Returns ``(returncode, killed, seconds)``; ``killed`` is False when the run finished
+    before the kill was due.
+    """
+    argv = ["run", str(config_path)] + (["--resume"] if resume else [])
+    started = time.perf_counter()
+    with open(log_path, "ab") as log:
+        log.write(f"\n$ shiftkit {' '.join(argv)}  (mode={mode}, kill_after={kill_after})\n".encode())
+    wait = kill_after if kill_after is not None else timeout
+    if mode == "fork":
+        proc = _fork_context().Process(target=_forkserver_child, args=(argv, str(log_path)))
+        proc.start()
+        proc.join(wait)
+        if proc.exitcode is not None:
+            return proc.exitcode, False, time.perf_counter() - started
+        proc.kill()  # SIGKILL
+        proc.join()
+        if kill_after is None:
+            raise RuntimeError(f"shiftkit run did not finish in {timeout} s (log: {log_path})")
+        return proc.exitcode, True, time.perf_counter() - started
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([*shiftkit_command(), *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env())
+        try:
+            rc = proc.wait(timeout=wait)
+            return rc, False, time.perf_counter() - started
+        except subprocess.TimeoutExpired:
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if kill_after is None:
+            raise RuntimeError(f"shiftkit run did not finish in {timeout} s (log: {log_path})")
+        return proc.returncode, True, time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_png(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()  # decodes every row; raises OSError on a truncated file
+    if not path.read_bytes().endswith(b"IEND\xaeB`\x82"):
+        raise ValueError("no IEND chunk")
+
+
+def _check_pt(path: Path) -> None:
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "modules" in obj:  # a trainer checkpoint: its own invariants
+        if not isinstance(obj.get("epoch"), int) or obj["epoch"] < 1:
+            raise ValueError(f"bad epoch {obj.get('epoch')!r}")
+        if len(obj.get("history", [])) != obj["epoch"]:
+            raise ValueError("history length != epoch")
+
+
+def _check_csv(path: Path) -> None:
+    import pandas as pd
+
+    pd.read_csv(path)
+    if path.name == "manifest.csv":
+        from shiftkit.datasets import load_manifest
+
+        load_manifest(path)  # every image/mask named exists and the table validates
+
+
+def _check_html(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    if not text.rstrip().endswith("</html>"):
+        raise ValueError("does not end with </html>")
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors.torch import load_file
+
+    load_file(str(path))
+
+
+CHECKERS = {
+    ".json": lambda p: json.loads(p.read_text(encoding="utf-8")),
+    ".csv": _check_csv,
+    ".pt": _check_pt,
+    ".png": _check_png,
+    ".html": _check_html,
+    ".safetensors": _check_safetensors,
+}
+
+
+def check_tree(root: Path) -> dict[str, Any]:
+    """Parse every file under ``root``; returns counts and the list of problems."""
+    out: dict[str, Any] = {"checked": Counter(), "tmp": [], "unknown": [], "problems": []}
+    if not root.exists():
+        return out
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name.endswith(".tmp"):
+            out["tmp"].append(str(path.relative_to(root)))
+            continue
+        check = CHECKERS.get(path.suffix.lower())
+        if check is None:
+            out["unknown"].append(str(path.relative_to(root)))
+            continue
+        try:
+            check(path)
+        except Exception as exc:  # any failure to parse is exactly what we look for
+            out["problems"].append(f"{path.relative_to(root)}: {type(exc).__name__}: {str(exc)[:200]}")
+        out["checked"][path.suffix.lower()] += 1
+    return out
+
+
+def stage_of(run_dir: Path, epochs: int, methods: list[str], since: float) -> str:
+    """Where the killed launch was, judged from what it had written (``since``: its start, epoch s)."""
+    import torch
+
+    def fresh(p: Path) -> bool:
+        return p.exists() and p.stat().st_mtime >= since
+
+    if fresh(run_dir / "report.html"):
+        return "after the report"
+    if fresh(run_dir / "metrics.json"):
+        return "writing the report"
+    data = run_dir / "data"
+    if not (data / "export.json").exists():
+        return "export" if data.exists() and any(data.rglob("*.png")) else "start-up"
+    for name in methods:
+        ck = run_dir / "checkpoints" / name / "last.pt"
+        if not ck.exists():
+            return f"{name} epoch 1"
+        epoch = torch.load(ck, map_location="cpu", weights_only=True)["epoch"]
+        if epoch < epochs:
+            return f"{name} epoch {epoch + 1}"
+    return "evaluation"
+
+
+def strip_wall_clock(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: strip_wall_clock(v) for k, v in obj.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(obj, list):
+        return [strip_wall_clock(v) for v in obj]
+    return obj
+
+
+def diff(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths at which two JSON values differ (NaN equals NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                out.append(f"{where}.{k}: only in {'reference' if k in a else 'resumed run'}")
+            else:
+                out += diff(a[k], b[k], f"{where}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return []
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def _noop() -> None:
+    """Forked once before timing, so the fork server's own start-up is not in ``T_ref``."""
+
+
+def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | None = None,
+                 max_launches: int | None = None, verbose: bool = True, mode: str = "exec",
+                 parallel: int = 1) -> dict[str, Any]:
+    """Reference run, then kill/resume episodes until ``kills`` kills; returns the summary.
+
+    ``parallel`` episodes run at once (each in its own folder, one core each; with
+    ``OMP_NUM_THREADS=1`` two fit a 2-core machine); the kill count is shared.
+    """
+    import threading
+
+    import yaml
+
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    config_kw = dict(config_kw or {})
+    lock = threading.Lock()
+
+    def say(msg: str) -> None:
+        if verbose:
+            print(msg, flush=True)
+
+    if mode == "fork":
+        warm = _fork_context().Process(target=_noop)
+        warm.start()
+        warm.join()
+    ref_cfg = tiny_config(work / "reference", **config_kw)
+    ref_path = work / "reference.yaml"
+    ref_path.write_text(yaml.safe_dump(ref_cfg))
+    shutil.rmtree(work / "reference", ignore_errors=True)
+    rc, _, t_ref = launch(ref_path, resume=False, kill_after=None, log_path=logs / "reference.log", mode=mode)
+    if rc != 0:
+        raise RuntimeError(f"reference run failed (exit {rc}); see {logs / 'reference.log'}")
+    run_name = ref_cfg["name"]
+    reference = strip_wall_clock(json.loads((work / "reference" / run_name / "metrics.json").read_text()))
+    say(f"reference run: {t_ref:.1f} s")
+
+    summary: dict[str, Any] = {
+        "config": {k: ref_cfg[k] for k in ("methods", "data", "model", "train", "evaluation")},
+        "mode": mode,
+        "parallel": parallel,
+        "reference_seconds": round(t_ref, 2),
+        "kills": 0, "launches": 0, "episodes": 0, "completed_runs": 0,
+        "files_checked": 0, "corrupt_files": [], "metrics_mismatches": [], "failed_resumes": [],
+        "tmp_files_seen_after_kill": 0, "tmp_files_left_at_end": 0,
+        "stages": Counter(), "kill_delays_s": [],
+    }
+    max_launches = max_launches or 6 * kills + 10
+    next_episode = [0]
+
+    def want_kill() -> bool:
+        with lock:
+            return summary["kills"] < kills and summary["launches"] < max_launches
+
+    def episode_loop(worker: int) -> None:
+        rng = random.Random(seed * 1000 + worker)
+        while want_kill():
+            with lock:
+                next_episode[0] += 1
+                episode = next_episode[0]
+                summary["episodes"] += 1
+            out_dir = work / f"episode{episode:03d}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            cfg_path = work / f"episode{episode:03d}.yaml"
+            cfg_path.write_text(yaml.safe_dump(tiny_config(out_dir, **config_kw)))
+            run_dir = out_dir / run_name
+            log_path = logs / f"episode{episode:03d}.log"
+            first = True
+            while True:
+                # Once enough kills happened, let the episode finish (no further kill).
+                delay = rng.uniform(0.0, t_ref) if want_kill() else None
+                since = time.time() - 0.01
+                rc, killed, took = launch(cfg_path, resume=not first, kill_after=delay, log_path=log_path,
+                                          mode=mode)
+                first = False
+                with lock:
+                    summary["launches"] += 1
+                if killed:
+                    stage = stage_of(run_dir, ref_cfg["train"]["epochs"], ref_cfg["methods"], since)
+                    report = check_tree(out_dir)
+                    n = sum(report["checked"].values())
+                    with lock:
+                        summary["kills"] += 1
+                        k = summary["kills"]
+                        summary["kill_delays_s"].append(round(delay, 2))
+                        summary["stages"][stage] += 1
+                        summary["files_checked"] += n
+                        summary["tmp_files_seen_after_kill"] += len(report["tmp"])
+                        summary["corrupt_files"] += [f"kill {k}: {p}" for p in report["problems"]]
+                    say(f"kill {k:3d} at {delay:5.1f} s ({stage}): {n} files parse"
+                        + (f", {len(report['problems'])} CORRUPT" if report["problems"] else "")
+                        + (f", {len(report['tmp'])} temp" if report["tmp"] else ""))
+                    continue
+                if rc != 0:
+                    with lock:
+                        summary["failed_resumes"].append(f"episode {episode}: exit {rc} (log {log_path})")
+                    say(f"episode {episode}: resume FAILED with exit {rc}; see {log_path}")
+                    break
+                report = check_tree(out_dir)
+                got = strip_wall_clock(json.loads((run_dir / "metrics.json").read_text()))
+                d = diff(reference, got)
+                with lock:
+                    summary["completed_runs"] += 1
+                    summary["files_checked"] += sum(report["checked"].values())
+                    summary["corrupt_files"] += [f"episode {episode} end: {p}" for p in report["problems"]]
+                    summary["tmp_files_left_at_end"] += len(report["tmp"])
+                    if d:
+                        summary["metrics_mismatches"].append(f"episode {episode}: " + "; ".join(d[:10]))
+                say(f"episode {episode} finished ({took:.1f} s): metrics "
+                    + ("EQUAL the reference" if not d else f"DIFFER in {len(d)} places: {d[:3]}"))
+                break
+
+    errors: list[BaseException] = []
+
+    def guarded(worker: int) -> None:
+        try:
+            episode_loop(worker)
+        except BaseException as exc:  # surfaced below; a dead worker must not pass silently
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(w,)) for w in range(max(1, parallel))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    summary["stages"] = dict(sorted(summary["stages"].items()))
+    summary["ok"] = bool(
+        summary["kills"] >= kills and not summary["corrupt_files"] and not summary["metrics_mismatches"]
+        and not summary["failed_resumes"] and summary["completed_runs"] == summary["episodes"]
+    )
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    rows = [
+        ("kills (SIGKILL) survived", summary["kills"] if summary["ok"] else f"{summary['kills']} (FAILED)"),
+        ("launches / episodes / completed runs",
+         f"{summary['launches']} / {summary['episodes']} / {summary['completed_runs']}"),
+        ("files parsed after kills", summary["files_checked"]),
+        ("corrupt or truncated files", len(summary["corrupt_files"])),
+        ("resumed runs whose metrics differ from the uninterrupted run", len(summary["metrics_mismatches"])),
+        ("resumes that failed", len(summary["failed_resumes"])),
+        ("temp files seen after kills / left at the end",
+         f"{summary['tmp_files_seen_after_kill']} / {summary['tmp_files_left_at_end']}"),
+        ("uninterrupted run (s), launch mode, episodes at once",
+         f"{summary['reference_seconds']}, {summary['mode']}, {summary['parallel']}"),
+        ("kill points", ", ".join(f"{k}: {v}" for k, v in summary["stages"].items())),
+    ]
+    return "| measure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=20, help="kill at least this many times")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="write the summary here")
+    parser.add_argument("--n-per-domain", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--mode", choices=("exec", "fork"), default="exec",
+                        help="exec: a new `shiftkit` process per launch; fork: fork a pre-imported one")
+    parser.add_argument("--parallel", type=int, default=1, help="episodes at once (one core each)")
+    args = parser.parse_args(argv)
+
+    import tempfile
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="shiftkit-crash-"))
+    try:
+        summary = run_campaign(work, kills=args.kills, seed=args.seed,
+                               config_kw={"n_per_domain": args.n_per_domain, "epochs": args.epochs},
+                               mode=args.mode, parallel=args.parallel)
+    finally:
+        if args.work is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(markdown(summary))
+    for key in ("corrupt_files", "metrics_mismatches", "failed_resumes"):
+        for line in summary[key]:
+            print(f"{key}: {line}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.json)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
