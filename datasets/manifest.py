@@ -57,9 +57,20 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _resolve(value: object, root: Path) -> Path:
+def _resolve(value: object, root: Path) -> Path | str:
+    """The absolute, symlink-free path; or, for a value no OS call can take, why not (a str)."""
     p = Path(str(value))
-    return (p if p.is_absolute() else root / p).resolve()
+    try:  # NUL bytes raise ValueError, over-long names OSError, symlink loops RuntimeError
+        return (p if p.is_absolute() else root / p).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # e.g. ENAMETOOLONG is not swallowed by Path.is_file on 3.11
+        return False
 
 
 def _is_blank(value: object) -> bool:
@@ -117,10 +128,14 @@ def validate_frame(
             images.append(None)
             continue
         p = _resolve(value, root_p)
+        if isinstance(p, str):
+            problems.append(f"row {i}: image path {value!r} is not a usable path ({p})")
+            images.append(None)
+            continue
         if not allow_outside_root and not _inside(p, root_p):
             problems.append(f"row {i}: image path {value!r} escapes the manifest folder {root_p} "
                             "(pass allow_outside_root=True to allow it)")
-        elif check_files and not p.is_file():
+        elif check_files and not _is_file(p):
             problems.append(f"row {i}: image file not found: {p}")
         images.append(str(p))
 
@@ -132,10 +147,14 @@ def validate_frame(
                 masks.append(None)
                 continue
             p = _resolve(value, root_p)
+            if isinstance(p, str):
+                problems.append(f"row {i}: mask path {value!r} is not a usable path ({p})")
+                masks.append(None)
+                continue
             if not allow_outside_root and not _inside(p, root_p):
                 problems.append(f"row {i}: mask path {value!r} escapes the manifest folder {root_p} "
                                 "(pass allow_outside_root=True to allow it)")
-            elif check_files and not p.is_file():
+            elif check_files and not _is_file(p):
                 problems.append(f"row {i}: mask file not found: {p}")
             masks.append(str(p))
 
