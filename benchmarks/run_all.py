@@ -1,0 +1,232 @@
+"""Run every ``benchmarks/bench_*.py`` and rewrite the results table in ``benchmarks/README.md``.
+
+Each script runs in its own subprocess with a timeout; a script that fails, times out or
+writes no ``benchmarks/results/<topic>.json`` becomes a row saying so instead of stopping the
+run. The collected rows also go to ``benchmarks/results/all.json``.
+
+Usage (``make bench`` runs the first form)::
+
+    .venv/bin/python benchmarks/run_all.py
+    .venv/bin/python benchmarks/run_all.py --only dann_step mmd --no-readme
+    .venv/bin/python benchmarks/run_all.py --timeout 120 --timeout-for demo=600
+
+``benchmarks/gpu_bench.py`` is run too when CUDA is available; otherwise the table gets rows
+that say the GPU figures were not measured and give the command that measures them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402  (the path insert above makes _common importable as a script)
+    BENCH_DIR,
+    REPO_ROOT,
+    RESULTS_DIR,
+    describe_machine,
+    machine_line,
+    make_row,
+    markdown_table,
+    measure_subprocess,
+    normalise_row,
+    write_result,
+)
+
+README = BENCH_DIR / "README.md"
+START = "<!-- bench-table:start -->"
+END = "<!-- bench-table:end -->"
+DEFAULT_TIMEOUT_S = 300.0
+#: Scripts that need longer than the default (seconds); overridable with --timeout-for.
+TIMEOUTS: dict[str, float] = {"demo": 480.0}
+#: Order in the table: the issue's headline rows first, then anything else alphabetically.
+ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "gpu")
+GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
+
+
+def topic_of(script: Path) -> str:
+    return script.stem[len("bench_"):] if script.stem.startswith("bench_") else script.stem
+
+
+def discover(only: list[str] | None, skip: list[str]) -> list[Path]:
+    scripts = sorted(BENCH_DIR.glob("bench_*.py"))
+    if only:
+        scripts = [s for s in scripts if topic_of(s) in only or s.name in only]
+    scripts = [s for s in scripts if topic_of(s) not in skip and s.name not in skip]
+    rank = {t: i for i, t in enumerate(ORDER)}
+    return sorted(scripts, key=lambda s: (rank.get(topic_of(s), len(ORDER)), s.name))
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " / ".join(lines[-n:])[-300:]
+
+
+def _failure_row(topic: str, script: str, why: str, machine: str) -> dict[str, Any]:
+    return make_row(f"{topic}: benchmark did not finish", shiftkit=None, unit="", notes=f"{script}: {why}",
+                    machine=machine)
+
+
+def run_script(script: Path, timeout: float, machine: str, extra_args: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Run one script; return its rows (or one failure row) and a status record."""
+    topic = topic_of(script)
+    result_path = RESULTS_DIR / f"{topic}.json"
+    started = time.time()
+    env = {"MPLBACKEND": "Agg", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
+    stats = measure_subprocess([sys.executable, str(script), *(extra_args or [])], timeout=timeout, env=env,
+                               cwd=REPO_ROOT)
+    status = {"script": script.name, "topic": topic, "returncode": stats.returncode, "wall_s": round(stats.wall_s, 1),
+              "cpu_s": None if stats.cpu_s is None else round(stats.cpu_s, 1), "timed_out": stats.timed_out,
+              "peak_rss_gb": None if stats.peak_rss_gb is None else round(stats.peak_rss_gb, 3)}
+    fresh = result_path.exists() and result_path.stat().st_mtime >= started - 1
+    if stats.timed_out:
+        why = f"timed out after {timeout:.0f} s"
+    elif stats.returncode != 0:
+        why = f"exit code {stats.returncode}: {_last_lines(stats.stderr) or _last_lines(stats.stdout)}"
+    elif not fresh:
+        why = f"exited 0 but wrote no {result_path.relative_to(REPO_ROOT)}"
+    else:
+        why = ""
+    rows: list[dict] = []
+    if fresh:
+        try:
+            doc = json.loads(result_path.read_text())
+            raw = doc.get("rows", doc if isinstance(doc, list) else [])
+            m = doc.get("machine") if isinstance(doc, dict) else None
+            line = machine_line(m) if isinstance(m, dict) else (m if isinstance(m, str) else machine)
+            rows = [normalise_row(r, machine=line) for r in raw if isinstance(r, dict)]
+            if not rows:
+                why = why or f"{result_path.name} holds no rows"
+        except (OSError, ValueError) as exc:
+            why = why or f"unreadable {result_path.name}: {exc}"
+    if why:
+        status["error"] = why
+        # Rows a partly failed script did write are kept; the failure is one more row.
+        rows.append(_failure_row(topic, script.name, why, machine))
+    return rows, status
+
+
+def gpu_rows(machine: str, timeout: float) -> tuple[list[dict], dict | None]:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    script = BENCH_DIR / "gpu_bench.py"
+    if has_cuda and script.exists():
+        return run_script(script, timeout, machine, ["--device", "cuda"])
+    note = f"not measured: no CUDA GPU on this machine; run `{GPU_COMMAND}` on one"
+    rows = [
+        make_row("GPU: DANN step vs plain step, DenseNet121 224 px, batch 64+64, bf16", shiftkit=None, unit="img/s",
+                 min_ratio=0.85, goal="DANN img/s / plain img/s >= 0.85", notes=note, machine=machine),
+        make_row("GPU: DANN step vs plain step, FlexibleUNet(resnet34) 256x512, bf16", shiftkit=None, unit="img/s",
+                 min_ratio=0.85, goal="DANN img/s / plain img/s >= 0.85", notes=note, machine=machine),
+        make_row("GPU: data loader img/s vs DANN step img/s", shiftkit=None, unit="img/s", min_ratio=1.0,
+                 goal="loader img/s / step img/s >= 1", notes=note, machine=machine),
+    ]
+    return rows, None
+
+
+def render_block(rows: list[dict], statuses: list[dict], machine: dict, command: str, total_s: float) -> str:
+    load = machine.get("load_avg_1m")
+    lines = [
+        START,
+        "",
+        f"Command: `{command}` (what `make bench` runs), finished {time.strftime('%Y-%m-%d %H:%M %Z')} "
+        f"in {total_s / 60:.1f} min.",
+        "",
+        f"Machine: {machine_line(machine)}; 1-minute load average at start {load}"
+        + (" (other processes were competing for the cores: wall-clock figures are inflated and noisy; "
+           "scripts repeat their measurements and report medians)" if load and load > machine.get("cores", 1) else "")
+        + ".",
+        "",
+        markdown_table(rows),
+        "",
+        "Per script (wall and CPU seconds of the whole script, peak RSS of its process tree):",
+        "",
+        "| script | exit | wall s | CPU s | peak RSS GB | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in statuses:
+        note = s.get("error", "")
+        lines.append(f"| {s['script']} | {s['returncode']} | {s['wall_s']} | {s['cpu_s']} | {s['peak_rss_gb']} | "
+                     f"{note.replace('|', '/')} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update_readme(block: str, path: Path = README) -> None:
+    """Replace the text between the markers (or append the block when they are missing)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# shiftkit benchmarks\n\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="*", help="topics or file names to run (default: all bench_*.py)")
+    ap.add_argument("--skip", nargs="*", default=[], help="topics or file names to leave out")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per script")
+    ap.add_argument("--timeout-for", action="append", default=[], metavar="TOPIC=SECONDS",
+                    help="per-script timeout, e.g. demo=600")
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    ap.add_argument("--no-gpu", action="store_true", help="leave out the GPU rows")
+    args = ap.parse_args(argv)
+
+    timeouts = dict(TIMEOUTS)
+    for item in args.timeout_for:
+        k, _, v = item.partition("=")
+        timeouts[k] = float(v)
+    machine = describe_machine()
+    line = machine_line(machine)
+    scripts = discover(args.only, args.skip)
+    if not scripts:
+        print("no benchmark scripts matched", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    statuses: list[dict] = []
+    for script in scripts:
+        topic = topic_of(script)
+        timeout = timeouts.get(topic, args.timeout)
+        print(f"[bench] {script.name} (timeout {timeout:.0f} s) ...", flush=True)
+        r, status = run_script(script, timeout, line)
+        rows += r
+        statuses.append(status)
+        print(f"[bench] {script.name}: exit {status['returncode']}, {status['wall_s']} s"
+              + (f" - {status['error']}" if "error" in status else ""), flush=True)
+    if not args.no_gpu:
+        r, status = gpu_rows(line, timeouts.get("gpu", 600.0))
+        rows += r
+        if status:
+            statuses.append(status)
+    total = time.perf_counter() - t0
+    command = "make bench" if not (args.only or args.skip) else "python benchmarks/run_all.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    write_result("all", rows, command=command, machine=machine, extra={"scripts": statuses, "total_s": round(total, 1)})
+    print()
+    print(markdown_table(rows))
+    print(f"\ntotal {total / 60:.1f} min")
+    if not args.no_readme:
+        update_readme(render_block(rows, statuses, machine, command, total))
+        print(f"table written to {README.relative_to(REPO_ROOT)}")
+    # A failed script is a row, not an error: the run itself succeeded.
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
