@@ -280,13 +280,20 @@ def run(config: RunConfig) -> RunResult:
     Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically) and, for embedded
     benchmarks, the exported data under `run_dir/data/`.
     """
+    from shiftkit.adapt import distributed
     from shiftkit.datasets import load_manifest
     from shiftkit.evaluation import plots, report
 
     started = time.perf_counter()
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = prepare_manifest(config, run_dir)
+    # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
+    distributed.init_from_env()
+    is_main = distributed.rank() == 0
+    if is_main:
+        prepare_manifest(config, run_dir)
+    distributed.barrier()
+    manifest_path = prepare_manifest(config, run_dir)  # now only checks the export stamp
     frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
     source, target = domains_for(config)
     splits = split_domains(frame, source, target, config.train.seed)
@@ -358,7 +365,9 @@ def run(config: RunConfig) -> RunResult:
             stages, seed=config.train.seed
         )
     metrics["run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-    report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
+    if is_main:
+        report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
+    distributed.barrier()
     return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()),
                      histories=histories)
 
