@@ -7,7 +7,9 @@ shape (C, H, W) for images and (H, W) for masks.
   images to (W, H) unless ``reverse_indexing=False``); BGR is turned into RGB.
 - DICOM: the modality LUT (RescaleSlope / RescaleIntercept) is applied, then the VOI LUT or
   WindowCenter / WindowWidth when the file gives one, then MONOCHROME1 is inverted so that
-  dense tissue is always bright.
+  dense tissue is always bright. Scale to [0, 1]: by the window's output range when windowed;
+  by the stored bit depth (2**BitsStored - 1) for plain unsigned pixels; else (rescaled or
+  signed values, e.g. Hounsfield units, without a window) by the image's own min and max.
 - NIfTI stores the column axis first (i = x = column, j = y = row; that is what ITK, SimpleITK
   and MONAI write for a 2-D image), so a 2-D slice is transposed to (H, W).
 
@@ -53,9 +55,13 @@ def image_format(path: str | os.PathLike[str]) -> str:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
+    try:  # a NUL byte (ValueError) or an over-long name (OSError) is a bad path, not a crash
+        exists, regular = path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:
+        raise ImageReadError(path, f"cannot access the path ({type(exc).__name__}: {exc})") from None
+    if not exists:
         raise ImageReadError(path, "file not found")
-    if not path.is_file():
+    if not regular:
         raise ImageReadError(path, "not a regular file")
 
 
@@ -101,6 +107,36 @@ def _dicom_pixels(path: Path, ds) -> np.ndarray:
         raise ImageReadError(path, f"DICOM pixel data unreadable ({type(exc).__name__}: {exc})") from None
 
 
+def _first(value) -> float:
+    """First value of a possibly multi-valued DICOM element."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window(path: Path, ds, values: np.ndarray) -> np.ndarray:
+    """WindowCenter / WindowWidth onto [0, 1] per DICOM PS3.3 C.11.2.1.2 (first window if several)."""
+    try:
+        c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"unreadable WindowCenter/WindowWidth ({exc})") from None
+    func = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if func == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - c) / max(w, 1e-6)))
+    if func == "LINEAR_EXACT":
+        return np.clip((values - c) / max(w, 1e-6) + 0.5, 0.0, 1.0)
+    if w < 1:
+        raise ImageReadError(path, f"WindowWidth {w} < 1 is invalid for a LINEAR window")
+    return np.clip((values - (c - 0.5)) / max(w - 1, 1e-6) + 0.5, 0.0, 1.0)
+
+
+def _has_rescale(ds) -> bool:
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return slope != 1.0 or intercept != 0.0
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     """DICOM -> float32 (H, W[, C]) in [0, 1], bright = dense."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -119,18 +155,18 @@ def _read_dicom(path: Path) -> np.ndarray:
     if raw.ndim != 2:
         raise ImageReadError(path, f"expected a single 2-D frame, got pixel shape {raw.shape}")
     values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
-    windowed = "WindowCenter" in ds or "VOILUTSequence" in ds
-    if windowed:
+    if "VOILUTSequence" in ds:
+        lut = ds.VOILUTSequence[0]
         values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
-        bits = int(getattr(ds, "BitsStored", 16))
-        # pydicom maps a window onto the output range [0, 2**BitsStored - 1] (or signed range)
-        if int(getattr(ds, "PixelRepresentation", 0)) == 0:
-            lo, hi = 0.0, float(2**bits - 1)
-        else:
-            lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
-        out = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
-    else:
-        out = _minmax(path, values)
+        out_bits = int(lut.LUTDescriptor[2])
+        out = np.clip(values / float(2**out_bits - 1), 0.0, 1.0)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        out = _window(path, ds, values)
+    elif _has_rescale(ds) or int(getattr(ds, "PixelRepresentation", 0)) != 0:
+        out = _minmax(path, values)  # e.g. Hounsfield units: no natural [0, 1] range without a window
+    else:  # plain unsigned detector values: scale by the stored bit depth, like a 16-bit PNG
+        bits = int(getattr(ds, "BitsStored", raw.dtype.itemsize * 8))
+        out = np.clip(values / float(2**bits - 1), 0.0, 1.0)
     if photometric == "MONOCHROME1":
         out = 1.0 - out
     return out.astype(np.float32)
@@ -183,7 +219,12 @@ def _read_any(path: Path) -> tuple[str, np.ndarray]:
     if fmt == "raster":
         return fmt, _read_raster(path)
     if fmt == "dicom":
-        return fmt, _read_dicom(path)
+        try:
+            return fmt, _read_dicom(path)
+        except ImageReadError:
+            raise
+        except Exception as exc:  # malformed tags (bad window strings, LUT descriptors...)
+            raise ImageReadError(path, f"unusable DICOM ({type(exc).__name__}: {exc})") from None
     return fmt, _read_nifti(path)
 
 

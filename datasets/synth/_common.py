@@ -17,6 +17,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,61 @@ def make_rng(domain: str, seed: int, split: str | None, index: int) -> np.random
         raise DataError(f"index={index}: must be >= 0")
     key = [int(seed) & 0xFFFFFFFF, zlib.crc32(domain.encode()), _SPLIT_CODE[split], int(index)]
     return np.random.default_rng(np.random.SeedSequence(key))
+
+
+_NOISE_BANK_SIZE = 1 << 21
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed bank of standard-normal float32 values (8 MiB), drawn once per process.
+
+    Drawing 16k-65k fresh normals per image is the slowest step of generation; a random
+    contiguous window of a fixed bank costs nothing and is just as noisy to a model.
+    """
+    return np.random.default_rng(20240607).standard_normal(_NOISE_BANK_SIZE, dtype=np.float32)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard-normal float32 noise of ``shape`` (a view into the bank; do not modify in place)."""
+    n = int(np.prod(shape))
+    bank = _noise_bank()
+    if n > bank.size // 2:
+        return rng.standard_normal(shape, dtype=np.float32)
+    start = int(rng.integers(0, bank.size - n))
+    return bank[start:start + n].reshape(shape)
+
+
+@lru_cache(maxsize=512)
+def glyph(text: str, scale: float, thickness: int) -> tuple[np.ndarray, int]:
+    """A cached uint8 stencil of ``text`` (OpenCV Hershey simplex) and its baseline offset.
+
+    OpenCV >= 5 draws text on 8-bit images only and ``putText`` on a full frame per image is
+    slow; stencils are drawn once and pasted with `paste_glyph`.
+    """
+    import cv2
+
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = thickness + 1
+    patch = np.zeros((th + base + 2 * pad, tw + 2 * pad), np.uint8)
+    cv2.putText(patch, text, (pad, th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
+    patch.setflags(write=False)
+    return patch, th + pad
+
+
+def paste_glyph(img: np.ndarray, patch: np.ndarray, top: int, left: int, value: float | np.ndarray) -> None:
+    """Burn a `glyph` stencil into ``img`` (H, W) or (H, W, C) at (top, left), clipped to the frame."""
+    h, w = img.shape[:2]
+    ph, pw = patch.shape
+    i0, j0 = max(top, 0), max(left, 0)
+    i1, j1 = min(top + ph, h), min(left + pw, w)
+    if i0 >= i1 or j0 >= j1:
+        return
+    alpha = patch[i0 - top:i1 - top, j0 - left:j1 - left].astype(np.float32) * (1.0 / 255.0)
+    region = img[i0:i1, j0:j1]
+    if region.ndim == 3:
+        alpha = alpha[..., None]
+    region += alpha * (np.asarray(value, np.float32) - region)
 
 
 def check_domain(domain: str, domains: Sequence[str], what: str) -> None:
