@@ -597,7 +597,7 @@ def compare_audits(audits: Mapping[str, AuditResult | Mapping[str, Any]]) -> dic
                 row["widened"] = bool(row["change"] > 0)
                 ci_a, ci_b = a.get("difference_ci"), b.get("difference_ci")
                 row["widened_beyond_ci"] = bool(ci_a and ci_b and ci_b[0] > ci_a[1])
-                if row["widened_beyond_ci"]:
+                if row["widened_beyond_ci"] and METRICS[m] != 0:
                     widened.append(f"{attr}: {m} disparity {a['difference']:.3f} -> {b['difference']:.3f}")
             rows[m] = row
         out["attributes"][attr] = rows

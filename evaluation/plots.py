@@ -21,6 +21,7 @@ __all__ = [
     "learning_curves_figure",
     "comparison_bar_figure",
     "gap_bars_figure",
+    "epoch_gaps_figure",
     "layer_gap_figure",
     "embedding_figure",
     "segmentation_overlay_figure",
@@ -90,6 +91,35 @@ def learning_curves_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]])
             if ax.lines:
                 ax.legend(fontsize=7)
     return fig if drew else None
+
+
+def epoch_gaps_figure(analyses: Mapping[str, Mapping[str, Any]]) -> Figure | None:
+    """Per-epoch gaps from `overfitting.analyse_history` outputs ({method: analysis}):
+    generalisation gap (val_loss - train_loss), accuracy gap (train_acc - val_acc) and domain
+    gap (val_acc - target_acc), with the chosen (best) epoch marked."""
+    keys = ("generalisation_gap", "accuracy_gap", "domain_gap")
+    present = [k for k in keys if any(isinstance(a, Mapping) and a.get(k) for a in analyses.values())]
+    if not present:
+        return None
+    fig, axes = new_figure((4.2 * len(present), 3.3), ncols=len(present))
+    axes = np.asarray(axes, dtype=object).reshape(-1)
+    for ax, k in zip(axes, present, strict=True):
+        for i, (name, a) in enumerate(analyses.items()):
+            if not isinstance(a, Mapping) or not a.get(k):
+                continue
+            ep = a.get("epochs") or list(range(len(a[k])))
+            y = [np.nan if v is None else v for v in a[k]]
+            ax.plot(ep, y, marker="o", markersize=3, color=f"C{i}", label=name)
+            if a.get("best_epoch") in ep:
+                j = ep.index(a["best_epoch"])
+                ax.axvline(a["best_epoch"], color=f"C{i}", linestyle=":", linewidth=1)
+                ax.plot([a["best_epoch"]], [y[j]], marker="*", markersize=10, color=f"C{i}")
+        ax.axhline(0, color="0.6", linewidth=0.8)
+        ax.set_title(k.replace("_", " "), fontsize=9)
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return fig
 
 
 def comparison_bar_figure(

@@ -155,6 +155,24 @@ def auto_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
         f = plots.layer_gap_figure(layer_gap)
         if f is not None:
             figs["Per-layer gap profile"] = f
+    ov = metrics.get("overfitting")
+    if isinstance(ov, Mapping) and ov:
+        analyses = ov if all(isinstance(v, Mapping) for v in ov.values()) and "best_epoch" not in ov else {"model": ov}
+        f = plots.epoch_gaps_figure(analyses)
+        if f is not None:
+            figs["Gaps per epoch (star = chosen epoch, source validation)"] = f
+    de = metrics.get("data_efficiency")
+    if isinstance(de, (Mapping, list)) and de:
+        from .overfitting import data_efficiency_figure
+
+        try:
+            curves = de.get("curves", de) if isinstance(de, Mapping) else de
+            if isinstance(curves, Mapping) and all(isinstance(c, Mapping) and "n" in c for c in curves.values()):
+                curves = [{"init": k, "n_labelled": n, "score": m}
+                          for k, c in curves.items() for n, m in zip(c["n"], c["mean"], strict=True)]
+            figs["Data efficiency on the target"] = data_efficiency_figure(curves)
+        except DataError:
+            pass  # a section of another shape: shown as a table only
     bias = metrics.get("bias")
     if isinstance(bias, Mapping):
         try:
