@@ -1,20 +1,46 @@
 """Augmentation presets, target-aware restyling and shift ranking.
 
+- `radiograph_acquisition(strength)`, `driving_conditions(strength)`: presets (`Augmenter`s)
+  on numpy H x W x C images, and on shiftkit dict items via `.apply_item` / `.item_transform()`.
+- `target_restyle(target_pool, method=...)`: FDA / HistogramMatching / PixelDistributionAdaptation
+  toward unlabeled target images; `load_target_pool` reads a manifest, Dataset or array.
+- `AugmentedDataset(source_dataset, transform)`; `AugmentedSourceOnly` (= `TargetStyleSourceOnly`)
+  and `AugmentedDANN`: augmentation-based adaptation.
+- `rank_shift_families(source_images, target_images)`: which kind of shift is this?
+
 `NO_ALBUMENTATIONS_UPDATE` is set before anything imports albumentations, so it never tries to
-reach the network for a version check.
+reach the network for a version check. Training classes and the ranking load lazily.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from shiftkit.adapt.augment.dataset import AugmentedDataset  # noqa: E402
 from shiftkit.adapt.augment.families import FAMILIES, build_family, family_names  # noqa: E402
 from shiftkit.adapt.augment.pipeline import Augmenter, combine  # noqa: E402
 from shiftkit.adapt.augment.presets import PRESETS, driving_conditions, get_preset, radiograph_acquisition  # noqa: E402
+from shiftkit.adapt.augment.restyle import RESTYLE_METHODS, load_target_pool, target_restyle  # noqa: E402
+
+_LAZY = {
+    "AugmentedSourceOnly": ".method", "TargetStyleSourceOnly": ".method", "AugmentedDANN": ".method",
+    "TargetStyleMixin": ".method",
+    "rank_shift_families": ".rank", "describe_ranking": ".rank",
+    "shift_features": ".features",
+}
 
 __all__ = [
-    "Augmenter", "combine", "FAMILIES", "build_family", "family_names",
+    "Augmenter", "combine", "AugmentedDataset", "FAMILIES", "build_family", "family_names",
     "PRESETS", "get_preset", "radiograph_acquisition", "driving_conditions",
+    "RESTYLE_METHODS", "load_target_pool", "target_restyle", *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.core.transforms_interface import ImageOnlyTransform  # noqa: E402
 
-__all__ = ["BiasField", "CollimationBorder", "FastFog", "OnThreeChannels"]
+__all__ = ["BiasField", "CollimationBorder", "FastFog", "OnThreeChannels", "PixelDistributionAdaptationFixed"]
 
 
 class BiasField(ImageOnlyTransform):
@@ -173,4 +173,28 @@ class FastFog(A.RandomFog):
         blur = max(3, int(min(h, w) // 30))
         blur += 1 - blur % 2
         out = cv2.GaussianBlur(out, (blur, blur), 0).reshape(img.shape)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+class PixelDistributionAdaptationFixed(A.PixelDistributionAdaptation):
+    """albumentations 2.0.8's `PixelDistributionAdaptation` with its blending repaired.
+
+    In 2.0.8, `adapt_pixel_distribution` blends the uint8-scaled input with the adapted image on
+    another scale, so any `blend_ratio` below 1 returns a white image for float input (and uint8
+    input comes back black even at 1; measured in this venv, see tests). The adapted image at
+    weight 1 on float32 input is correct, so this class asks for exactly that and blends itself.
+    Input must be float32 (the `Augmenter` always converts).
+    """
+
+    def apply(self, img: np.ndarray, reference_image: np.ndarray | None = None, blend_ratio: float = 1.0,
+              **params: Any) -> np.ndarray:
+        from albumentations.augmentations.mixing.domain_adaptation_functional import adapt_pixel_distribution
+
+        ref = reference_image.astype(np.float32)
+        if ref.shape[:2] != img.shape[:2]:
+            ref = cv2.resize(ref, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA).reshape(
+                img.shape[0], img.shape[1], -1)
+        adapted = adapt_pixel_distribution(img.astype(np.float32), ref=ref, transform_type=self.transform_type,
+                                           weight=1.0).reshape(img.shape)
+        out = img.astype(np.float32) * (1.0 - blend_ratio) + adapted.astype(np.float32) * blend_ratio
         return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -25,6 +25,7 @@ import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from shiftkit.adapt.augment.custom import PixelDistributionAdaptationFixed  # noqa: E402
 from shiftkit.adapt.augment.pipeline import Augmenter  # noqa: E402
 from shiftkit.datasets.errors import DataError  # noqa: E402
 
@@ -140,8 +141,9 @@ def _restyle_transform(method: str, strength: float, p: float) -> Any:
     if method == "histogram":
         return A.HistogramMatching(blend_ratio=(0.5 * s, s), metadata_key=_KEYS["histogram"], p=p)
     if method == "pda":
-        return A.PixelDistributionAdaptation(blend_ratio=(0.5 * s, s), transform_type="standard",
-                                             metadata_key=_KEYS["pda"], p=p)
+        # The repaired subclass: 2.0.8's own returns white images for any blend below 1.
+        return PixelDistributionAdaptationFixed(blend_ratio=(0.5 * s, s), transform_type="standard",
+                                                metadata_key=_KEYS["pda"], p=p)
     raise ValueError(f"unknown restyle method {method!r}; choose from {RESTYLE_METHODS}")
 
 
