@@ -79,10 +79,17 @@ def analyse_history(
     if not rows:
         raise DataError("argument 'history' is empty")
     keys = sorted({k for r in rows for k in r if k != "epoch" and any(_is_num(x.get(k)) for x in rows)})
+    pre_warnings: list[str] = []
     if monitor is None:
         monitor = next((k for k in ("val_loss", "val_acc", "val_auroc", "val_miou", "train_loss") if k in keys), None)
         if monitor is None:
-            raise DataError(f"history has no validation series to monitor; keys: {keys}")
+            # Nothing to select on (e.g. a method without an iterative fit): report, do not fail.
+            return {"n_epochs": len(rows), "monitor": None, "keys": keys,
+                    "advice": "no loss or validation series in the history; nothing to analyse",
+                    "warnings": []}
+        if not monitor.startswith("val"):
+            pre_warnings.append(f"no source-validation series in the history; {monitor} monitored instead, "
+                                "which cannot show overfitting")
     elif monitor not in keys:
         raise DataError(f"monitor {monitor!r} is not a numeric key of the history; keys: {keys}")
     if monitor.startswith("target"):
@@ -138,7 +145,7 @@ def analyse_history(
             out["oracle_best_epoch"] = {"key": tkey, "epoch": epochs[t_best], "value": float(tcol[t_best]),
                                         "note": "selected WITH target labels: an oracle, not a valid model choice"}
 
-    warnings: list[str] = []
+    warnings: list[str] = list(pre_warnings)
     tail = slice(max(0, n - win), n)
     tr_s, va_s = _slope(tl[tail]), _slope(vl[tail])
     if np.isfinite(tr_s) and np.isfinite(va_s) and tr_s < 0 < va_s and n >= 3:

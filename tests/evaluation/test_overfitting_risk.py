@@ -52,6 +52,10 @@ def test_analyse_history_refuses_target_monitor_and_bad_input():
         overfitting.analyse_history([])
     with pytest.raises(DataError, match="not a numeric key"):
         overfitting.analyse_history(_history(), monitor="val_dice")
+    # No series at all (a method without an iterative fit): a report, not an exception.
+    assert overfitting.analyse_history([{"epoch": 0, "note": "closed form"}])["monitor"] is None
+    only_train = overfitting.analyse_history([{"epoch": e, "train_loss": 1 / (e + 1)} for e in range(3)])
+    assert only_train["monitor"] == "train_loss" and "no source-validation" in only_train["warnings"][0]
 
 
 def test_data_efficiency_curves_and_labels_saved():
