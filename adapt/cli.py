@@ -11,6 +11,10 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Before torch loads libgomp: idle OpenMP threads sleep instead of spinning. On a busy machine
+# (CI, shared boxes) spinning threads tripled the CPU time of `shiftkit demo --quick`
+# (60 s -> 22 s CPU, 257 s -> 81 s wall; benchmarks/README.md). Set it to ACTIVE to opt out.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
 
