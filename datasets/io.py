@@ -72,7 +72,10 @@ def _read_raster(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError(path, "empty file")
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header claiming more rows than CV_IO_MAX_IMAGE_HEIGHT
+        raise ImageReadError(path, f"not a readable image ({str(exc).strip().splitlines()[-1][:200]})") from None
     if arr is None:
         raise ImageReadError(path, "not a readable image (corrupt or truncated?)")
     if path.suffix.lower() == ".png" and not data[-12:].tobytes().endswith(b"IEND\xaeB`\x82"):
