@@ -106,7 +106,7 @@ def classification_metrics(
         out["auroc_undefined"] = reason
     rel = reliability_curve(y, p, n_bins)
     out["ece"] = rel["ece"]
-    out["nll"] = float(log_loss(y, np.clip(p, 1e-12, 1.0), labels=list(range(k))))
+    out["nll"] = float(log_loss(y, p, labels=list(range(k))))
     if k == 2:
         out["brier"] = float(brier_score_loss(y, p[:, 1], labels=[0, 1]))
         pos, neg = y == 1, y == 0

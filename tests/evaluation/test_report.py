@@ -121,3 +121,18 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     assert img.std() > 10.0  # a blank page has variance ~0
     # Plots are drawn (not only text): a good share of the page is non-white.
     assert (img < 200).mean() > 0.02
+
+
+def test_embedding_and_segmentation_overlay_figures():
+    from shiftkit.evaluation.plots import embedding_figure, segmentation_overlay_figure
+
+    rng = np.random.default_rng(2)
+    fig = embedding_figure({"before": (rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 3)}, method="pca")
+    xy = fig.axes[0].collections
+    src, tgt = xy[0].get_offsets(), xy[1].get_offsets()
+    # Shifted domains are separated in the 2-D embedding (centroids further apart than the spread).
+    assert np.linalg.norm(src.mean(0) - tgt.mean(0)) > src.std(0).mean()
+    imgs = rng.random((2, 3, 16, 16))
+    masks = rng.integers(0, 9, (2, 16, 16))
+    seg = segmentation_overlay_figure(imgs, masks, masks, num_classes=9)
+    assert len(seg.axes) == 6
