@@ -461,7 +461,9 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
             lines += ["", "domain gap on features:"] + _text_table(["method", *_GAP_KEYS], gaps)
             shown = True
     gap = m.get("gap")
-    if isinstance(gap, Mapping) and any(isinstance(v, Mapping) for v in gap.values()):
+    method_gaps_shown = isinstance(methods, Mapping) and any(
+        isinstance(b, Mapping) and isinstance(b.get("gap"), Mapping) for b in methods.values())
+    if not method_gaps_shown and isinstance(gap, Mapping) and any(isinstance(v, Mapping) for v in gap.values()):
         rows = [[k] + [_tf(v.get(c)) for c in _GAP_KEYS] for k, v in gap.items() if isinstance(v, Mapping)]
         lines += ["", "domain gap:"] + _text_table(["", *_GAP_KEYS], rows)
         shown = True
@@ -472,6 +474,7 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
             if isinstance(a, Mapping) and "best_epoch" in a:
                 lines.append(f"overfitting [{name}]: best epoch {_tf(a.get('best_epoch'))}"
                              f" ({a.get('monitor', 'val')}); {a.get('advice', '')}".rstrip("; "))
+                lines += [f"  ! {w}" for w in a.get("warnings") or []]
                 shown = True
     bias = m.get("bias")
     if isinstance(bias, Mapping):
