@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shiftkit.datasets.errors import ConfigError, ShiftkitError
+from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
 
 from . import distributed as dist_utils
 
@@ -505,8 +505,18 @@ def _fingerprint(cfg: TrainConfig, task: Any) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by :func:`train` without unpickling code (``weights_only``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint written by :func:`train` without unpickling code (``weights_only``).
+
+    Raises:
+        DataError: the file is missing, corrupt, or holds pickled objects other than tensors
+            and plain containers (refused before any of its code could run).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for code-carrying pickles, RuntimeError for corrupt zips
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: refused as a training checkpoint ({type(exc).__name__}: {first}); "
+                        "checkpoints are loaded with weights_only=True and never run code") from None
 
 
 # --------------------------------------------------------------------------------------
