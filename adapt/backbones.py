@@ -240,18 +240,25 @@ def build_classifier(
     return SplitModel(encoder, head, dim, arch)
 
 
-def build_mlp(in_features: int, hidden: Sequence[int], num_classes: int) -> SplitModel:
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def build_mlp(in_features: int, hidden: Sequence[int], num_classes: int, *, activation: str = "relu") -> SplitModel:
     """A small MLP classifier on vectors ``(N, in_features)`` (e.g. the DANN two-moons toy).
 
-    The encoder is ``Linear -> ReLU`` per hidden layer (features ``(N, hidden[-1])``), the
-    head one ``Linear``. Used for tabular/toy problems and in tests.
+    The encoder is ``Linear -> activation`` per hidden layer (features ``(N, hidden[-1])``),
+    the head one ``Linear``. ``activation``: ``"relu"``, ``"sigmoid"`` (the shallow DANN of
+    Ganin et al. 2016) or ``"tanh"``. Used for tabular/toy problems and in tests.
     """
+    if activation not in _ACTIVATIONS:
+        raise ConfigError("build_mlp", [f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"])
     layers: list[nn.Module] = []
     prev = in_features
     for h in hidden:
-        layers += [nn.Linear(prev, h), nn.ReLU()]
+        layers += [nn.Linear(prev, h), _ACTIVATIONS[activation]()]
         prev = h
-    arch = {"kind": "mlp", "in_features": in_features, "hidden": list(hidden), "num_classes": num_classes}
+    arch = {"kind": "mlp", "in_features": in_features, "hidden": list(hidden), "num_classes": num_classes,
+            "activation": activation}
     return SplitModel(nn.Sequential(*layers), nn.Linear(prev, num_classes), prev, arch)
 
 

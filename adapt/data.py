@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from shiftkit.datasets.errors import DataError
 
-__all__ = ["ArrayDataset", "as_dataset"]
+__all__ = ["ArrayDataset", "CachedDataset", "as_dataset"]
 
 
 class ArrayDataset(Dataset):
@@ -72,3 +72,22 @@ def as_dataset(data: Dataset | np.ndarray | torch.Tensor, *, name: str = "data")
             )
         return data
     raise DataError(f"{name}: expected a torch Dataset or an array of images, got {type(data).__name__}")
+
+
+class CachedDataset(Dataset):
+    """Materialise every item of ``base`` once (procedural generators are slow per item).
+
+    Use for small datasets trained over many epochs; memory is ``len(base)`` items. Random
+    transforms of ``base`` are frozen by caching, so cache before augmenting.
+    """
+
+    def __init__(self, base: Dataset, *, progress: bool = False):
+        from tqdm.auto import tqdm
+
+        self.items = [base[i] for i in tqdm(range(len(base)), desc="cache", disable=not progress, leave=False)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]

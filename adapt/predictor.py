@@ -473,7 +473,8 @@ def _rebuild(arch: dict) -> nn.Module:
         return build_segmenter(arch["name"], int(arch["in_channels"]), int(arch["num_classes"]),
                                spatial_dims=int(arch.get("spatial_dims", 2)))
     if kind == "mlp":
-        return build_mlp(int(arch["in_features"]), list(arch["hidden"]), int(arch["num_classes"]))
+        return build_mlp(int(arch["in_features"]), list(arch["hidden"]), int(arch["num_classes"]),
+                         activation=str(arch.get("activation", "relu")))
     raise ConfigError("load", [f"architecture {arch!r} is not built in; pass model= to rebuild it"])
 
 
