@@ -93,6 +93,12 @@ def _coerce_attribute(col: pd.Series) -> pd.Series:
     return out.astype(np.float64)
 
 
+def _row_of(problem: str) -> int:
+    """Row number of a "row N: ..." problem, for reporting in row order (stable sort)."""
+    head = problem.split(":", 1)[0]
+    return int(head[4:]) if head.startswith("row ") and head[4:].isdigit() else 0
+
+
 def validate_frame(
     frame: pd.DataFrame,
     root: str | os.PathLike[str],
@@ -209,7 +215,7 @@ def validate_frame(
             seen[key] = i
 
     if problems:
-        raise ManifestError(source, problems)
+        raise ManifestError(source, sorted(problems, key=_row_of))
 
     out = pd.DataFrame({"image": images})
     if labels is not None:
