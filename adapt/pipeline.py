@@ -201,7 +201,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # e.g. a pickle renamed .safetensors: SafetensorError, never unpickled
+            raise DataError(f"{path}: not a valid safetensors file ({type(exc).__name__}: {exc})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything that would run code
