@@ -18,7 +18,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.core.transforms_interface import ImageOnlyTransform  # noqa: E402
 
-__all__ = ["BiasField", "CollimationBorder", "FastFog", "OnThreeChannels", "PixelDistributionAdaptationFixed"]
+__all__ = ["BiasField", "CollimationBorder", "FastFog", "Haze", "OnThreeChannels", "PixelDistributionAdaptationFixed"]
 
 
 class BiasField(ImageOnlyTransform):
@@ -198,3 +198,34 @@ class PixelDistributionAdaptationFixed(A.PixelDistributionAdaptation):
                                            weight=1.0).reshape(img.shape)
         out = img.astype(np.float32) * (1.0 - blend_ratio) + adapted.astype(np.float32) * blend_ratio
         return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+class Haze(ImageOnlyTransform):
+    """Atmospheric veil (Koschmieder): I = J t + A (1 - t), t = exp(-beta d).
+
+    albumentations has no global haze: its `RandomFog` only scatters small bright particles,
+    which at dashcam resolutions looks like speckle, not fog (the veil that lifts blacks and
+    flattens contrast with distance). Depth d grows linearly from the bottom row (d = 1 -
+    `depth_gradient`) to the top row (d = 1): farther scene, thicker veil. beta is drawn in
+    `beta_range`, the airlight A (grey level of the fog) in `airlight_range`.
+    """
+
+    def __init__(self, beta_range: tuple[float, float] = (0.2, 1.2), airlight_range: tuple[float, float] = (0.7, 0.95),
+                 depth_gradient: float = 0.6, p: float = 0.5):
+        super().__init__(p=p)
+        self.beta_range = (float(beta_range[0]), float(beta_range[1]))
+        self.airlight_range = (float(airlight_range[0]), float(airlight_range[1]))
+        self.depth_gradient = float(depth_gradient)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"beta": float(self.random_generator.uniform(*self.beta_range)),
+                "airlight": float(self.random_generator.uniform(*self.airlight_range))}
+
+    def apply(self, img: np.ndarray, beta: float = 0.0, airlight: float = 0.8, **params: Any) -> np.ndarray:
+        h = img.shape[0]
+        depth = np.linspace(1.0, 1.0 - self.depth_gradient, h, dtype=np.float32)[:, None, None]
+        t = np.exp(-beta * depth).astype(np.float32)
+        return np.clip(img.astype(np.float32) * t + airlight * (1.0 - t), 0.0, 1.0)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("beta_range", "airlight_range", "depth_gradient")

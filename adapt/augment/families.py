@@ -23,7 +23,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-from shiftkit.adapt.augment.custom import BiasField, CollimationBorder, FastFog, OnThreeChannels  # noqa: E402
+from shiftkit.adapt.augment.custom import BiasField, CollimationBorder, FastFog, Haze, OnThreeChannels  # noqa: E402
 
 __all__ = ["Family", "FAMILIES", "family_names", "build_family", "geometric"]
 
@@ -49,7 +49,9 @@ def _noise(s: float, size: int) -> list[Any]:
     # Gaussian (electronic) or Poisson-like (quantum) noise; std in units of the full range.
     return [A.OneOf([
         A.GaussNoise(std_range=(0.3 * 0.12 * s, 0.12 * s), p=1.0),
-        A.ShotNoise(scale_range=(0.3 * 0.3 * s, 0.3 * s), p=1.0),
+        # ShotNoise's sd at mid-grey is about 0.49 * sqrt(scale) (measured), so scale ~ sd^2 gives
+        # the same sd range as the Gaussian branch.
+        A.ShotNoise(scale_range=(0.0054 * s * s, 0.06 * s * s), p=1.0),
     ], p=1.0)]
 
 
@@ -96,8 +98,10 @@ def _collimation(s: float, size: int) -> list[Any]:
 
 
 def _fog(s: float, size: int) -> list[Any]:
-    # FastFog: RandomFog's model and draws, rendered fast (see custom.py); any channel count.
-    return [FastFog(alpha_coef=0.08, fog_coef_range=(0.1 + 0.3 * s, 0.1 + 0.8 * s), p=1.0)]
+    # A global veil (Haze) plus albumentations' fog particles for patchiness (FastFog renders
+    # RandomFog's model fast, see custom.py); both work on any channel count.
+    return [Haze(beta_range=(0.3 * s, 1.5 * s), airlight_range=(0.7, 0.95), depth_gradient=0.6, p=1.0),
+            FastFog(alpha_coef=0.08, fog_coef_range=(0.1 + 0.2 * s, 0.1 + 0.5 * s), p=1.0)]
 
 
 def _rain(s: float, size: int) -> list[Any]:
