@@ -91,27 +91,51 @@ def _light_datasets_package() -> None:
 # --------------------------------------------------------------------------------------
 
 
+class MemoryDataset:
+    """In-memory items in shiftkit's layout (``image``, ``label``/``mask``, ``domain``, ``index``).
+
+    Module-level (not a closure) so DataLoader workers can receive it under any start method.
+    """
+
+    def __init__(self, images, labels, masks, domain: str):
+        self.images, self.labels, self.masks, self.domain = images, labels, masks, domain
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"image": self.images[i], "label": self.labels[i], "domain": self.domain, "index": i}
+        if self.masks is not None:
+            item["mask"] = self.masks[i]
+        return item
+
+
+class PngDataset:
+    """Decodes the PNG files in ``paths`` with shiftkit's ``read_image`` on every access."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        from shiftkit.datasets.io import read_image
+
+        return {"image": torch.from_numpy(read_image(self.paths[i])), "label": torch.tensor(0)}
+
+
 def _memory_dataset(n: int, channels: int, hw: tuple[int, int], num_classes: int, seg: bool, seed: int, domain: str):
-    """An in-memory torch Dataset in shiftkit's item layout (``image``, ``label``/``mask``)."""
+    """Random images/labels/masks of the given shape, as a :class:`MemoryDataset` and tensors."""
     import torch
-    from torch.utils.data import Dataset
 
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n, channels, *hw, generator=g)
     labels = torch.randint(0, num_classes, (n,), generator=g)
     masks = torch.randint(0, num_classes, (n, *hw), generator=g) if seg else None
-
-    class MemoryDataset(Dataset):
-        def __len__(self) -> int:
-            return n
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            item = {"image": images[i], "label": labels[i], "domain": domain, "index": i}
-            if masks is not None:
-                item["mask"] = masks[i]
-            return item
-
-    return MemoryDataset(), images, labels, masks
+    return MemoryDataset(images, labels, masks, domain), images, labels, masks
 
 
 # --------------------------------------------------------------------------------------
@@ -246,12 +270,8 @@ def loader_rate(dataset, batch: int, workers: int, device, *, batches: int) -> f
     return n / (time.perf_counter() - t0)
 
 
-def _png_dataset(folder: Path, n: int, size: int, seed: int):
+def _png_dataset(folder: Path, n: int, size: int, seed: int) -> PngDataset:
     """Write ``n`` synthetic radiographs as 16-bit PNG, return a Dataset that decodes them."""
-    import torch
-    from torch.utils.data import Dataset
-
-    from shiftkit.datasets.io import read_image
     from shiftkit.datasets.synth import radiograph
     from shiftkit.datasets.synth._common import encode_png
 
@@ -261,15 +281,7 @@ def _png_dataset(folder: Path, n: int, size: int, seed: int):
         p = folder / f"img_{i:05d}.png"
         p.write_bytes(encode_png(radiograph._to_uint16(s["image"])))
         paths.append(str(p))
-
-    class PngDataset(Dataset):
-        def __len__(self) -> int:
-            return len(paths)
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            return {"image": torch.from_numpy(read_image(paths[i])), "label": torch.tensor(0)}
-
-    return PngDataset()
+    return PngDataset(paths)
 
 
 # --------------------------------------------------------------------------------------
