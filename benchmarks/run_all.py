@@ -78,7 +78,10 @@ def run_script(script: Path, timeout: float, machine: str, extra_args: list[str]
     topic = topic_of(script)
     result_path = RESULTS_DIR / f"{topic}.json"
     started = time.time()
-    env = {"MPLBACKEND": "Agg", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {"MPLBACKEND": "Agg", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1",
+           # As the shiftkit CLI does: sleeping, not spinning, OpenMP threads, so a busy machine
+           # slows both sides of a comparison alike instead of multiplying torch's CPU time.
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     stats = measure_subprocess([sys.executable, str(script), *(extra_args or [])], timeout=timeout, env=env,
                                cwd=REPO_ROOT)
     status = {"script": script.name, "topic": topic, "returncode": stats.returncode, "wall_s": round(stats.wall_s, 1),
