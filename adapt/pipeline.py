@@ -322,7 +322,7 @@ def run(config: RunConfig) -> RunResult:
                               in_channels=int(data["source_train"][0]["image"].shape[0]))
         if name == "target_oracle":
             method.fit(data["target_train_labelled"], val=data["source_val"])
-        elif getattr(method, "uses_target", False):
+        elif getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
             method.fit(data["source_train"], data["target_train"], val=data["source_val"])
         else:
             method.fit(data["source_train"], val=data["source_val"])
