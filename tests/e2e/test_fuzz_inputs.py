@@ -7,7 +7,7 @@ of shiftkit's own errors (`ShiftkitError` subclasses) whose message names the ba
 or key. Any other exception escaping (ValueError from pathlib, UnicodeDecodeError, a pydicom
 or nibabel internal error...) is a failure.
 
-Size: 5,600 generated cases in total by default (`FUZZ_SCALE=4` for a longer local run);
+Size: 5,000 generated cases in total by default (`FUZZ_SCALE=4` for a longer local run);
 `derandomize=True` so CI sees the same cases every time, `FUZZ_RANDOM=1` to explore.
 """
 
@@ -152,7 +152,7 @@ def _check_manifest_result(path: Path, root: Path, check_files: bool, allow_outs
         assert frame["split"].map(lambda s: s is None or s in ("train", "val", "test")).all()
 
 
-@fuzz_settings(1500)
+@fuzz_settings(1300)
 @given(table=manifest_tables(), sep=st.sampled_from([",", "\t"]), check_files=st.booleans(),
        allow_outside=st.booleans())
 def test_fuzz_manifest_tables(manifest_root: Path, table, sep: str, check_files: bool, allow_outside: bool) -> None:
@@ -161,7 +161,7 @@ def test_fuzz_manifest_tables(manifest_root: Path, table, sep: str, check_files:
     _check_manifest_result(path, manifest_root, check_files, allow_outside)
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".tsv", ".parquet", ".txt", ".xlsx", ""]))
 def test_fuzz_manifest_raw_bytes(manifest_root: Path, data: bytes, suffix: str) -> None:
     path = manifest_root / f"raw_manifest{suffix}"
@@ -225,7 +225,7 @@ def _unknown_keys(raw: dict) -> list[str]:
     return found
 
 
-@fuzz_settings(1200)
+@fuzz_settings(1100)
 @given(raw=config_dicts())
 def test_fuzz_parse_config(raw) -> None:
     try:
@@ -254,7 +254,7 @@ yaml_docs = st.one_of(
 )
 
 
-@fuzz_settings(600)
+@fuzz_settings(500)
 @given(doc=yaml_docs, mutate=st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=1, max_size=3)), max_size=3))
 def test_fuzz_load_config_files(tmp_path_factory, doc: str, mutate) -> None:
     data = bytearray(doc.encode("utf-8", "surrogatepass"))
@@ -386,7 +386,7 @@ def _check_read(path: Path) -> None:
     assert mask.dtype == np.int64 and mask.ndim == 2 and (mask >= 0).all()
 
 
-@fuzz_settings(1900)
+@fuzz_settings(1800)
 @given(sample=image_bytes())
 def test_fuzz_image_readers(tmp_path_factory, sample) -> None:
     data, suffix = sample
