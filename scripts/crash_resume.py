@@ -100,7 +100,8 @@ def _forkserver_child(argv: list[str], log_path: str) -> None:
 
 #: Imported once by the fork server, so a launch costs no interpreter start-up or imports.
 PRELOAD = [
-    "torch", "numpy", "pandas", "yaml", "matplotlib.pyplot", "sklearn.linear_model", "sklearn.metrics",
+    "torch", "torch._dynamo", "torch.distributed", "torch.onnx", "numpy", "pandas", "yaml",
+    "sklearn.decomposition", "matplotlib.pyplot", "sklearn.linear_model", "sklearn.metrics",
     "monai.networks.nets", "shiftkit.adapt.cli", "shiftkit.adapt.cli_run", "shiftkit.adapt.config",
     "shiftkit.adapt.pipeline", "shiftkit.adapt.trainer", "shiftkit.adapt.backbones", "shiftkit.adapt.methods",
     "shiftkit.datasets", "shiftkit.datasets.synth.radiograph", "shiftkit.evaluation.report",
@@ -301,11 +302,17 @@ def _noop() -> None:
 
 def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | None = None,
                  max_launches: int | None = None, verbose: bool = True, mode: str = "exec",
-                 parallel: int = 1) -> dict[str, Any]:
+                 parallel: int = 1, kills_per_episode: int = 4) -> dict[str, Any]:
     """Reference run, then kill/resume episodes until ``kills`` kills; returns the summary.
 
     ``parallel`` episodes run at once (each in its own folder, one core each; with
     ``OMP_NUM_THREADS=1`` two fit a 2-core machine); the kill count is shared.
+
+    An episode is killed at most ``kills_per_episode`` times, then left to finish. The first
+    kill of episode ``e`` is drawn uniformly from the ``e``-th of ``n`` equal slices of
+    ``[0, T_ref]`` (``n`` = the number of episodes planned), later kills from all of it:
+    still random, but the early phases (start-up, export, first epochs) are sure to be hit
+    even though evaluation and the report take most of a run's time.
     """
     import threading
 
@@ -348,6 +355,7 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     }
     max_launches = max_launches or 6 * kills + 10
     next_episode = [0]
+    planned = max(1, math.ceil(kills / max(1, kills_per_episode)))
 
     def want_kill() -> bool:
         with lock:
@@ -367,9 +375,16 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
             run_dir = out_dir / run_name
             log_path = logs / f"episode{episode:03d}.log"
             first = True
+            episode_kills = 0
             while True:
                 # Once enough kills happened, let the episode finish (no further kill).
-                delay = rng.uniform(0.0, t_ref) if want_kill() else None
+                delay = None
+                if want_kill() and episode_kills < kills_per_episode:
+                    if first:
+                        k = (episode - 1) % planned
+                        delay = rng.uniform(k * t_ref / planned, (k + 1) * t_ref / planned)
+                    else:
+                        delay = rng.uniform(0.0, t_ref)
                 since = time.time() - 0.01
                 rc, killed, took = launch(cfg_path, resume=not first, kill_after=delay, log_path=log_path,
                                           mode=mode)
@@ -377,6 +392,7 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
                 with lock:
                     summary["launches"] += 1
                 if killed:
+                    episode_kills += 1
                     stage = stage_of(run_dir, ref_cfg["train"]["epochs"], ref_cfg["methods"], since)
                     report = check_tree(out_dir)
                     n = sum(report["checked"].values())
@@ -464,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("exec", "fork"), default="exec",
                         help="exec: a new `shiftkit` process per launch; fork: fork a pre-imported one")
     parser.add_argument("--parallel", type=int, default=1, help="episodes at once (one core each)")
+    parser.add_argument("--kills-per-episode", type=int, default=4, help="then the episode is left to finish")
     args = parser.parse_args(argv)
 
     import tempfile
@@ -472,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_campaign(work, kills=args.kills, seed=args.seed,
                                config_kw={"n_per_domain": args.n_per_domain, "epochs": args.epochs},
-                               mode=args.mode, parallel=args.parallel)
+                               mode=args.mode, parallel=args.parallel,
+                               kills_per_episode=args.kills_per_episode)
     finally:
         if args.work is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
