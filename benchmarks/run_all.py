@@ -9,6 +9,7 @@ Usage (``make bench`` runs the first form)::
     .venv/bin/python benchmarks/run_all.py
     .venv/bin/python benchmarks/run_all.py --only dann_step mmd --no-readme
     .venv/bin/python benchmarks/run_all.py --timeout 120 --timeout-for demo=600
+    .venv/bin/python benchmarks/run_all.py --only reweight --merge   # rerun one, keep the other rows
 
 ``benchmarks/gpu_bench.py`` is run too when CUDA is available; otherwise the table gets rows
 that say the GPU figures were not measured and give the command that measures them.
@@ -42,9 +43,9 @@ from _common import (  # noqa: E402  (the path insert above makes _common import
 README = BENCH_DIR / "README.md"
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
-DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_TIMEOUT_S = 420.0
 #: Scripts that need longer than the default (seconds); overridable with --timeout-for.
-TIMEOUTS: dict[str, float] = {"demo": 480.0}
+TIMEOUTS: dict[str, float] = {"demo": 600.0}
 #: Order in the table: the issue's headline rows first, then anything else alphabetically.
 ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "gpu")
 GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
@@ -86,7 +87,9 @@ def run_script(script: Path, timeout: float, machine: str, extra_args: list[str]
                                cwd=REPO_ROOT)
     status = {"script": script.name, "topic": topic, "returncode": stats.returncode, "wall_s": round(stats.wall_s, 1),
               "cpu_s": None if stats.cpu_s is None else round(stats.cpu_s, 1), "timed_out": stats.timed_out,
-              "peak_rss_gb": None if stats.peak_rss_gb is None else round(stats.peak_rss_gb, 3)}
+              "peak_rss_gb": None if stats.peak_rss_gb is None else round(stats.peak_rss_gb, 3),
+              "finished": time.strftime("%Y-%m-%d %H:%M"),
+              "load_avg_1m_at_end": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
     fresh = result_path.exists() and result_path.stat().st_mtime >= started - 1
     if stats.timed_out:
         why = f"timed out after {timeout:.0f} s"
@@ -137,6 +140,16 @@ def gpu_rows(machine: str, timeout: float) -> tuple[list[dict], dict | None]:
     return rows, None
 
 
+def previous_rows() -> tuple[dict[str, list[dict]], list[dict]]:
+    """Rows per topic and script statuses of the last ``results/all.json`` (for ``--merge``)."""
+    try:
+        doc = json.loads((RESULTS_DIR / "all.json").read_text())
+        extra = doc.get("extra", {})
+        return dict(extra.get("rows_by_topic", {})), list(extra.get("scripts", []))
+    except (OSError, ValueError):
+        return {}, []
+
+
 def render_block(rows: list[dict], statuses: list[dict], machine: dict, command: str, total_s: float) -> str:
     load = machine.get("load_avg_1m")
     lines = [
@@ -154,13 +167,13 @@ def render_block(rows: list[dict], statuses: list[dict], machine: dict, command:
         "",
         "Per script (wall and CPU seconds of the whole script, peak RSS of its process tree):",
         "",
-        "| script | exit | wall s | CPU s | peak RSS GB | note |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| script | finished | load at end | exit | wall s | CPU s | peak RSS GB | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in statuses:
         note = s.get("error", "")
-        lines.append(f"| {s['script']} | {s['returncode']} | {s['wall_s']} | {s['cpu_s']} | {s['peak_rss_gb']} | "
-                     f"{note.replace('|', '/')} |")
+        lines.append(f"| {s['script']} | {s.get('finished', '-')} | {s.get('load_avg_1m_at_end', '-')} | "
+                     f"{s['returncode']} | {s['wall_s']} | {s['cpu_s']} | {s['peak_rss_gb']} | {note.replace('|', '/')} |")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -188,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-script timeout, e.g. demo=600")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     ap.add_argument("--no-gpu", action="store_true", help="leave out the GPU rows")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of scripts not run now from the previous results/all.json")
     args = ap.parse_args(argv)
 
     timeouts = dict(TIMEOUTS)
@@ -201,26 +216,33 @@ def main(argv: list[str] | None = None) -> int:
         print("no benchmark scripts matched", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    rows: list[dict] = []
+    by_topic: dict[str, list[dict]] = {}
     statuses: list[dict] = []
+    if args.merge:
+        by_topic, statuses = previous_rows()
     for script in scripts:
         topic = topic_of(script)
         timeout = timeouts.get(topic, args.timeout)
         print(f"[bench] {script.name} (timeout {timeout:.0f} s) ...", flush=True)
         r, status = run_script(script, timeout, line)
-        rows += r
-        statuses.append(status)
+        by_topic[topic] = r
+        statuses = [s for s in statuses if s.get("topic") != topic] + [status]
         print(f"[bench] {script.name}: exit {status['returncode']}, {status['wall_s']} s"
               + (f" - {status['error']}" if "error" in status else ""), flush=True)
     if not args.no_gpu:
         r, status = gpu_rows(line, timeouts.get("gpu", 600.0))
-        rows += r
+        by_topic["gpu"] = r
         if status:
-            statuses.append(status)
+            statuses = [s for s in statuses if s.get("topic") != "gpu"] + [status]
+    rank = {t: i for i, t in enumerate(ORDER)}
+    order = sorted(by_topic, key=lambda t: (rank.get(t, len(ORDER)), t))
+    rows = [r for t in order for r in by_topic[t]]
+    statuses.sort(key=lambda s: (rank.get(s.get("topic"), len(ORDER)), s.get("topic", "")))
     total = time.perf_counter() - t0
     command = "make bench" if not (args.only or args.skip) else "python benchmarks/run_all.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    write_result("all", rows, command=command, machine=machine, extra={"scripts": statuses, "total_s": round(total, 1)})
+    write_result("all", rows, command=command, machine=machine,
+                 extra={"scripts": statuses, "total_s": round(total, 1), "rows_by_topic": by_topic})
     print()
     print(markdown_table(rows))
     print(f"\ntotal {total / 60:.1f} min")
