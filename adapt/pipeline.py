@@ -92,7 +92,8 @@ def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
     if config.data.benchmark == "dashcam":
         size = (config.data.image_size, 2 * config.data.image_size)
     manifest = generator.export(
-        data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size
+        data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size,
+        progress=config.progress,
     )
     _atomic_write_text(stamp, json.dumps(wanted))
     return Path(manifest)
@@ -184,6 +185,49 @@ def _datasets(splits: DomainSplits) -> dict[str, Any]:
     for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
                  "target_train_labelled"):
         out[name] = ManifestDataset(getattr(splits, name))
+    return out
+
+
+def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int = 128) -> Any:
+    """Per-epoch target-test scores for the learning curves (`target_acc`, `target_auroc` /
+    `target_miou`). They are displayed, never used to choose an epoch: the trainer refuses a
+    `target_*` early-stopping key unless the run is an explicit oracle."""
+    from torch.utils.data import DataLoader
+
+    from shiftkit.adapt.trainer import predict_loader
+    from shiftkit.evaluation import metrics
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+    def callback(epoch: int, model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        proba = predict_loader(model, loader, device)["proba"]
+        if task == "classification":
+            m = metrics.classification_metrics(labels, proba)
+            return {"target_acc": m["accuracy"], "target_auroc": m["auroc"]}
+        m = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
+        return {"target_acc": m["pixel_accuracy"], "target_miou": m["miou"]}
+
+    return callback
+
+
+def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+    """Per-group audit of each method on the target test split (sex, age band), side by side."""
+    from shiftkit.evaluation import bias
+
+    frame = frames["target_test"]
+    sensitive = [c for c in ("sex", "age") if c in frame.columns]
+    if not sensitive or "label" not in frame.columns:
+        return {}
+    sensitive = ["age_band" if c == "age" else c for c in sensitive]
+    audits = {}
+    for name, score in scores.items():
+        table = frame.drop(columns=["image", "mask"], errors="ignore").copy()
+        table["score"] = score
+        audits[name] = bias.audit(table, sensitive, n_boot=100, seed=seed)
+    out: dict[str, Any] = {name: a.to_dict() for name, a in audits.items()}
+    if len(audits) > 1:
+        out["comparison"] = bias.compare_audits(audits)
     return out
 
 
@@ -316,18 +360,23 @@ def run(config: RunConfig) -> RunResult:
     histories: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
     features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    scores: dict[str, np.ndarray] = {}
+    n_params: dict[str, int] = {}
     for name in config.methods:
         log.info("fitting %s", name)
         method = build_method(name, config, num_classes, run_dir,
                               in_channels=int(data["source_train"][0]["image"].shape[0]))
+        monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
         if name == "target_oracle":
-            method.fit(data["target_train_labelled"], val=data["source_val"])
+            method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
         elif getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
-            method.fit(data["source_train"], data["target_train"], val=data["source_val"])
+            method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
         else:
-            method.fit(data["source_train"], val=data["source_val"])
+            method.fit(data["source_train"], val=data["source_val"], callback=monitor)
         results[name] = evaluate_method(method, data, config)
         features[name] = results[name].pop("_features")
+        scores[name] = results[name].pop("_target_proba")
+        n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
@@ -360,7 +409,15 @@ def run(config: RunConfig) -> RunResult:
     except ImportError:
         analyse_history = None
     if analyse_history is not None:
-        metrics["overfitting"] = {name: analyse_history(h) for name, h in histories.items() if h}
+        metrics["overfitting"] = {
+            name: analyse_history(h, n_params=n_params[name], n_samples=len(splits.source_train))
+            for name, h in histories.items() if h
+        }
+    if config.task == "classification" and is_main:
+        binary = {k: v[:, 1] for k, v in scores.items() if v.ndim == 2 and v.shape[1] == 2}
+        bias_metrics = bias_section({"target_test": splits.target_test}, binary, config.train.seed)
+        if bias_metrics:
+            metrics["bias"] = bias_metrics
     figures = {}
     stages = {METHOD_TITLES.get(k, k): v for k, v in features.items()}
     if stages:
@@ -384,6 +441,8 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
         data = splits_data[f"{role}_test"]
         labels = splits_data[f"{role}_test_labels"]
         proba = np.asarray(method.predict_proba(data))
+        if role == "target":
+            out["_target_proba"] = proba
         if config.task == "classification":
             out[role] = metrics.classification_metrics(labels, proba)
         else:
