@@ -1,1 +1,34 @@
-"""Importance re-weighting estimators."""
+"""Importance re-weighting under covariate shift.
+
+Estimators share one style: ``fit(Xs, Xt)`` on source and target features (numpy or torch,
+raw covariates or backbone features), then ``weights_`` (n_s,), ``ess_``, and for the
+inductive ones ``weight(X_new)``:
+
+- :class:`KMM` kernel mean matching (bound B and epsilon slab exact; Nystrom at large n),
+- :class:`KLIEP` (converging L-BFGS optimiser, likelihood-CV kernel width),
+- :class:`ClassifierRatio` p(t|x)/p(s|x) * n_s/n_t from a calibrated domain classifier.
+
+Use the weights in training (:class:`ImportanceWeighted`, :class:`WeightedDANN`,
+:class:`DistributedWeightedSampler`) and in label-free model selection (:func:`iwcv_risk`).
+See docs/reweight.md.
+"""
+
+from .base import BaseWeighter, clip_and_normalize, effective_sample_size
+from .classifier_ratio import ClassifierRatio
+from .iwcv import iwcv_risk, iwcv_select
+from .kliep import KLIEP
+from .kmm import KMM, project_box_slab
+from .sampler import DistributedWeightedSampler
+
+__all__ = [
+    "BaseWeighter",
+    "ClassifierRatio",
+    "DistributedWeightedSampler",
+    "KLIEP",
+    "KMM",
+    "clip_and_normalize",
+    "effective_sample_size",
+    "iwcv_risk",
+    "iwcv_select",
+    "project_box_slab",
+]

@@ -22,12 +22,13 @@ flexible classifier cannot memorise the training source points and inflate their
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -48,9 +49,14 @@ class AppendSquares(TransformerMixin, BaseEstimator):
         return np.hstack([X, X * X])
 
 
-def default_domain_classifier(C: float = 1.0) -> Any:
-    """StandardScaler -> [x, x^2] -> LogisticRegression (lbfgs)."""
-    return make_pipeline(StandardScaler(), AppendSquares(), StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+def default_domain_classifier() -> Any:
+    """StandardScaler -> [x, x^2] -> logistic regression, its L2 strength chosen by 3-fold
+    cross-validated log-loss (the squares are pure noise under a mean shift, so a fixed C
+    over- or under-fits depending on the shift)."""
+    return make_pipeline(
+        StandardScaler(), AppendSquares(), StandardScaler(),
+        LogisticRegressionCV(Cs=[0.003, 0.03, 0.3, 3.0], cv=3, scoring="neg_log_loss", max_iter=2000),
+    )
 
 
 class ClassifierRatio(BaseWeighter):
@@ -99,12 +105,18 @@ class ClassifierRatio(BaseWeighter):
         method = self.calibration
         if method == "auto":
             final = base.steps[-1][1] if hasattr(base, "steps") else base
-            method = None if isinstance(final, LogisticRegression) else "sigmoid"
+            method = None if isinstance(final, (LogisticRegression, LogisticRegressionCV)) else "sigmoid"
         if method is None:
             return base
         if method not in ("sigmoid", "isotonic"):
             raise DataError(f"calibration: expected 'auto', 'sigmoid', 'isotonic' or None, got {method!r}")
         return CalibratedClassifierCV(base, method=method, cv=3)
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> Any:
+        with warnings.catch_warnings():
+            # scikit-learn 1.8+ announces LogisticRegressionCV API changes that do not affect us.
+            warnings.simplefilter("ignore", FutureWarning)
+            return self._make().fit(X, y)
 
     def _ratio(self, p_target: np.ndarray) -> np.ndarray:
         p_t = np.clip(p_target, 0.0, 1.0)
@@ -116,12 +128,12 @@ class ClassifierRatio(BaseWeighter):
 
         X = np.vstack([xs, xt])
         y = np.r_[np.zeros(xs.shape[0], dtype=int), np.ones(xt.shape[0], dtype=int)]
-        self.classifier_ = self._make().fit(X, y)
+        self.classifier_ = self._fit_one(X, y)
         if self.cross_fit and self.cross_fit > 1:
             oof = np.empty(X.shape[0])
             folds = StratifiedKFold(n_splits=self.cross_fit, shuffle=True, random_state=self.seed)
             for train, test in folds.split(X, y):
-                oof[test] = self._make().fit(X[train], y[train]).predict_proba(X[test])[:, 1]
+                oof[test] = self._fit_one(X[train], y[train]).predict_proba(X[test])[:, 1]
         else:
             oof = self.classifier_.predict_proba(X)[:, 1]
         self.domain_auc_ = float(roc_auc_score(y, oof))

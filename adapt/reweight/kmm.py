@@ -92,6 +92,8 @@ class KMM(BaseWeighter):
     n_landmarks: Nystrom landmarks m.
     max_dense: largest n_s for which the exact solver stores K densely.
     max_iter, tol: FISTA stops when the relative step ||w_k+1 - w_k|| / ||w_k|| < tol.
+        Default tol: 1e-6 for the exact solver, 1e-4 for Nystrom (whose approximation error
+        is far above what tighter convergence would change: measured in docs/reweight.md).
     clip, normalize: post-processing (base class). Default normalize=False so that the QP
         solution (and its bound B) is returned as is.
     dtype: torch dtype of the computation (float64 default; float32 halves time/memory).
@@ -114,14 +116,14 @@ class KMM(BaseWeighter):
         n_landmarks: int = 1000,
         max_dense: int = 5000,
         max_iter: int = 3000,
-        tol: float = 1e-6,
+        tol: float | None = None,
         clip: float | None = None,
         normalize: bool = False,
         dtype: torch.dtype = torch.float64,
         seed: int = 0,
         max_block_elems: int = DEFAULT_BLOCK_ELEMS,
         nystrom_diag: bool = True,
-        landmarks: Literal["kmeans", "random"] = "kmeans",
+        landmarks: Literal["kmeans", "random"] = "random",
         kmeans_subsample: int = 20000,
         kmeans_iter: int = 20,
     ) -> None:
@@ -198,6 +200,7 @@ class KMM(BaseWeighter):
                 out = phi_s @ (phi_s.T @ v)
                 return out + diag * v if diag is not None else out
 
+        self.tol_ = self.tol if self.tol is not None else (1e-6 if solver == "exact" else 1e-4)
         w, n_iter, converged = self._fista(matvec, kappa, lo, hi, n_s)
         kw = matvec(w)
         self.objective_ = float(0.5 * (w @ kw) - kappa @ w)
@@ -207,10 +210,10 @@ class KMM(BaseWeighter):
     def _landmarks(self, xs: np.ndarray, xt: np.ndarray) -> torch.Tensor:
         """Nystrom landmarks (m, d) from the pooled source + target sample.
 
-        "kmeans" (default): k-means centres fitted on a random subset of at most
-        ``kmeans_subsample`` pooled points; centres summarise the data far better than the
-        same number of random points (Zhang, Tsang & Kwok, ICML 2008), which is what lets a
-        few hundred landmarks approximate the exact KMM weights. "random": a uniform draw.
+        "random" (default): a uniform draw. "kmeans": k-means centres fitted on a random
+        subset of at most ``kmeans_subsample`` pooled points (Zhang, Tsang & Kwok, ICML 2008);
+        better on clustered features, no better on isotropic 64-D Gaussians (measured) and
+        slower, hence not the default.
         """
         rng = np.random.default_rng(self.seed)
         pool = np.vstack([xs, xt])
@@ -257,7 +260,7 @@ class KMM(BaseWeighter):
             t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
             y = w_new + ((t - 1.0) / t_new) * diff
             w, t = w_new, t_new
-            if rel < self.tol:
+            if rel < self.tol_:
                 converged = True
                 break
         return w, k, converged
