@@ -47,7 +47,7 @@ DEFAULT_TIMEOUT_S = 420.0
 #: Scripts that need longer than the default (seconds); overridable with --timeout-for.
 TIMEOUTS: dict[str, float] = {"demo": 600.0}
 #: Order in the table: the issue's headline rows first, then anything else alphabetically.
-ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "gpu")
+ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "omp", "gpu")
 GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
 
 
