@@ -220,17 +220,16 @@ def dann_step_rate(method, xs, xt, ys, seg: bool, device, *, amp: bool, channels
     return _rate(step, xs.shape[0] + xt.shape[0], steps=steps, repeats=repeats, warmup=warmup, sync=_sync(device))
 
 
-def trainer_rate(make_method: Callable[[int], Any], source, target, images_per_step: int, *, short: int, long: int,
+def trainer_rate(make_method: Callable[[int, Any], Any], source, target, images_per_step: int, *, short: int, long: int,
                  repeats: int, sync) -> tuple[float, list[float], Any]:
     """img/s of ``method.fit`` from the difference of a short and a long fit (fixed costs cancel)."""
-    warm = make_method(2)
+    warm = make_method(2, None)
     warm.fit(source, target)  # builds the model, compiles cuDNN plans, starts the allocator
     rates = []
     for _ in range(repeats):
         times = {}
         for n in (short, long):
-            m = make_method(n)
-            m.model_ = warm.model_  # same network: only the steps differ
+            m = make_method(n, warm.model_)  # same network: only the number of steps differs
             sync()
             t0 = time.perf_counter()
             m.fit(source, target)
@@ -335,7 +334,7 @@ def bench_backbone(name: str, seg: bool, args, device, amp: bool, channels_last:
     sync = _sync(device)
     short, long = args.trainer_steps
     dann_fit, dann_fit_all, fitted = trainer_rate(
-        lambda n: cls(build() if n == 2 else "tiny", **common, steps_per_epoch=n), src, tgt, 2 * b,
+        lambda n, net: cls(build() if net is None else net, **common, steps_per_epoch=n), src, tgt, 2 * b,
         short=short, long=long, repeats=args.trainer_repeats, sync=sync)
     out["dann_trainer_img_s"], out["dann_trainer_samples"] = dann_fit, dann_fit_all
     hist = fitted.history_[-1] if fitted.history_ else {}
@@ -344,7 +343,7 @@ def bench_backbone(name: str, seg: bool, args, device, amp: bool, channels_last:
         torch.cuda.empty_cache()
     so_common = dict(common, batch_size=2 * b)
     so_fit, so_fit_all, _ = trainer_rate(
-        lambda n: SourceOnly(build() if n == 2 else "tiny", task="segmentation" if seg else "classification",
+        lambda n, net: SourceOnly(build() if net is None else net, task="segmentation" if seg else "classification",
                              **so_common, steps_per_epoch=n), src, None, 2 * b,
         short=short, long=long, repeats=args.trainer_repeats, sync=sync)
     out["source_only_trainer_img_s"], out["source_only_trainer_samples"] = so_fit, so_fit_all
