@@ -81,7 +81,8 @@ class RunConfig(_Section):
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     out_dir: Path = Path("runs")
-    task: Literal["classification", "segmentation"] = "classification"
+    task: Literal["classification", "segmentation"] | None = Field(
+        None, description="default: segmentation for the dashcam benchmark, else classification")
     methods: list[Literal[METHOD_NAMES]] = ["source_only", "dann"]  # type: ignore[valid-type]
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -90,6 +91,12 @@ class RunConfig(_Section):
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _default_task(self) -> RunConfig:
+        if self.task is None:
+            self.task = "segmentation" if self.data.benchmark == "dashcam" else "classification"
+        return self
 
     @property
     def run_dir(self) -> Path:
