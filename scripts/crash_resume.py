@@ -266,6 +266,22 @@ def stage_of(run_dir: Path, epochs: int, methods: list[str], since: float) -> st
     return "evaluation"
 
 
+def reference_phases(run_dir: Path, methods: list[str], start: float, total: float) -> list[tuple[str, float, float]]:
+    """``(name, from_s, to_s)`` windows of the reference run, from its files' modification times."""
+    marks = [("start-up + export", run_dir / "data" / "export.json")]
+    marks += [(f"{m} training (+ evaluation of the method before)", run_dir / "checkpoints" / m / "last.pt")
+              for m in methods]
+    phases, lo = [], 0.0
+    for name, path in marks:
+        hi = min(total, max(lo, path.stat().st_mtime - start)) if path.exists() else lo
+        if hi > lo:
+            phases.append((name, lo, hi))
+        lo = hi
+    if total > lo:
+        phases.append(("evaluation + report", lo, total))
+    return phases or [("whole run", 0.0, total)]
+
+
 def strip_wall_clock(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: strip_wall_clock(v) for k, v in obj.items() if k not in WALL_CLOCK_KEYS}
@@ -309,10 +325,11 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     ``OMP_NUM_THREADS=1`` two fit a 2-core machine); the kill count is shared.
 
     An episode is killed at most ``kills_per_episode`` times, then left to finish. The first
-    kill of episode ``e`` is drawn uniformly from the ``e``-th of ``n`` equal slices of
-    ``[0, T_ref]`` (``n`` = the number of episodes planned), later kills from all of it:
-    still random, but the early phases (start-up, export, first epochs) are sure to be hit
-    even though evaluation and the report take most of a run's time.
+    kill of episode ``e`` is drawn uniformly from phase ``e`` (cycling) of the reference run
+    -- start-up + export, each method's training, evaluation + report, timed from the files
+    the reference run wrote -- later kills uniformly from all of ``[0, T_ref]``: still
+    random, but every phase is hit even though evaluation and the report take most of a
+    run's time.
     """
     import threading
 
@@ -336,10 +353,13 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     ref_path = work / "reference.yaml"
     ref_path.write_text(yaml.safe_dump(ref_cfg))
     shutil.rmtree(work / "reference", ignore_errors=True)
+    ref_start = time.time()
     rc, _, t_ref = launch(ref_path, resume=False, kill_after=None, log_path=logs / "reference.log", mode=mode)
     if rc != 0:
         raise RuntimeError(f"reference run failed (exit {rc}); see {logs / 'reference.log'}")
     run_name = ref_cfg["name"]
+    phases = reference_phases(work / "reference" / run_name, ref_cfg["methods"], ref_start, t_ref)
+    say("phases of the reference run (s): " + ", ".join(f"{n} {lo:.1f}-{hi:.1f}" for n, lo, hi in phases))
     reference = strip_wall_clock(json.loads((work / "reference" / run_name / "metrics.json").read_text()))
     say(f"reference run: {t_ref:.1f} s")
 
@@ -355,7 +375,6 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     }
     max_launches = max_launches or 6 * kills + 10
     next_episode = [0]
-    planned = max(1, math.ceil(kills / max(1, kills_per_episode)))
 
     def want_kill() -> bool:
         with lock:
@@ -381,8 +400,8 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
                 delay = None
                 if want_kill() and episode_kills < kills_per_episode:
                     if first:
-                        k = (episode - 1) % planned
-                        delay = rng.uniform(k * t_ref / planned, (k + 1) * t_ref / planned)
+                        _, lo, hi = phases[(episode - 1) % len(phases)]
+                        delay = rng.uniform(lo, hi)
                     else:
                         delay = rng.uniform(0.0, t_ref)
                 since = time.time() - 0.01
