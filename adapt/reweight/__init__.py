@@ -20,10 +20,24 @@ from .kliep import KLIEP
 from .kmm import KMM, project_box_slab
 from .sampler import DistributedWeightedSampler
 
+
+def __getattr__(name: str):
+    # The training methods pull in the trainer and MONAI backbones: import them only when
+    # asked for, so the estimators stay light to import.
+    if name in ("ImportanceWeighted", "WeightedDANN", "WeightedSource"):
+        from . import importance_weighted
+
+        return getattr(importance_weighted, name)
+    raise AttributeError(name)
+
+
 __all__ = [
     "BaseWeighter",
     "ClassifierRatio",
     "DistributedWeightedSampler",
+    "ImportanceWeighted",
+    "WeightedDANN",
+    "WeightedSource",
     "KLIEP",
     "KMM",
     "clip_and_normalize",

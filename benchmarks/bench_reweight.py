@@ -1,0 +1,175 @@
+"""Importance re-weighting: shiftkit vs skada 0.6.0 on 64-D Gaussians.
+
+Every (method, n) runs in a FRESH subprocess so its peak resident memory (ru_maxrss, which
+includes the interpreter and imports: ~0.3-0.5 GB for torch + sklearn) is its own. Reported:
+wall seconds, CPU seconds (user + system; less sensitive to other load on the machine),
+peak RSS in MB, Spearman correlation of the weights with the true density ratio, and the
+largest weight (KMM: must not exceed B).
+
+Data: xs ~ N(0, I_64), xt ~ N(m, I_64) with m = 0.5 on the first 8 coordinates, n_s = n_t = n,
+so log r(x) = 0.5 * sum(x[:8]) + const is known exactly.
+
+Usage:
+    .venv/bin/python benchmarks/bench_reweight.py                 # full grid (tens of minutes)
+    .venv/bin/python benchmarks/bench_reweight.py --sizes 1000 5000 --methods shiftkit_kmm
+    .venv/bin/python benchmarks/bench_reweight.py --nystrom-check  # exact vs Nystrom at n=5000
+Writes benchmarks/results/reweight.json (atomically) and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+D = 64
+B = 5.0
+METHODS = ("shiftkit_kmm", "skada_kmm", "shiftkit_kliep", "skada_kliep")
+SKADA_MAX_N = 20000  # the dense skada solvers are not run above this (10^10 kernel entries at 100k)
+
+CHILD = r"""
+import json, resource, sys, time, os
+import numpy as np
+method, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import torch
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+from scipy.stats import spearmanr
+rng = np.random.default_rng(seed)
+D, B = %(D)d, %(B)r
+xs = rng.standard_normal((n, D)).astype(np.float32)
+xt = rng.standard_normal((n, D)).astype(np.float32)
+xt[:, :8] += 0.5
+true_log_ratio = 0.5 * xs[:, :8].sum(1)
+from shiftkit.adapt.reweight._kernels import median_gamma
+gamma = median_gamma(xs, xt, seed=0)
+eps = B / np.sqrt(n)
+extra = {}
+t0 = time.perf_counter(); c0 = resource.getrusage(resource.RUSAGE_SELF)
+if method == "shiftkit_kmm":
+    from shiftkit.adapt.reweight import KMM
+    est = KMM(B=B, eps=eps, gamma=gamma, dtype=torch.float32 if n > 5000 else torch.float64).fit(xs, xt)
+    w = est.weights_
+    extra = {"solver": est.solver_, "n_iter": est.n_iter_}
+elif method == "skada_kmm":
+    from skada import KMMReweightAdapter
+    X = np.vstack([xs, xt]).astype(np.float64)
+    sd = np.r_[np.ones(n, dtype=int), -np.ones(n, dtype=int)]
+    est = KMMReweightAdapter(gamma=gamma, B=B, eps=eps).fit(X, sample_domain=sd)
+    w = np.asarray(est.source_weights_).ravel()
+elif method == "shiftkit_kliep":
+    from shiftkit.adapt.reweight import KLIEP
+    est = KLIEP().fit(xs, xt)
+    w = est.weights_
+    extra = {"basis": est.basis_, "n_iter": est.n_iter_}
+elif method == "skada_kliep":
+    from skada import KLIEPReweightAdapter
+    X = np.vstack([xs, xt]).astype(np.float64)
+    sd = np.r_[np.ones(n, dtype=int), -np.ones(n, dtype=int)]
+    est = KLIEPReweightAdapter(gamma=[0.1 * gamma, 0.3 * gamma, gamma, 3 * gamma, 10 * gamma], random_state=0)
+    est.fit(X, sample_domain=sd)
+    w = est.compute_weights(X, sample_domain=sd)[:n]
+else:
+    raise SystemExit(f"unknown method {method}")
+wall = time.perf_counter() - t0
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+w = np.asarray(w, dtype=np.float64)
+out = {"method": method, "n": n, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": c1.ru_maxrss / 1024.0,
+       "spearman_true": float(spearmanr(w, true_log_ratio)[0]), "max_weight": float(w.max()),
+       "min_weight": float(w.min()), "mean_weight": float(w.mean()),
+       "ess": float(w.sum() ** 2 / (w * w).sum()), **extra}
+print("RESULT " + json.dumps(out))
+""".replace("%(D)d", str(D)).replace("%(B)r", repr(B))
+
+NYSTROM_CHECK = r"""
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(2)
+from scipy.stats import pearsonr, spearmanr
+from shiftkit.adapt.reweight import KMM
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+xs = rng.standard_normal((n, 64)); xt = rng.standard_normal((n, 64)); xt[:, :8] += 0.5
+exact = KMM(B=5.0, solver="exact").fit(xs, xt)
+rows = []
+for m in [int(a) for a in sys.argv[2:]]:
+    t = time.perf_counter()
+    ny = KMM(B=5.0, solver="nystrom", n_landmarks=m, dtype=torch.float32).fit(xs, xt)
+    rows.append({"n": n, "n_landmarks": m, "pearson": float(pearsonr(ny.weights_, exact.weights_)[0]),
+                 "spearman": float(spearmanr(ny.weights_, exact.weights_)[0]),
+                 "objective_exact": exact.objective_, "wall_s": time.perf_counter() - t})
+print("RESULT " + json.dumps(rows))
+"""
+
+
+def run_child(code: str, args: list[str], timeout: float) -> object:
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("BENCH_THREADS", "2"))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (proc.stderr or proc.stdout)[-500:]}
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000, 100000])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    ap.add_argument("--nystrom-check", action="store_true", help="also compare exact and Nystrom KMM at n=5000")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "reweight.json"))
+    args = ap.parse_args()
+
+    out_path = Path(args.out)
+    results: dict = json.loads(out_path.read_text()) if out_path.exists() else {}
+    runs = {(r["method"], r["n"]): r for r in results.get("runs", []) if "method" in r}
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+    jobs = [(m, n) for n in args.sizes for m in args.methods if not (m.startswith("skada") and n > SKADA_MAX_N)]
+    for method, n in tqdm(jobs, desc="bench_reweight"):
+        r = run_child(CHILD, [method, str(n), "0"], args.timeout)
+        if isinstance(r, dict) and "error" in r:
+            r = {"method": method, "n": n, **r}
+        runs[(method, n)] = r
+        results["runs"] = sorted(runs.values(), key=lambda r: (r["n"], r["method"]))
+        write_json(out_path, results)
+        print(json.dumps(r), flush=True)
+    if args.nystrom_check:
+        results["nystrom_vs_exact"] = run_child(NYSTROM_CHECK, ["5000", "1000", "2000"], args.timeout)
+        write_json(out_path, results)
+
+    print("\n| method | n | wall s | CPU s | peak RSS MB | Spearman vs true ratio | max w | ESS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results.get("runs", []):
+        if "error" in r:
+            print(f"| {r['method']} | {r['n']} | error: {r['error'][:60]} | | | | | |")
+            continue
+        print(f"| {r['method']} | {r['n']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+              f"{r['spearman_true']:.3f} | {r['max_weight']:.2f} | {r['ess']:.0f} |")
+    if "nystrom_vs_exact" in results:
+        print("\n| n | landmarks | Pearson | Spearman |\n|---|---|---|---|")
+        for r in results["nystrom_vs_exact"] if isinstance(results["nystrom_vs_exact"], list) else []:
+            print(f"| {r['n']} | {r['n_landmarks']} | {r['pearson']:.4f} | {r['spearman']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
