@@ -95,6 +95,26 @@ def _axes(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(w, dtype=np.float32)[None, :] + 0.5, np.arange(h, dtype=np.float32)[:, None] + 0.5
 
 
+def _lut(cls: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Per-index lookup of a (K,) or (K, C) float table over a uint8 index map -> (H, W[, C]) float32."""
+    t = np.zeros((256,) + table.shape[1:], np.float32)
+    t[: len(table)] = table
+    if table.ndim == 1:
+        return cv2.LUT(cls, t.reshape(1, 256))
+    c = table.shape[1]
+    return cv2.LUT(cv2.merge([cls] * c), t.reshape(1, 256, c))
+
+
+@lru_cache(maxsize=16)
+def _vignette(h: int, w: int, strength: float) -> np.ndarray:
+    """Radial fall-off (H, W, 1): 1 at the centre, 1 - strength/2 at the corners' edge midpoints."""
+    cols, rows = _axes(h, w)
+    r2 = ((cols - w / 2) / (w / 2)) ** 2 + ((rows - h / 2) / (h / 2)) ** 2
+    out = (1.0 - strength * 0.5 * r2)[..., None].astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
 def _smooth1d(rng: np.random.Generator, n: int, knots: int) -> np.ndarray:
     """Smooth random curve of length n, values ~N(0, 1) at ``knots`` control points."""
     k = rng.standard_normal(knots).astype(np.float32)
@@ -251,20 +271,24 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
 
     # --- colour: per-class palette with jitter and texture -----------------------------------
     pal = _PALETTE[scene] * rng.uniform(0.85, 1.15, (9, 1)).astype(np.float32)
-    img = pal[cls]
-    tex = _texture(rng, h, w)
-    img *= (1.0 + tex * _TEXTURE[cls])[..., None]
-    sky_rows = cls == SKY
-    if sky_rows.any():  # sky gradient: lighter toward the horizon
-        grad = np.clip(rows / max(hy, 1.0), 0, 1)[..., None]
-        skyc = pal[SKY] * (0.8 + 0.35 * grad)
-        img = np.where(sky_rows[..., None], np.broadcast_to(skyc, img.shape), img)
-    if urban:  # windows: a grid of dark rectangles on facades
+    colour_idx = cls
+    if urban:  # windows: a grid on facades, coloured through a tenth palette entry (no extra pass)
         wy = ((rows * (1 / max(h * 0.05, 1))) % 1.0 < 0.55)
         wx = ((cols * (1 / max(w * 0.025, 1))) % 1.0 < 0.5)
-        windows = (cls == BUILDING) & wy & wx
-        lit = 0.9 if night else 0.3
-        img[windows] = img[windows] * lit + (0.55 if night else 0.05) * np.array([1.0, 0.85, 0.5], np.float32)
+        colour_idx = np.where((cls == BUILDING) & (wy & wx), np.uint8(9), cls)
+    lit, glow = (0.9, 0.55) if night else (0.3, 0.05)
+    window = pal[BUILDING] * lit + glow * np.array([1.0, 0.85, 0.5], np.float32)
+    img = _lut(colour_idx, np.vstack([pal, window]))  # (H, W, 3); cv2.LUT is ~5x faster than pal[cls]
+    tex = _texture(rng, h, w)
+    tex *= _lut(colour_idx, np.append(_TEXTURE, np.float32(0.05)))
+    tex += 1.0
+    img *= tex[..., None]
+    top = min(int(np.ceil(hy)) + 1, h)  # sky lies above the horizon: touch only those rows
+    sky_rows = cls[:top] == SKY
+    if sky_rows.any():  # sky gradient: lighter toward the horizon
+        grad = (0.8 + 0.35 * np.clip(rows[:top] / max(hy, 1.0), 0, 1))[..., None]  # (top, 1, 1)
+        region = img[:top]
+        region[sky_rows] = (pal[SKY] * grad * np.ones((1, w, 1), np.float32))[sky_rows]
     img = np.ascontiguousarray(img, dtype=np.float32)
 
     # --- objects, far to near --------------------------------------------------------------
@@ -334,8 +358,7 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
     # --- camera: colour cast, vignetting, noise, JPEG --------------------------------------
     cam = _CAMERA[scene]
     img *= np.array(cam["gain"], np.float32)
-    r2 = ((cols - w / 2) / (w / 2)) ** 2 + ((rows - h / 2) / (h / 2)) ** 2
-    img *= (1.0 - cam["vignette"] * 0.5 * r2)[..., None]
+    img *= _vignette(h, w, cam["vignette"])
     img += cam["noise"] * gaussian_noise(rng, (h, w, 3))
     u8 = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     q = int(rng.integers(cam["jpeg"][0], cam["jpeg"][1] + 1))
