@@ -22,6 +22,7 @@ On CUDA it runs DenseNet121 224 x 224 x 1 with batch 64 + 64 and FlexibleUNet(re
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -33,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe_machine, make_row, markdown_table, write_result  # noqa: E402
 
 GOAL = 1.15
+# OpenMP's default spin-wait burns the shared cores other processes need and inflates wall
+# time many-fold on a loaded machine (see bench_omp); sleep-wait instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _sync(device) -> None:
