@@ -159,3 +159,40 @@ def test_float_nifti_with_nan_rejected(tmp_path):
     arr[1, 1] = np.nan
     with pytest.raises(ImageReadError, match="NaN"):
         read_image(_nifti(tmp_path / "n.nii.gz", arr))
+
+
+_MAGIC = {
+    ".png": b"\x89PNG\r\n\x1a\n",
+    ".jpg": b"\xff\xd8\xff\xe0",
+    ".dcm": b"\x00" * 128 + b"DICM",
+    ".nii": b"\x5c\x01\x00\x00",
+    ".bmp": b"BM",
+    ".tif": b"II*\x00",
+}
+
+
+def _fuzz_cases():
+    from hypothesis import strategies as st
+
+    return st.tuples(st.sampled_from(sorted(_MAGIC)), st.binary(max_size=300), st.booleans())
+
+
+def test_fuzz_read_image_and_mask_only_raise_image_read_errors(tmp_path):
+    """Random bytes behind real magic numbers: the readers return arrays or raise ImageReadError."""
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_fuzz_cases())
+    def check(case):
+        suffix, body, with_magic = case
+        p = tmp_path / f"f{suffix}"
+        p.write_bytes((_MAGIC[suffix] if with_magic else b"") + body)
+        for reader in (read_image, read_mask):
+            try:
+                out = reader(p)
+            except ImageReadError as exc:
+                assert exc.path == str(p)
+                continue
+            assert isinstance(out, np.ndarray)
+
+    check()
