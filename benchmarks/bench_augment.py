@@ -13,7 +13,6 @@ Prints a markdown table and writes benchmarks/results/augment.json atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -123,16 +122,32 @@ def main(argv: list[str] | None = None) -> dict:
         two = r.get("img_per_s_two_cores")
         print(f"| {r['channels']} | {r['case']} | {'' if one is None else f'{one:,.0f}'} | "
               f"{'' if two is None else f'{two:,.0f}'} |")
+    # Rows in the shared schema (benchmarks/_common.py): each augmentation case on one core
+    # against the training step it feeds, on one thread, same channels and size.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import make_row, write_result
+
+    step = {r["channels"]: r["img_per_s_one_core"] for r in rows if "img_per_s_one_core" in r
+            and r["case"].startswith("training step")}
+    step2 = {r["channels"]: r["img_per_s_two_cores"] for r in rows if "img_per_s_two_cores" in r}
+    schema_rows = []
+    for r in rows:
+        if r["case"].startswith("training step"):
+            continue
+        c = r["channels"]
+        schema_rows.append(make_row(
+            f"data pipeline vs training: {r['case']} ({c} ch, {args.size} px), 1 core each",
+            shiftkit=r["img_per_s_one_core"], baseline=step.get(c), baseline_name="training step resnet10, batch 32",
+            unit="img/s", min_ratio=1.0, goal="augment img/s >= training img/s (one worker keeps up)",
+            notes=(f"training step on 2 threads: {step2[c]:,.0f} img/s; " if c in step2 else "")
+            + "w DataLoader workers deliver about w x the augment figure"))
     result = {
         "topic": "augment", "image_size": args.size, "n_images": n, "quick": args.quick,
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__},
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    write_result(args.out.stem, schema_rows, extra=result, out_dir=args.out.parent)
     return result
 
 
