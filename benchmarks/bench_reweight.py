@@ -157,6 +157,41 @@ def main() -> None:
         results["nystrom_vs_exact"] = run_child(NYSTROM_CHECK, ["5000", "1000", "2000"], args.timeout)
         write_json(out_path, results)
 
+    # Rows in the shared schema (benchmarks/_common.py) for benchmarks/run_all.py and the README table:
+    # shiftkit vs skada at each n where both ran (runs from earlier invocations are kept in the file).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import describe_machine, make_row
+
+    by = {(r["method"], r["n"]): r for r in results.get("runs", []) if "method" in r}
+    rows = []
+    for n in sorted({k[1] for k in by}):
+        for algo, goal in (("kmm", 0.05), ("kliep", None)):
+            sk, pe = by.get((f"shiftkit_{algo}", n)), by.get((f"skada_{algo}", n))
+            if sk is None:
+                continue
+            ok_sk = "error" not in sk
+            ok_pe = pe is not None and "error" not in pe
+            notes = []
+            if ok_sk:
+                notes.append(f"shiftkit CPU {sk['cpu_s']:.1f} s, peak {sk['peak_rss_mb']:.0f} MB, "
+                             f"Spearman {sk['spearman_true']:.2f}, max w {sk['max_weight']:.2f}")
+            else:
+                notes.append(f"shiftkit failed: {sk['error'][:120]}")
+            if ok_pe:
+                notes.append(f"skada CPU {pe['cpu_s']:.1f} s, peak {pe['peak_rss_mb']:.0f} MB, "
+                             f"Spearman {pe['spearman_true']:.2f}, max w {pe['max_weight']:.2f}")
+            elif pe is not None:
+                notes.append(f"skada failed: {pe['error'][:120]}")
+            else:
+                notes.append("skada not run at this n (dense n x n solver)")
+            kw = {"max_ratio": goal, "goal": f"ratio <= {goal:g} (>= {1 / goal:.0f}x faster than skada)"} if goal else {}
+            rows.append(make_row(f"{algo.upper()} fit, n_s = n_t = {n:,}, d = {D} (CPU)",
+                                 shiftkit=sk.get("wall_s") if ok_sk else None,
+                                 baseline=pe.get("wall_s") if ok_pe else None, baseline_name="skada 0.6.0",
+                                 unit="s", notes="; ".join(notes), **kw))
+    results.update({"topic": "reweight", "schema": 1, "machine": describe_machine(), "rows": rows})
+    write_json(out_path, results)
+
     print("\n| method | n | wall s | CPU s | peak RSS MB | Spearman vs true ratio | max w | ESS |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results.get("runs", []):
