@@ -155,12 +155,15 @@ def previous_rows() -> tuple[dict[str, list[dict]], list[dict]]:
         return {}, []
 
 
-def render_block(rows: list[dict], statuses: list[dict], machine: dict, command: str, total_s: float) -> str:
+def render_block(rows: list[dict], statuses: list[dict], machine: dict, command: str, total_s: float,
+                 finished: str | None = None) -> str:
     load = machine.get("load_avg_1m")
+    cmd_text = ("`make bench` (= `.venv/bin/python benchmarks/run_all.py` after installing the `bench` extra)"
+                if command == "make bench" else f"`{command}`")
     lines = [
         START,
         "",
-        f"Command: `{command}` (what `make bench` runs), finished {time.strftime('%Y-%m-%d %H:%M %Z')} "
+        f"Command: {cmd_text}, finished {finished or time.strftime('%Y-%m-%d %H:%M %Z')} "
         f"in {total_s / 60:.1f} min.",
         "",
         f"Machine: {machine_line(machine)}; 1-minute load average at start {load}"
@@ -206,10 +209,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-script timeout, e.g. demo=600")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     ap.add_argument("--no-gpu", action="store_true", help="leave out the GPU rows")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the README table from results/all.json without running anything")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of scripts not run now from the previous results/all.json")
     args = ap.parse_args(argv)
 
+    if args.render_only:
+        doc = json.loads((RESULTS_DIR / "all.json").read_text())
+        extra = doc.get("extra", {})
+        update_readme(render_block(doc["rows"], extra.get("scripts", []), doc["machine"], doc["command"],
+                                   float(extra.get("total_s", 0.0)), finished=extra.get("finished")))
+        print(f"table written to {README.relative_to(REPO_ROOT)} from results/all.json")
+        return 0
     timeouts = dict(TIMEOUTS)
     for item in args.timeout_for:
         k, _, v = item.partition("=")
@@ -247,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" if not (args.only or args.skip) else "python benchmarks/run_all.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     write_result("all", rows, command=command, machine=machine,
-                 extra={"scripts": statuses, "total_s": round(total, 1), "rows_by_topic": by_topic})
+                 extra={"scripts": statuses, "total_s": round(total, 1), "rows_by_topic": by_topic,
+                        "finished": time.strftime("%Y-%m-%d %H:%M %Z")})
     print()
     print(markdown_table(rows))
     print(f"\ntotal {total / 60:.1f} min")
