@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads((RESULTS_DIR / "all.json").read_text())
         extra = doc.get("extra", {})
         update_readme(render_block(doc["rows"], extra.get("scripts", []), doc["machine"], doc["command"],
-                                   float(extra.get("total_s", 0.0)), finished=extra.get("finished")))
+                                   float(extra.get("total_s", 0.0)),
+                                   finished=extra.get("finished") or max(
+                                       (st.get("finished", "") for st in extra.get("scripts", [])), default=None)))
         print(f"table written to {README.relative_to(REPO_ROOT)} from results/all.json")
         return 0
     timeouts = dict(TIMEOUTS)
