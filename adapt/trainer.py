@@ -536,6 +536,11 @@ class _StepModule(nn.Module):
         return self._task.training_step(source, target, p)
 
 
+def _trains_on_target(task: Any) -> bool:
+    """Whether training steps need target batches (AdaBN uses the target only afterwards)."""
+    return bool(getattr(task, "trains_on_target", task.uses_target))
+
+
 def _to_float(v: Any) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
@@ -576,7 +581,7 @@ def train(
 
     cfg = config or TrainConfig()
     cfg.validate()
-    if task.uses_target and target is None:
+    if _trains_on_target(task) and target is None:
         raise ConfigError("train", [f"{type(task).__name__} needs an (unlabelled) target dataset"])
     if cfg.target_metrics and target is None:
         raise ConfigError("train", ["target_metrics were requested but no target dataset was given"])
@@ -669,7 +674,7 @@ def train(
                                           drop_last=True, cycle=True, n_batches=steps)
         src_iter = iter(_loader(source, src_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 3), device))
         tgt_iter = None
-        if task.uses_target:
+        if _trains_on_target(task):
             tgt_sampler = _GlobalBatchSampler(len(target), cfg.batch_size, _epoch_seed(cfg.seed, epoch, 4), rank, world,
                                               drop_last=True, cycle=True, n_batches=steps)
             tgt_iter = iter(_loader(target, tgt_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 5), device))

@@ -62,6 +62,9 @@ class AdaBN(SourceOnly):
         **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
     """
 
+    uses_target = True  # needs the unlabelled target (for BN statistics) ...
+    trains_on_target = False  # ... but its training steps are source-only
+
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, train_source: bool = True, bn_batch_size: int = 64,
                  **kwargs: Any):
         super().__init__(model, **kwargs)
@@ -75,7 +78,8 @@ class AdaBN(SourceOnly):
             raise ConfigError("AdaBN", ["fit() needs an unlabelled target dataset"])
         target = as_dataset(target, name="target")
         if self.train_source:
-            super().fit(source, None, val=val, callback=callback)
+            # Source-only steps: the target is only used for the statistics pass below.
+            super().fit(source, target, val=val, callback=callback)
         elif self.model_ is None:
             raise ConfigError("AdaBN", ["train_source=False needs a trained model"])
         self.fit_target_ = target
