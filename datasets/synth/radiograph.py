@@ -106,7 +106,7 @@ PROFILES: dict[str, SiteProfile] = {
         name="rural", description="rural hospital, ageing computed-radiography (CR) plates",
         prevalence=0.40, female=0.45, age_mean=61, age_sd=15,
         portable_if_finding=0.15, portable_if_normal=0.15,
-        exposure=0.30, contrast=4.5, gamma=0.7, noise=0.035, blur=0.007, resolution=0.6,
+        exposure=0.31, contrast=5.0, gamma=0.8, noise=0.035, blur=0.007, resolution=0.6,
         collimation=(0.04, 0.11), invert=False, rotation_sd=4.0, ap_fraction=0.2,
         marker_corner="br", text_lines=2, leads=0.1,
     ),
@@ -367,7 +367,7 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
             ys_, xs_ = np.array([ah // 2]), np.array([aw // 4])
         k = rng.integers(len(ys_))
         lesion = _lesion_field(rng, x, y, float(x[0, xs_[k]]), float(y[ys_[k], 0]), kind) * _ramp(0.5 - lungs, 0.3)
-        strength = rng.uniform(0.25, 0.35) if kind == "nodule" else rng.uniform(0.2, 0.3)
+        strength = rng.uniform(0.28, 0.4) if kind == "nodule" else rng.uniform(0.23, 0.34)
         att += strength * lesion
 
     if rng.random() < prof.leads:  # ECG electrodes and a line: bright distractors
