@@ -97,9 +97,9 @@ def test_radiograph_city_to_rural_shift_is_real_and_learnable():
     xt, yt = _stack(radiograph, "rural", n_train, "train", size)
     xs_te, ys_te = _stack(radiograph, "city", n_test, "test", size)
     xt_te, yt_te = _stack(radiograph, "rural", n_test, "test", size)
-    src = _train(_classifier(), xs, ys, epochs=6)
+    src = _train(_classifier(), xs, ys, epochs=8)
     torch.manual_seed(0)
-    tgt = _train(_classifier(), xt, yt, epochs=6)
+    tgt = _train(_classifier(), xt, yt, epochs=8)
     s_s, s_t, t_t = _auroc(src, xs_te, ys_te), _auroc(src, xt_te, yt_te), _auroc(tgt, xt_te, yt_te)
     _report("radiograph city->rural AUROC", s_s, s_t, t_t)
     assert s_s > 0.8
