@@ -7,7 +7,7 @@ a process), alternating, each timing forward + backward of the ``tiny`` backbone
 count. On an idle machine both should be close; on a busy one spinning threads take the CPU
 their partners need (see docs/performance.md).
 
-    .venv/bin/python benchmarks/bench_omp.py [--repeat 3] [--steps 10]
+    .venv/bin/python benchmarks/bench_omp.py [--repeat 2] [--steps 6]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def run_child(policy: str | None, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3, help="subprocess pairs; medians reported")
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per subprocess (median taken)")
+    ap.add_argument("--repeat", type=int, default=2, help="subprocess pairs; medians reported")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per subprocess (median taken)")
     args = ap.parse_args(argv)
     machine = describe_machine()
     res: dict[str, list[dict]] = {"passive": [], "default": []}
