@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core box spinning multiplied
+# torch's CPU time several-fold (benchmarks/bench_omp.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-fast lint bench clean
 

@@ -21,10 +21,10 @@ def demo_config(quick: bool = False, *, out_dir: Path = Path("runs"), seed: int 
     config = RunConfig(name="demo-quick" if quick else "demo", out_dir=out_dir)
     config.train.seed = seed
     if quick:
-        config.data.n_per_domain = 240
-        config.data.image_size = 32
+        config.data.n_per_domain = 400
+        config.data.image_size = 64  # lesions are 3-4 px at 32 px: too small to learn
         config.model.backbone = "tiny"
-        config.train.epochs = 4
+        config.train.epochs = 5
         config.evaluation.n_permutations = 200
     else:
         config.data.n_per_domain = 800

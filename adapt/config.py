@@ -69,6 +69,7 @@ class DANNConfig(_Section):
     epochs: int | None = Field(None, ge=1, description="defaults to train.epochs")
     lambda_max: float = Field(1.0, gt=0)
     discriminator_hidden: int = Field(256, ge=8)
+    discriminator_lr_mult: float = Field(1.0, gt=0, description="discriminator lr relative to train.lr")
 
 
 class EvalConfig(_Section):

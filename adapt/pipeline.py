@@ -305,7 +305,8 @@ def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
             dann_common["epochs"] = config.dann.epochs
         hidden = (config.dann.discriminator_hidden, config.dann.discriminator_hidden)
         cls = methods.DANN if config.task == "classification" else methods.SegDANN
-        method = cls(backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max, **dann_common)
+        method = cls(backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max,
+                     disc_lr_mult=config.dann.discriminator_lr_mult, **dann_common)
     elif name == "adabn":
         method = methods.AdaBN(backbone, **common)
     elif name == "importance_weighted":
@@ -437,10 +438,12 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
     from shiftkit.evaluation import gap, metrics
 
     out: dict[str, Any] = {}
+    feats: dict[str, np.ndarray] = {}
     for role in ("source", "target"):
-        data = splits_data[f"{role}_test"]
+        # One pass gives both the probabilities and the encoder features.
+        both = method._predict(splits_data[f"{role}_test"], ("proba", "features"), None)
+        proba, feats[role] = both["proba"], both["features"]
         labels = splits_data[f"{role}_test_labels"]
-        proba = np.asarray(method.predict_proba(data))
         if role == "target":
             out["_target_proba"] = proba
         if config.task == "classification":
@@ -448,10 +451,8 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
         else:
             out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
     seed = config.train.seed
-    feats_s = _subsample(np.asarray(method.features(splits_data["source_test"])),
-                         config.evaluation.max_gap_points, seed)
-    feats_t = _subsample(np.asarray(method.features(splits_data["target_test"])),
-                         config.evaluation.max_gap_points, seed + 1)
+    feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
+    feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)
     out["gap"] = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
     out["_features"] = (feats_s, feats_t)
     return out
