@@ -58,6 +58,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=2)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     device: str = "auto"
