@@ -220,11 +220,12 @@ def validate_frame(
     out = pd.DataFrame({"image": images})
     if labels is not None:
         out["label"] = np.asarray(labels, dtype=np.int64)
+    # object dtype keeps None as None: pandas >= 3 would turn it into NaN in a string column.
     if masks is not None:
-        out["mask"] = masks
+        out["mask"] = pd.Series(masks, dtype=object)
     out["domain"] = domains
     if splits is not None:
-        out["split"] = splits
+        out["split"] = pd.Series(splits, dtype=object)
     for col in attribute_columns(frame):
         out[col] = _coerce_attribute(frame[col].reset_index(drop=True))
     return out
