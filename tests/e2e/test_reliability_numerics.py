@@ -163,7 +163,8 @@ def test_saturated_dann_discriminator_is_warned_in_metrics_and_report(tmp_path: 
     # lambda_max ~ 0: nothing pushes the encoder to hide the domain, so the discriminator wins.
     with caplog.at_level(logging.WARNING, logger="shiftkit"):
         res = _dann_run(tmp_path, "saturate", train={"epochs": 6, "batch_size": 4, "lr": 0.01},
-                        dann={"lambda_max": 1e-6, "discriminator_hidden": 64})
+                        dann={"lambda_max": 1e-6, "discriminator_hidden": 64,
+                              "discriminator_lr_mult": 5.0})
     last = res.histories["dann"][-1]
     assert last["disc_acc"] > 0.99 and last["domain_loss"] < 0.05  # it really saturated
     warned = [w for w in res.metrics["warnings"] if "saturated" in w]
