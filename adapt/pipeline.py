@@ -441,9 +441,7 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
     out: dict[str, Any] = {}
     feats: dict[str, np.ndarray] = {}
     for role in ("source", "target"):
-        # One pass gives both the probabilities and the encoder features.
-        both = method._predict(splits_data[f"{role}_test"], ("proba", "features"), None)
-        proba, feats[role] = both["proba"], both["features"]
+        proba, feats[role] = method.predict_proba_and_features(splits_data[f"{role}_test"])
         labels = splits_data[f"{role}_test_labels"]
         if role == "target":
             out["_target_proba"] = proba

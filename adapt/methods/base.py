@@ -202,6 +202,12 @@ class Method:
         """Class indices ``(N,)`` (segmentation: ``(N, H, W)``), int64."""
         return self.predict_proba(data, batch_size=batch_size).argmax(1)
 
+    def predict_proba_and_features(self, data: Any, *, batch_size: int | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and encoder features from one pass: ``((N, K[, H, W]), (N, D))``."""
+        out = self._predict(data, ("proba", "features"), batch_size)
+        return out["proba"], out["features"]
+
     def features(self, data: Any, *, batch_size: int | None = None) -> np.ndarray:
         """Encoder features ``(N, D)`` float32 (segmenters: pooled bottleneck)."""
         return self._predict(data, ("features",), batch_size)["features"]
