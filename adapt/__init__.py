@@ -3,7 +3,8 @@
 Public entry points (imported lazily so the CLI starts fast):
 ``load`` / ``save_model`` (:mod:`.predictor`), ``build_classifier`` / ``build_segmenter``
 (:mod:`.backbones`), ``train`` / ``TrainConfig`` (:mod:`.trainer`) and the methods
-``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``.
+``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``, and the
+end-to-end job ``RunConfig`` / ``load_config`` (:mod:`.config`) and ``run`` (:mod:`.pipeline`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ _EXPORTS = {
     "FineTune": ".methods",
     "LinearProbe": ".methods",
     "AdaBN": ".methods",
+    "RunConfig": ".config",
+    "load_config": ".config",
+    "run": ".pipeline",
+    "RunResult": ".pipeline",
 }
 
 __all__ = sorted(_EXPORTS)
