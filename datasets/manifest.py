@@ -25,6 +25,10 @@ CORE_COLUMNS: tuple[str, ...] = ("image", "label", "mask", "domain", "split")
 SPLIT_VALUES: tuple[str, ...] = ("train", "val", "test")
 
 
+# Class indices must fit int64 (and no real label set comes near this).
+_MAX_LABEL = 2**31 - 1
+
+
 def attribute_columns(frame: pd.DataFrame) -> list[str]:
     """The columns of ``frame`` that are not core manifest columns (image, label, mask, domain, split)."""
     return [c for c in frame.columns if c not in CORE_COLUMNS]
@@ -179,9 +183,11 @@ def validate_frame(
                 continue
             if not np.isfinite(f) or f != round(f):
                 problems.append(f"row {i}: label {value!r} is not an integer class")
-            elif f < -1 or (num_classes is not None and f >= num_classes):
-                bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+            elif f < -1 or f > _MAX_LABEL or (num_classes is not None and f >= num_classes):
+                bound = f"0..{num_classes - 1}" if num_classes is not None else f"0..{_MAX_LABEL}"
                 problems.append(f"row {i}: label {value!r} out of range (expected {bound}, or -1/empty for unlabelled)")
+                labels.append(-1)
+                continue
             labels.append(int(f) if np.isfinite(f) and f == round(f) else -1)
 
     domains: list[str] = []

@@ -162,13 +162,14 @@ def _dann_run(tmp_path: Path, name: str, **over):
 def test_saturated_dann_discriminator_is_warned_in_metrics_and_report(tmp_path: Path, caplog) -> None:
     # lambda_max ~ 0: nothing pushes the encoder to hide the domain, so the discriminator wins.
     with caplog.at_level(logging.WARNING, logger="shiftkit"):
-        res = _dann_run(tmp_path, "saturate", train={"epochs": 6, "batch_size": 4, "lr": 0.01},
+        res = _dann_run(tmp_path, "saturate", train={"epochs": 10, "batch_size": 4, "lr": 0.01},
                         dann={"lambda_max": 1e-6, "discriminator_hidden": 64,
                               "discriminator_lr_mult": 5.0})
-    last = res.histories["dann"][-1]
-    assert last["disc_acc"] > 0.99 and last["domain_loss"] < 0.05  # it really saturated
+    saturated = [h["epoch"] for h in res.histories["dann"] if h["disc_acc"] > 0.99 and h["domain_loss"] < 0.05]
+    assert saturated, res.histories["dann"]  # it really saturated, in at least one epoch
     warned = [w for w in res.metrics["warnings"] if "saturated" in w]
     assert warned and all(w.startswith("dann: ") for w in warned), res.metrics["warnings"]
+    assert all(any(f"epoch {e}:" in w for w in warned) for e in saturated), (saturated, warned)
     assert "saturated" in res.report_path.read_text()
     assert any("saturated" in r.getMessage() for r in caplog.records)
 
