@@ -178,13 +178,13 @@ def _subsample(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return features[index]
 
 
-def _datasets(splits: DomainSplits) -> dict[str, Any]:
+def _datasets(splits: DomainSplits, skip_bad: bool) -> dict[str, Any]:
     from shiftkit.datasets import ManifestDataset
 
     out: dict[str, Any] = {}
     for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
                  "target_train_labelled"):
-        out[name] = ManifestDataset(getattr(splits, name))
+        out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
     return out
 
 
@@ -311,9 +311,10 @@ def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
     elif name == "adabn":
         method = methods.AdaBN(backbone, **common)
     elif name == "importance_weighted":
-        from shiftkit.adapt.reweight import ImportanceWeighted
+        from shiftkit.adapt.reweight import ClassifierRatio, ImportanceWeighted
 
-        method = ImportanceWeighted(backbone, **common)
+        # Weights from a calibrated domain classifier on pooled pixels: needs no kernel width.
+        method = ImportanceWeighted(backbone, estimator=ClassifierRatio(), **common)
     elif name == "augment":
         from shiftkit.adapt.augment import TargetStyleSourceOnly
 
@@ -346,11 +347,7 @@ def run(config: RunConfig) -> RunResult:
     frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
     source, target = domains_for(config)
     splits = split_domains(frame, source, target, config.train.seed)
-    data = _datasets(splits)
-    if config.data.skip_bad:
-        from shiftkit.datasets import ManifestDataset
-
-        data = {k: ManifestDataset(getattr(splits, k), skip_bad=True) for k in data}
+    data = _datasets(splits, config.data.skip_bad)
     for role in ("source_test", "target_test"):
         data[f"{role}_labels"] = _test_labels(data[role], config.task)
     if config.task == "classification":
