@@ -99,7 +99,24 @@ def dataset_features(ds: Dataset, keys: list[str]) -> np.ndarray:
 
 
 class _WeightsMixin:
-    """Weight estimation and dataset wrapping shared by the weighted methods."""
+    """Weight estimation and dataset wrapping shared by the weighted methods.
+
+    Keyword args (the rest go to the method it is mixed into): ``weights``, ``estimator``,
+    ``featurize``, ``clip``, ``mode`` as in :class:`ImportanceWeighted`.
+    """
+
+    def __init__(self, model: Any = "tiny", *, weights: Any = None, estimator: BaseWeighter | None = None,
+                 featurize: Featurize | None = None, clip: float | None = None,
+                 mode: Literal["loss", "resample"] = "loss", **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self._init_weights(weights, estimator, featurize, clip, mode)
+
+    def fit(self, source: Dataset, target: Dataset | None = None, *, val: Dataset | None = None,
+            callback: Any = None) -> Any:
+        source = as_dataset(source, name="source")
+        target = as_dataset(target, name="target") if target is not None else None
+        return super().fit(self._weighted_source(source, target), target, val=val, callback=callback)
+
 
     def _init_weights(self, weights: Any, estimator: BaseWeighter | None, featurize: Featurize | None,
                       clip: float | None, mode: str) -> None:
@@ -170,18 +187,6 @@ class ImportanceWeighted(_WeightsMixin, Method):
 
     uses_target = False
 
-    def __init__(self, model: Any = "tiny", *, weights: Any = None, estimator: BaseWeighter | None = None,
-                 featurize: Featurize | None = None, clip: float | None = None,
-                 mode: Literal["loss", "resample"] = "loss", **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self._init_weights(weights, estimator, featurize, clip, mode)
-
-    def fit(self, source: Dataset, target: Dataset | None = None, *, val: Dataset | None = None,
-            callback: Any = None) -> ImportanceWeighted:
-        source = as_dataset(source, name="source")
-        target = as_dataset(target, name="target") if target is not None else None
-        return super().fit(self._weighted_source(source, target), target, val=val, callback=callback)
-
     def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         logits = self.model_(source["image"])
         loss, acc = _weighted_supervised_loss(logits, source, self.task)
@@ -194,18 +199,6 @@ class WeightedDANN(_WeightsMixin, DANN):
     Args: as :class:`DANN`, plus ``weights``, ``estimator``, ``featurize``, ``clip``, ``mode``
     as in :class:`ImportanceWeighted`.
     """
-
-    def __init__(self, model: Any = "tiny", *, weights: Any = None, estimator: BaseWeighter | None = None,
-                 featurize: Featurize | None = None, clip: float | None = None,
-                 mode: Literal["loss", "resample"] = "loss", **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self._init_weights(weights, estimator, featurize, clip, mode)
-
-    def fit(self, source: Dataset, target: Dataset | None = None, *, val: Dataset | None = None,
-            callback: Any = None) -> WeightedDANN:
-        source = as_dataset(source, name="source")
-        target = as_dataset(target, name="target") if target is not None else None
-        return super().fit(self._weighted_source(source, target), target, val=val, callback=callback)
 
     def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]
