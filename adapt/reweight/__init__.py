@@ -24,7 +24,7 @@ from .sampler import DistributedWeightedSampler
 def __getattr__(name: str):
     # The training methods pull in the trainer and MONAI backbones: import them only when
     # asked for, so the estimators stay light to import.
-    if name in ("ImportanceWeighted", "WeightedDANN", "WeightedSource"):
+    if name in ("ImportanceWeighted", "WeightedDANN", "WeightedSource", "dataset_features", "pooled_pixels"):
         from . import importance_weighted
 
         return getattr(importance_weighted, name)
@@ -41,8 +41,10 @@ __all__ = [
     "KLIEP",
     "KMM",
     "clip_and_normalize",
+    "dataset_features",
     "effective_sample_size",
     "iwcv_risk",
     "iwcv_select",
+    "pooled_pixels",
     "project_box_slab",
 ]

@@ -13,7 +13,7 @@ The selection looks at z alone, so p(y | image, z) is the same at both hospitals
 target joint is the source joint times w(z) = b(z) / a(z) (up to a constant), exactly. The
 mix does matter. At ``city``, findings go with the portable unit (P(finding) is about 0.7 on
 portable films and 0.25 on the rest) and patients with findings are 4 years older on average.
-So target prevalence is about 0.47, against 0.26 at the source.
+So target prevalence is 0.43-0.48, against 0.26-0.31 at the source (seeds 0-2, 10-14, 20-24).
 
 The classifier is a linear model (``build_mlp(d, (), 2)``) on the library's ``pooled_pixels``
 (each image average-pooled to 3 x 3), trained by the shared trainer. It is too small to fit
@@ -43,8 +43,13 @@ import torch.nn.functional as F
 from shiftkit.adapt.backbones import build_mlp
 from shiftkit.adapt.data import ArrayDataset, CachedDataset
 from shiftkit.adapt.methods.source_only import SourceOnly
-from shiftkit.adapt.reweight import ClassifierRatio, ImportanceWeighted, iwcv_risk
-from shiftkit.adapt.reweight.importance_weighted import dataset_features, pooled_pixels
+from shiftkit.adapt.reweight import (
+    ClassifierRatio,
+    ImportanceWeighted,
+    dataset_features,
+    iwcv_risk,
+    pooled_pixels,
+)
 from shiftkit.datasets.synth import radiograph
 
 torch.set_num_threads(1)
@@ -138,7 +143,8 @@ def population_mix_run(seed: int, *, pool_size: int = 3, n_pool: int = 6000, lr:
 
 
 def _report(seed: int, r: dict[str, float]) -> str:
-    return (f"seed {seed}: n_s {r['n_train']:.0f} n_t {r['n_target']:.0f} ESS {r['ess']:.0f} "
+    return (f"seed {seed}: n_s {r['n_train']:.0f} n_t {r['n_target']:.0f} "
+            f"prevalence {r['prev_source']:.2f}->{r['prev_target']:.2f} ESS {r['ess']:.0f} "
             f"corr(w, true) {r['w_corr']:.3f} | target acc plain {r['plain_acc']:.3f} weighted "
             f"{r['weighted_acc']:.3f} | target NLL plain {r['plain_true']:.3f} weighted {r['weighted_true']:.3f}"
             f" | plain: IWCV {r['plain_iwcv']:.3f} src-val {r['plain_srcval']:.3f}"
