@@ -8,6 +8,16 @@ One step on a source batch ``(x_s, y_s)`` and an unlabelled target batch ``x_t``
   where ``D`` is an MLP ending in ONE logit (a softmax over one output is constant and
   trains nothing) and ``GRL_lambda`` flips and scales the gradient reaching the encoder.
 
+``adversary`` picks how the encoder is trained against ``D``:
+
+* ``"grl"`` (the paper): the encoder maximises the discriminator's BCE through the reversal.
+  That objective is unbounded: an encoder faster than its discriminator can *swap* the domains
+  (discriminator accuracy near 0) instead of merging them, and the game oscillates.
+* ``"confusion"`` (Tzeng et al. 2015, "Simultaneous deep transfer across domains and
+  tasks"): ``D`` learns on detached features while the encoder minimises
+  ``lambda * BCE(D(f), 1/2)``, whose minimum is exactly "``D`` cannot tell" - it cannot
+  overshoot, so the features settle where the domains overlap.
+
 Schedules follow the paper: ``lambda_p = 2 / (1 + exp(-10 p)) - 1`` and
 ``lr_p = lr0 / (1 + 10 p) ** 0.75`` on training progress ``p`` in [0, 1].
 
@@ -19,7 +29,9 @@ training batches), ``disc_logit_std`` and ``lambda``; a discriminator that wins 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +70,43 @@ class DomainDiscriminator(nn.Module):
         return self.net(f)
 
 
+def adversarial_loss(
+    disc: nn.Module, f: torch.Tensor, n_source: int, lam: float, adversary: str = "grl"
+) -> tuple[torch.Tensor, dict]:
+    """Discriminator loss plus the encoder's adversarial term on ``f`` ``(N, ...)``.
+
+    Rows ``[:n_source]`` are source (domain 0), the rest target (1). ``disc`` maps ``f`` to
+    logits of any shape ``(N, ...)`` (one per sample or one per spatial cell). Returns the
+    loss to add to the task loss and the logs ``domain_loss`` (the discriminator's BCE),
+    ``disc_acc`` and ``disc_logit_std``.
+    """
+    if adversary == "grl":
+        d = disc(grad_reverse(f, lam)).float()
+        dom = _domain_labels(d, n_source)
+        loss = F.binary_cross_entropy_with_logits(d, dom)
+        disc_loss = loss
+    else:
+        d = disc(f.detach()).float()  # trains D only
+        dom = _domain_labels(d, n_source)
+        disc_loss = F.binary_cross_entropy_with_logits(d, dom)
+        # The encoder's term sees D with frozen parameters, so it moves only the features.
+        frozen = {k: v.detach() for k, v in disc.named_parameters()}
+        d_enc = torch.func.functional_call(disc, frozen, (f,)).float()
+        confusion = F.binary_cross_entropy_with_logits(d_enc, torch.full_like(d_enc, 0.5))
+        # Minus the entropy of a fair coin: the term is 0 when D outputs 1/2 everywhere.
+        loss = disc_loss + lam * (confusion - math.log(2.0))
+    with torch.no_grad():
+        acc = ((d > 0).float() == dom).float().mean()
+        std = d.std() if d.numel() > 1 else torch.zeros((), device=d.device)
+    return loss, {"domain_loss": disc_loss.detach(), "disc_acc": acc, "disc_logit_std": std}
+
+
+def _domain_labels(d: torch.Tensor, n_source: int) -> torch.Tensor:
+    dom = torch.zeros_like(d)
+    dom[n_source:] = 1.0
+    return dom
+
+
 class DANN(Method):
     """Domain-adversarial neural network on encoder features (classification).
 
@@ -69,6 +118,8 @@ class DANN(Method):
         gamma: steepness of the ``lambda_p`` ramp (10 in the paper).
         lr_schedule: apply ``lr_p = lr0 / (1 + 10 p) ** 0.75``; ``False`` keeps ``lr0``.
         disc_lr_mult: discriminator learning rate relative to ``lr``.
+        adversary: ``"grl"`` (gradient reversal, the paper) or ``"confusion"`` (the encoder
+            drives the discriminator's output to 1/2; see the module docstring).
         **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
     """
 
@@ -84,9 +135,13 @@ class DANN(Method):
         gamma: float = 10.0,
         lr_schedule: bool = True,
         disc_lr_mult: float = 1.0,
+        adversary: Literal["grl", "confusion"] = "grl",
         **kwargs,
     ):
         super().__init__(model, **kwargs)
+        if adversary not in ("grl", "confusion"):
+            raise ValueError(f"adversary must be 'grl' or 'confusion', got {adversary!r}")
+        self.adversary = adversary
         self.disc_hidden = tuple(disc_hidden)
         self.disc_dropout = disc_dropout
         self.lambda_max = float(lambda_max)
@@ -122,15 +177,8 @@ class DANN(Method):
         return f, self.model_.head(f)
 
     def domain_loss(self, f: torch.Tensor, n_source: int, lam: float) -> tuple[torch.Tensor, dict]:
-        """BCE of the discriminator on reversed features ``f`` (source rows first)."""
-        d = self.discriminator(grad_reverse(f, lam)).squeeze(1).float()
-        dom = torch.zeros_like(d)
-        dom[n_source:] = 1.0
-        loss = F.binary_cross_entropy_with_logits(d, dom)
-        with torch.no_grad():
-            acc = ((d > 0).float() == dom).float().mean()
-            std = d.std() if d.numel() > 1 else torch.zeros((), device=d.device)
-        return loss, {"domain_loss": loss.detach(), "disc_acc": acc, "disc_logit_std": std}
+        """Adversarial loss on features ``f`` ``(N, D)`` (source rows first); see ``adversary``."""
+        return adversarial_loss(self.discriminator, f, n_source, lam, self.adversary)
 
     def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]

@@ -1,6 +1,7 @@
 """DANN for segmentation: feature-level and output-space adversarial alignment.
 
-Two discriminators, both behind gradient reversal with the DANN ``lambda_p`` ramp:
+Two discriminators, both trained against the segmenter with the DANN ``lambda_p`` ramp
+(gradient reversal, or the bounded confusion loss with ``adversary="confusion"``):
 
 * feature level: an MLP (one logit) on the globally pooled bottleneck features ``(N, D)``;
 * output space (as ADVENT, Vu et al. 2019): a fully convolutional discriminator on the
@@ -22,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import SegModel
-from ..grl import grad_reverse
 from .base import supervised_loss
-from .dann import DANN, DomainDiscriminator
+from .dann import DANN, DomainDiscriminator, adversarial_loss
 
 __all__ = ["OutputDiscriminator", "SegDANN", "self_information"]
 
@@ -125,17 +125,13 @@ class SegDANN(DANN):
             loss = loss + dloss
             logs.update(dl)
         if self.output_level:
-            info = grad_reverse(self_information(logits), lam * self.lambda_output)
-            d = self._extra["out_discriminator"](info).float()
-            dom = torch.zeros_like(d)
-            dom[ns:] = 1.0
-            oloss = F.binary_cross_entropy_with_logits(d, dom)
+            oloss, ol = adversarial_loss(
+                self._extra["out_discriminator"], self_information(logits), ns, lam * self.lambda_output,
+                self.adversary,
+            )
             loss = loss + oloss
-            with torch.no_grad():
-                logs["out_domain_loss"] = oloss.detach()
-                logs["out_disc_acc"] = ((d > 0).float() == dom).float().mean()
-                if not self.feature_level:
-                    logs["disc_acc"] = logs["out_disc_acc"]
-                    logs["domain_loss"] = oloss.detach()
-                    logs["disc_logit_std"] = d.std()
+            logs["out_domain_loss"] = ol["domain_loss"]
+            logs["out_disc_acc"] = ol["disc_acc"]
+            if not self.feature_level:
+                logs.update(ol)
         return loss, logs

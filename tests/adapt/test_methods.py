@@ -105,3 +105,44 @@ def test_dann_warns_when_the_discriminator_saturates() -> None:
     collapsed = m.epoch_warnings({"epoch": 3, "disc_acc": 0.5, "disc_logit_std": 0.0, "domain_loss": 0.69})
     assert collapsed and "collapsed" in collapsed[0]
     assert m.epoch_warnings({"epoch": 3, "disc_acc": 0.55, "disc_logit_std": 0.3, "domain_loss": 0.68}) == []
+
+
+def test_confusion_adversary_trains_d_on_detached_features_and_the_encoder_towards_one_half() -> None:
+    import torch.nn.functional as F
+
+    from shiftkit.adapt.methods.dann import DomainDiscriminator, adversarial_loss
+
+    torch.manual_seed(0)
+    disc = DomainDiscriminator(4, (8,))
+    f = torch.randn(6, 4, requires_grad=True)
+    loss, logs = adversarial_loss(disc, f, 3, 0.7, "confusion")
+    loss.backward()
+    dom = torch.tensor([0.0, 0, 0, 1, 1, 1]).unsqueeze(1)
+
+    # D's gradient is that of its own BCE on detached features: the confusion term leaves D alone.
+    ref = DomainDiscriminator(4, (8,))
+    ref.load_state_dict(disc.state_dict())
+    F.binary_cross_entropy_with_logits(ref(f.detach()), dom).backward()
+    for a, b in zip(disc.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    # The features' gradient is lambda times that of BCE(D(f), 1/2) - no reversed BCE in it.
+    g = f.detach().clone().requires_grad_(True)
+    (0.7 * F.binary_cross_entropy_with_logits(ref(g), torch.full((6, 1), 0.5))).backward()
+    torch.testing.assert_close(f.grad, g.grad)
+    assert logs["domain_loss"] == pytest.approx(F.binary_cross_entropy_with_logits(ref(f), dom).item())
+
+    # Swapped domains (the encoder overshot: source looks like target, logit +2, and target
+    # like source, -2). A descent step on gradient reversal's loss makes D *more* wrong; one on
+    # the confusion loss moves both towards the 1/2 boundary.
+    w = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    lin = torch.nn.Linear(4, 1, bias=False)
+    lin.weight.data.copy_(w)
+    swapped = torch.tensor([[2.0, 0, 0, 0]] * 3 + [[-2.0, 0, 0, 0]] * 3, requires_grad=True)
+    for adversary, further in (("grl", True), ("confusion", False)):
+        swapped.grad = None
+        adversarial_loss(lin, swapped, 3, 1.0, adversary)[0].backward()
+        logit_change = -(swapped.grad @ w.T).squeeze(1)  # per row, for a small descent step
+        wrong_direction = torch.cat([logit_change[:3] > 0, logit_change[3:] < 0])
+        assert bool(wrong_direction.all()) == further, (adversary, logit_change)
+    with pytest.raises(ValueError, match="adversary"):
+        DANN(build_mlp(2, [4], 2), adversary="minimax")
