@@ -20,7 +20,8 @@ def sq_dists(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (n_x, n_y), clamped at 0 against cancellation."""
     xx = (x * x).sum(1, keepdim=True)
     yy = (y * y).sum(1, keepdim=True).T
-    return (xx + yy - 2.0 * (x @ y.T)).clamp_min_(0.0)
+    # In place on the one (n_x, n_y) product: no further block-sized temporaries.
+    return (x @ y.T).mul_(-2.0).add_(xx).add_(yy).clamp_min_(0.0)
 
 
 def rbf(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -92,20 +93,45 @@ def nystrom_features(
     gamma: float,
     *,
     max_block_elems: int = DEFAULT_BLOCK_ELEMS,
-    rel_eig_floor: float = 1e-8,
+    jitter: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nystrom map Phi(x) = K(x, Z) K(Z, Z)^{-1/2}, so that K(x, x') ~= Phi(x) Phi(x')^T.
+    """Nystrom map Phi(x) = K(x, Z) L^{-T} with L L^T = K(Z, Z) + jitter I, so K(x, x') ~= Phi(x) Phi(x')^T.
 
-    Returns (Phi of shape (n, r), projection of shape (m, r)) where r <= m drops the
-    eigen-directions of K(Z, Z) below ``rel_eig_floor`` times the largest (they carry
-    rounding noise, not signal). ``Phi`` for new points is ``rbf(x_new, Z) @ projection``.
+    Returns (Phi of shape (n, m) in x's dtype, L of shape (m, m) in float64). ``Phi`` for new
+    points is ``nystrom_map(x_new, landmarks, gamma, L)``.
+
+    A Cholesky factor, not an eigendecomposition: at m = 2,000 landmarks eigh took 4.9 CPU s
+    against 0.2 s (measured, float64), and the map costs n m^2 either way (a triangular solve
+    instead of a product). The jitter (relative to k(z, z) = 1) keeps the factorisation defined
+    when landmarks nearly coincide (low-dimensional data); it only shrinks Phi Phi^T, and the
+    KMM solver adds the missing diagonal back. On failure the jitter grows 100x (at most 4 times).
     """
-    kzz = rbf(landmarks, landmarks, gamma).double()
-    evals, evecs = torch.linalg.eigh(kzz)
-    keep = evals > rel_eig_floor * evals.max()
-    proj = (evecs[:, keep] / evals[keep].sqrt()).to(x.dtype)
-    rows = _row_block(landmarks.shape[0], max_block_elems)
-    phi = torch.empty(x.shape[0], proj.shape[1], dtype=x.dtype, device=x.device)
+    kzz = rbf(landmarks.double(), landmarks.double(), gamma)
+    eye = torch.eye(kzz.shape[0], dtype=kzz.dtype)
+    for attempt in range(5):
+        chol, info = torch.linalg.cholesky_ex(kzz + (jitter * 100.0**attempt) * eye)
+        if int(info) == 0:
+            break
+    else:  # pragma: no cover - only for a non-PSD kernel matrix (NaN input is rejected earlier)
+        raise RuntimeError("Nystrom: K(Z, Z) could not be factorised")
+    return nystrom_map(x, landmarks, gamma, chol, max_block_elems=max_block_elems), chol
+
+
+def nystrom_map(
+    x: torch.Tensor,
+    landmarks: torch.Tensor,
+    gamma: float,
+    chol: torch.Tensor,
+    *,
+    max_block_elems: int = DEFAULT_BLOCK_ELEMS,
+) -> torch.Tensor:
+    """Phi(x) = K(x, Z) L^{-T} (n, m) in x's dtype, in row blocks of at most ``max_block_elems`` entries."""
+    upper = chol.T.to(x.dtype)  # Phi L^T = K(x, Z): a right-sided upper-triangular solve
+    m = landmarks.shape[0]
+    z = landmarks.to(x.dtype)
+    rows = _row_block(m, max_block_elems)
+    phi = torch.empty(x.shape[0], m, dtype=x.dtype, device=x.device)
     for i0 in range(0, x.shape[0], rows):
-        phi[i0 : i0 + rows] = rbf(x[i0 : i0 + rows], landmarks, gamma) @ proj
-    return phi, proj
+        phi[i0 : i0 + rows] = torch.linalg.solve_triangular(upper, rbf(x[i0 : i0 + rows], z, gamma), upper=True,
+                                                            left=False)
+    return phi

@@ -114,12 +114,16 @@ def test_no_exact_zero_weights_when_n_not_multiple_of_blocks():
     n = 503  # prime: no block size divides it
     xs = rng.normal(0, 1, (n, 3))
     xt = rng.normal(0.2, 1.0, (300, 3))
-    # gamma small: the QP optimum itself has almost no zeros, so chunking bugs would show
-    small = KMM(B=50.0, gamma=0.03, solver="exact", max_dense=0, max_block_elems=10_007).fit(xs, xt)  # blocked
-    dense = KMM(B=50.0, gamma=0.03, solver="exact").fit(xs, xt)
+    # The optimum itself is sparse here (45 % zeros: B = 50 lets few points carry the target),
+    # so the check is that the blocked solve IS the dense one and that the ragged last block is
+    # solved like the rest, not left at 0. (gamma = 3 converges in ~700 iterations; wider
+    # kernels in 3-D are far worse conditioned.)
+    small = KMM(B=50.0, gamma=3.0, solver="exact", max_dense=0, max_block_elems=10_007).fit(xs, xt)  # blocked
+    dense = KMM(B=50.0, gamma=3.0, solver="exact").fit(xs, xt)
+    assert small.converged_ and dense.converged_
     np.testing.assert_allclose(small.weights_, dense.weights_, rtol=1e-6, atol=1e-8)
-    assert (small.weights_ == 0).mean() < 0.06  # the few zeros are the optimum's own (equal to dense)
-    assert (small.weights_[-50:] > 0).mean() > 0.95  # the ragged last block is solved like the rest
+    last = (small.weights_[-50:] > 0).mean()
+    assert last > 0.3 and abs(last - (small.weights_[:-50] > 0).mean()) < 0.2  # the ragged last block is solved like the rest
     x, y = torch.tensor(xs), torch.tensor(xt)
     v = torch.tensor(rng.normal(size=300))
     np.testing.assert_allclose(rbf_matvec(x, y, v, 0.3, max_block_elems=101).numpy(), (rbf(x, y, 0.3) @ v).numpy(),
