@@ -71,6 +71,9 @@ class DANNConfig(_Section):
     lambda_max: float = Field(1.0, gt=0)
     discriminator_hidden: int = Field(256, ge=8)
     discriminator_lr_mult: float = Field(1.0, gt=0, description="discriminator lr relative to train.lr")
+    adversary: Literal["grl", "confusion"] = Field(
+        "grl", description="grl: gradient reversal (the paper); confusion: encoder drives D's output to 1/2"
+    )
 
 
 class EvalConfig(_Section):

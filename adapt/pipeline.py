@@ -307,7 +307,8 @@ def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
         hidden = (config.dann.discriminator_hidden, config.dann.discriminator_hidden)
         cls = methods.DANN if config.task == "classification" else methods.SegDANN
         method = cls(backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max,
-                     disc_lr_mult=config.dann.discriminator_lr_mult, **dann_common)
+                     disc_lr_mult=config.dann.discriminator_lr_mult, adversary=config.dann.adversary,
+                     **dann_common)
     elif name == "adabn":
         method = methods.AdaBN(backbone, **common)
     elif name == "importance_weighted":

@@ -20,6 +20,10 @@ from shiftkit.adapt.methods.dann import DANN, DomainDiscriminator
 from shiftkit.adapt.methods.source_only import SourceOnly
 
 SEEDS = (0, 1, 2, 3, 4)
+# Chosen on the development seeds 100-104 (mean target accuracy): gradient reversal 0.877
+# (0.973 0.847 0.943 0.820 0.800), confusion loss 0.911 (0.773 0.987 0.993 0.813 0.990); a
+# (64, 64) discriminator (0.716) or lambda_max 3 (0.850) did worse with confusion.
+ADVERSARY = "confusion"
 TRAIN = dict(epochs=200, batch_size=32, lr=0.05, optimizer="sgd", weight_decay=0.0, grad_clip=None, progress=False)
 
 
@@ -50,7 +54,7 @@ def runs() -> dict[int, dict]:
         torch.manual_seed(seed)
         so = SourceOnly(build_mlp(2, [15], 2), seed=seed, **TRAIN).fit(src)
         torch.manual_seed(seed)
-        dann = DANN(build_mlp(2, [15], 2), disc_hidden=(15,), seed=seed, **TRAIN).fit(src, tgt)
+        dann = DANN(build_mlp(2, [15], 2), disc_hidden=(15,), adversary=ADVERSARY, seed=seed, **TRAIN).fit(src, tgt)
         out[seed] = {
             "so": so, "dann": dann, "xs": xs, "xt": xt,
             "acc_so": float((so.predict(xt) == yt).mean()),
@@ -73,12 +77,10 @@ def test_dann_beats_source_only_on_every_seed(runs) -> None:
     assert acc_dann.mean() > acc_so.mean() + 0.05, (acc_so, acc_dann)
 
 
-# Measured on the shared dev machine (seeds 0-4): source-only 0.697 0.693 0.710 0.683 0.710
-# (mean 0.699), DANN 0.827 0.833 0.750 0.693 0.830 (mean 0.787); linear-probe PAD of the 15-unit
-# features did not fall consistently (source-only 0.29-0.75, DANN 0.33-0.76). The goals
-# (mean >= 0.85; PAD falls) are kept as expected failures until the recipe reaches them.
+# Measured (seeds 0-4, confusion adversary): source-only 0.697 0.693 0.710 0.683 0.710 (mean
+# 0.699), DANN 0.967 0.993 0.993 0.997 0.967 (mean 0.983). With gradient reversal the same seeds
+# gave 0.827 0.833 0.750 0.693 0.830 (mean 0.787): its encoder overshoots (see dann.py).
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="DANN mean 0.787 on seeds 0-4 (goal 0.85); see comment above")
 def test_dann_reaches_085_on_average(runs) -> None:
     acc_dann = np.array([r["acc_dann"] for r in runs.values()])
     assert acc_dann.mean() >= 0.85, acc_dann
