@@ -25,8 +25,16 @@ def sq_dists(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def rbf(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Dense kernel block (n_x, n_y). Only call on blocks you can afford to hold."""
-    return torch.exp_(sq_dists(x, y).mul_(-gamma))
+    """Dense kernel block (n_x, n_y). Only call on blocks you can afford to hold.
+
+    exp(-gamma (|x|^2 + |y|^2 - 2 x.y)) with -gamma folded into one addmm and the rest in place:
+    3 passes over the block after the product instead of 6 (the kernel blocks were 20 % of a
+    Nystrom KMM fit at n = 100,000).
+    """
+    xx = (x * x).sum(1, keepdim=True).mul_(-gamma)
+    yy = (y * y).sum(1).mul_(-gamma)
+    # clamp at 0: -gamma * squared distance cannot be positive (cancellation can make it so)
+    return torch.exp_(torch.addmm(xx, x, y.T, alpha=2.0 * gamma).add_(yy).clamp_max_(0.0))
 
 
 def _row_block(n_cols: int, max_block_elems: int) -> int:
