@@ -72,7 +72,15 @@ class DANNConfig(_Section):
     discriminator_hidden: int = Field(256, ge=8)
     discriminator_lr_mult: float = Field(1.0, gt=0, description="discriminator lr relative to train.lr")
     adversary: Literal["grl", "confusion"] = Field(
-        "grl", description="grl: gradient reversal (the paper); confusion: encoder drives D's output to 1/2"
+        "confusion", description="grl: gradient reversal (the paper); confusion: encoder drives D's output to 1/2"
+    )
+    start: Literal["source_only", "scratch"] = Field(
+        "source_only",
+        description="source_only: adapt a copy of the fitted source-only model (fitted first if not in methods); "
+        "scratch: train the adapted model from random weights",
+    )
+    lr_mult: float = Field(
+        0.25, gt=0, description="adaptation learning rate relative to train.lr (when start=source_only)"
     )
 
 

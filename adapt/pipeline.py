@@ -10,6 +10,7 @@ its label column removed); they are used only to score the finished models, and 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
@@ -275,8 +276,12 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
 
 
 def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
-                 in_channels: int | None = None) -> Any:
-    """Instantiate one method from the run config (lazy imports keep `shiftkit run --help` fast)."""
+                 in_channels: int | None = None, source_model: Any = None) -> Any:
+    """Instantiate one method from the run config (lazy imports keep `shiftkit run --help` fast).
+
+    `source_model`: the fitted source-only network; DANN adapts a copy of it when
+    `config.dann.start == "source_only"`.
+    """
     from shiftkit.adapt import methods
 
     train = config.train
@@ -304,9 +309,17 @@ def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
         dann_common = dict(common)
         if config.dann.epochs is not None:
             dann_common["epochs"] = config.dann.epochs
+        dann_backbone = backbone
+        if config.dann.start == "source_only":
+            if source_model is None:
+                raise ValueError("dann.start='source_only' needs the fitted source-only model")
+            # Adaptation starts where the source hospital's model is (the clinical workflow),
+            # at a fine-tuning learning rate; the source model itself stays untouched.
+            dann_backbone = copy.deepcopy(source_model)
+            dann_common["lr"] = train.lr * config.dann.lr_mult
         hidden = (config.dann.discriminator_hidden, config.dann.discriminator_hidden)
         cls = methods.DANN if config.task == "classification" else methods.SegDANN
-        method = cls(backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max,
+        method = cls(dann_backbone, disc_hidden=hidden, lambda_max=config.dann.lambda_max,
                      disc_lr_mult=config.dann.discriminator_lr_mult, adversary=config.dann.adversary,
                      **dann_common)
     elif name == "adabn":
@@ -362,17 +375,30 @@ def run(config: RunConfig) -> RunResult:
     features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
+    in_channels = int(data["source_train"][0]["image"].shape[0])
+    fitted: dict[str, Any] = {}
     for name in config.methods:
-        log.info("fitting %s", name)
-        method = build_method(name, config, num_classes, run_dir,
-                              in_channels=int(data["source_train"][0]["image"].shape[0]))
+        source_model = None
+        if name == "dann" and config.dann.start == "source_only":
+            if "source_only" not in fitted:  # needed as the starting point, scored only if asked for
+                log.info("fitting source_only (the starting point of dann)")
+                fitted["source_only"] = build_method("source_only", config, num_classes, run_dir, in_channels).fit(
+                    data["source_train"], val=data["source_val"],
+                    callback=target_monitor(data["target_test"], data["target_test_labels"], config.task))
+            source_model = fitted["source_only"].model_
         monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-        if name == "target_oracle":
-            method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
-        elif getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
-            method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
+        if name in fitted:  # source_only, already fitted as dann's starting point
+            method = fitted[name]
         else:
-            method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+            log.info("fitting %s", name)
+            method = build_method(name, config, num_classes, run_dir, in_channels, source_model=source_model)
+            if name == "target_oracle":
+                method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
+            elif getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
+                method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
+            else:
+                method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+        fitted[name] = method
         results[name] = evaluate_method(method, data, config)
         features[name] = results[name].pop("_features")
         scores[name] = results[name].pop("_target_proba")
