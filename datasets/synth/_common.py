@@ -78,10 +78,11 @@ def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarr
 
 @lru_cache(maxsize=512)
 def glyph(text: str, scale: float, thickness: int) -> tuple[np.ndarray, int]:
-    """A cached uint8 stencil of ``text`` (OpenCV Hershey simplex) and its baseline offset.
+    """A cached float32 alpha stencil (0..1) of ``text`` (OpenCV Hershey simplex) and its baseline offset.
 
     OpenCV >= 5 draws text on 8-bit images only and ``putText`` on a full frame per image is
-    slow; stencils are drawn once and pasted with `paste_glyph`.
+    slow; stencils are drawn once, kept as float alpha (no per-paste conversion) and pasted
+    with `paste_glyph`.
     """
     import cv2
 
@@ -89,8 +90,9 @@ def glyph(text: str, scale: float, thickness: int) -> tuple[np.ndarray, int]:
     pad = thickness + 1
     patch = np.zeros((th + base + 2 * pad, tw + 2 * pad), np.uint8)
     cv2.putText(patch, text, (pad, th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
-    patch.setflags(write=False)
-    return patch, th + pad
+    alpha = patch.astype(np.float32) * np.float32(1.0 / 255.0)
+    alpha.setflags(write=False)
+    return alpha, th + pad
 
 
 def paste_glyph(img: np.ndarray, patch: np.ndarray, top: int, left: int, value: float | np.ndarray) -> None:
@@ -101,7 +103,7 @@ def paste_glyph(img: np.ndarray, patch: np.ndarray, top: int, left: int, value: 
     i1, j1 = min(top + ph, h), min(left + pw, w)
     if i0 >= i1 or j0 >= j1:
         return
-    alpha = patch[i0 - top:i1 - top, j0 - left:j1 - left].astype(np.float32) * (1.0 / 255.0)
+    alpha = patch[i0 - top:i1 - top, j0 - left:j1 - left]
     region = img[i0:i1, j0:j1]
     if region.ndim == 3:
         alpha = alpha[..., None]
