@@ -308,7 +308,11 @@ class SegModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)``."""
-        return self.net(x)
+        logits = self.net(x)
+        # Drop the hook's capture: holding it would keep the activation (and its graph) alive
+        # and make the model impossible to deepcopy.
+        self._captured = None
+        return logits
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (N, K, H, W), bottleneck map (N, D, h, w))`` from one forward pass."""

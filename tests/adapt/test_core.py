@@ -170,3 +170,26 @@ def test_unlabelled_source_is_a_clear_error() -> None:
         SourceOnly("tiny", epochs=1, batch_size=16, progress=False).fit(ArrayDataset(x))
     with pytest.raises(ConfigError, match="unknown argument 'epoch'"):
         SourceOnly("tiny", epoch=3)
+
+
+def test_segmenter_can_be_deepcopied_after_a_forward_and_the_copy_hooks_itself() -> None:
+    """The pipeline adapts a deep copy of the fitted source segmenter: the copy must exist and
+    its bottleneck hook must fill the copy, not the original."""
+    import copy
+
+    from shiftkit.adapt.backbones import build_segmenter
+
+    torch.manual_seed(0)
+    model = build_segmenter("tiny-unet", 3, 4)
+    x = torch.randn(2, 3, 16, 16)
+    model(x).sum().backward()  # a training-style forward leaves nothing behind
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.5)
+        logits, feat = twin.forward_with_features(x)
+        _, feat_orig = model.forward_with_features(x)
+    assert logits.shape == (2, 4, 16, 16)
+    assert feat.shape[1] == twin.feature_dim
+    assert not torch.allclose(feat, feat_orig)
+    assert twin._captured is None and model._captured is None
