@@ -25,6 +25,7 @@ augmentation and feature alignment help), as ``tests/datasets/test_shift.py`` me
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -106,11 +107,17 @@ def _lut(cls: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _vignette(h: int, w: int, strength: float) -> np.ndarray:
-    """Radial fall-off (H, W, 1): 1 at the centre, 1 - strength/2 at the corners' edge midpoints."""
+def _camera_gain(h: int, w: int, scene: str) -> np.ndarray:
+    """Colour cast times radial vignetting of a fleet's dashcam, (H, W, 3) float32 (read-only).
+
+    Vignetting is 1 at the centre and 1 - strength/2 at the edge midpoints. One cached
+    same-shape array: numpy broadcasting a (H, W, 1) or (3,) factor over interleaved RGB runs
+    inner loops of length 3 and is several times slower than a plain elementwise multiply.
+    """
+    cam = _CAMERA[scene]
     cols, rows = _axes(h, w)
     r2 = ((cols - w / 2) / (w / 2)) ** 2 + ((rows - h / 2) / (h / 2)) ** 2
-    out = (1.0 - strength * 0.5 * r2)[..., None].astype(np.float32)
+    out = ((1.0 - cam["vignette"] * 0.5 * r2)[..., None] * np.array(cam["gain"], np.float32)).astype(np.float32)
     out.setflags(write=False)
     return out
 
@@ -122,14 +129,23 @@ def _smooth1d(rng: np.random.Generator, n: int, knots: int) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Two-scale zero-mean texture (H, W): smooth blotches plus fine grain."""
+    """Two-scale zero-mean texture (H, W): smooth blotches plus fine grain (a fresh array)."""
     small = rng.standard_normal((max(h // 16, 2), max(w // 16, 2))).astype(np.float32)
-    blotch = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    return 0.6 * blotch + 0.5 * gaussian_noise(rng, (h, w))
+    tex = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(tex, 0.6, gaussian_noise(rng, (h, w)), 0.5, 0.0)
 
 
 def _rgb(c: np.ndarray | tuple[float, float, float]) -> tuple[float, float, float]:
     return (float(c[0]), float(c[1]), float(c[2]))
+
+
+def _times3(a: np.ndarray) -> np.ndarray:
+    """(H, W) -> (H, W, 3) with the value repeated per channel, for same-shape cv2 arithmetic."""
+    return cv2.merge([a, a, a])
+
+
+_CAR_COLOURS = ((0.8, 0.8, 0.82), (0.1, 0.1, 0.12), (0.55, 0.08, 0.08), (0.15, 0.25, 0.55), (0.6, 0.6, 0.6),
+                (0.85, 0.75, 0.2))
 
 
 def _draw_vehicle(img: np.ndarray, cls: np.ndarray, depth: np.ndarray, xc: float, yb: float, width: float,
@@ -140,21 +156,20 @@ def _draw_vehicle(img: np.ndarray, cls: np.ndarray, depth: np.ndarray, xc: float
     y0, y1 = int(round(yb - hgt)), int(round(yb))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return
-    colour = rng.choice(np.array([[0.8, 0.8, 0.82], [0.1, 0.1, 0.12], [0.55, 0.08, 0.08],
-                                  [0.15, 0.25, 0.55], [0.6, 0.6, 0.6], [0.85, 0.75, 0.2]], np.float32))
-    colour = np.clip(colour * rng.uniform(0.85, 1.15), 0, 1)
+    base = _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))]
+    shade = rng.uniform(0.85, 1.15)
+    colour = tuple(min(c * shade, 1.0) for c in base)
     cab_y = y0 + int(round(hgt * 0.45))
     inset = int(round(width * 0.12))
-    pts_cabin = np.array([[x0 + inset, cab_y], [x0 + inset + inset // 2, y0], [x1 - inset - inset // 2, y0],
-                          [x1 - inset, cab_y]], np.int32)
+    cabin = [(x0 + inset, cab_y), (x0 + inset + inset // 2, y0), (x1 - inset - inset // 2, y0), (x1 - inset, cab_y)]
+    pts_cabin = np.array(cabin, np.int32)
     cv2.rectangle(cls, (x0, cab_y), (x1 - 1, y1 - 1), VEHICLE, -1)
     cv2.fillConvexPoly(cls, pts_cabin, VEHICLE)
-    cv2.rectangle(img, (x0, cab_y), (x1 - 1, y1 - 1), _rgb(colour), -1)
-    cv2.fillConvexPoly(img, pts_cabin, _rgb(colour * 0.9))
-    win = pts_cabin.copy()
-    win[:, 1] = np.clip(win[:, 1] + np.array([-1, 1, 1, -1]) * max(1, int(hgt * 0.06)), y0, cab_y)
+    cv2.rectangle(img, (x0, cab_y), (x1 - 1, y1 - 1), colour, -1)
+    cv2.fillConvexPoly(img, pts_cabin, tuple(c * 0.9 for c in colour))
+    t = max(1, int(hgt * 0.06))  # window: the cabin shrunk by a frame of t pixels
+    win = np.array([(px, min(max(py + d * t, y0), cab_y)) for (px, py), d in zip(cabin, (-1, 1, 1, -1), strict=True)], np.int32)
     cv2.fillConvexPoly(img, win, (0.08, 0.1, 0.12))
-    cv2.rectangle(cls, (x0, cab_y), (x1 - 1, y1 - 1), VEHICLE, -1)
     d = depth[min(max(y1 - 1, 0), depth.shape[0] - 1), 0]
     depth[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = d
     lw = max(1, int(round(width * 0.14)))
@@ -190,18 +205,21 @@ def _draw_person(img: np.ndarray, cls: np.ndarray, depth: np.ndarray, xc: float,
 
 def _draw_tree(img: np.ndarray, cls: np.ndarray, xc: float, yb: float, height: float, green: np.ndarray,
                rng: np.random.Generator) -> None:
-    """Trunk plus a lumpy crown; class 4 (vegetation) for both, as in Cityscapes."""
+    """Trunk plus a lumpy crown of three discs; class 4 (vegetation) for both, as in Cityscapes."""
     if height < 3:
         return
     r = max(1, int(round(height * rng.uniform(0.28, 0.38))))
     cx, cyc = int(round(xc)), int(round(yb - height + r))
     tw = max(1, int(round(height * 0.05)))
-    for canvas, trunk, crown in ((cls, VEGETATION, VEGETATION), (img, (0.3, 0.22, 0.15), None)):
-        cv2.rectangle(canvas, (cx - tw, cyc), (cx + tw, int(round(yb))), trunk, -1)
-        for _ in range(3):
-            ox, oy = int(rng.normal(0, r * 0.35)), int(rng.normal(0, r * 0.25))
-            c = crown if crown is not None else _rgb(np.clip(green * rng.uniform(0.7, 1.2), 0, 1))
-            cv2.circle(canvas, (cx + ox, cyc + oy), max(1, int(r * rng.uniform(0.7, 1.0))), c, -1)
+    trunk = ((cx - tw, cyc), (cx + tw, int(round(yb))))
+    cv2.rectangle(cls, *trunk, VEGETATION, -1)
+    cv2.rectangle(img, *trunk, (0.3, 0.22, 0.15), -1)
+    for _ in range(3):  # the same discs on image and mask
+        centre = (cx + int(rng.normal(0, r * 0.35)), cyc + int(rng.normal(0, r * 0.25)))
+        radius = max(1, int(r * rng.uniform(0.7, 1.0)))
+        shade = rng.uniform(0.7, 1.2)
+        cv2.circle(cls, centre, radius, VEGETATION, -1)
+        cv2.circle(img, centre, radius, tuple(min(float(c) * shade, 1.0) for c in green), -1)
 
 
 def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int] = DEFAULT_SIZE,
@@ -230,25 +248,26 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
     road_half = (rng.uniform(0.7, 0.9) if urban else rng.uniform(0.5, 0.65)) * w / h  # half width per row below horizon
     walk = rng.uniform(0.3, 0.45) * w / h if urban else 0.0
     below = np.maximum(rows - hy, 0.0)  # (H, 1) rows below the horizon
-    dx = cols - vx                      # (1, W)
-    ground = rows >= hy
-    depth_rows = np.where(ground, (h * 0.05) / np.maximum(rows - hy, 0.5), np.inf).astype(np.float32)
-    depth = np.broadcast_to(depth_rows, (h, w)).copy()
+    adx = np.abs(cols - vx)             # (1, W) distance from the vanishing point's column
+    g0 = min(max(math.ceil(hy - 0.5), 0), h)  # first ground row: rows (pixel centres) >= hy
+    depth_rows = np.full((h, 1), np.inf, np.float32)
+    depth_rows[g0:] = (h * 0.05) / np.maximum(rows[g0:] - hy, 0.5)
+    depth = np.repeat(depth_rows, w, axis=1)
 
     cls = np.full((h, w), SKY, np.uint8)
-    cls[np.broadcast_to(ground, (h, w))] = TERRAIN
+    cls[g0:] = TERRAIN
     if urban:
         # building walls: each column block has a roof line; walls come down to the sidewalk edge
         edge = road_half + walk
         block = max(4, int(w * rng.uniform(0.06, 0.12)))
         nblk = w // block + 2
         heights = rng.uniform(0.05, 0.25, nblk).astype(np.float32) * h
-        bh = np.repeat(heights, block)[:w][None, :] * (1 + np.abs(dx) / w * 3.0)
-        ground_at_col = hy + np.abs(dx) / edge  # row where the sidewalk's outer edge meets the column
+        bh = np.repeat(heights, block)[:w][None, :] * (1 + adx / w * 3.0)
+        ground_at_col = hy + adx / edge  # row where the sidewalk's outer edge meets the column
         building = (rows >= hy - bh) & (rows < ground_at_col)
         cls[building] = BUILDING
-        depth[building] = np.broadcast_to((h * 0.05) / np.maximum(ground_at_col - hy, 0.5), (h, w))[building]
-        cls[ground & (np.abs(dx) < below * edge)] = SIDEWALK
+        np.copyto(depth, (h * 0.05) / np.maximum(ground_at_col - hy, 0.5), where=building)
+        cls[g0:][adx < below[g0:] * edge] = SIDEWALK
     else:
         # tree line / hedges on the horizon, fields below
         top = hy - h * (0.04 + 0.06 * np.abs(_smooth1d(rng, w, 12)))[None, :]
@@ -257,20 +276,25 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
             bx = int(rng.uniform(0.05, 0.8) * w)
             bw_, bh_ = int(w * rng.uniform(0.05, 0.1)), int(h * rng.uniform(0.05, 0.09))
             cls[int(hy) - bh_:int(hy) + 1, bx:bx + bw_] = BUILDING
-    road = ground & (np.abs(dx) < below * road_half)
-    cls[road] = ROAD
+    road = adx < below[g0:] * road_half  # (H - g0, W): the ground rows only
+    cls[g0:][road] = ROAD
 
     # lane markings: dashed centre line (dash length grows toward the camera), solid edges in town
     phase = rng.random()
-    dash = ((1.0 / np.maximum(below, 0.5)) * h * 0.9 + phase) % 1.0 < 0.5  # (H, 1), perspective dashes
-    centre = np.abs(dx) < below * 0.035 * (w / h) + 0.3
-    cls[ground & centre & dash & road] = LANE
+    dash = ((1.0 / np.maximum(below[g0:], 0.5)) * h * 0.9 + phase) % 1.0 < 0.5  # (H - g0, 1), perspective dashes
+    centre = adx < below[g0:] * 0.035 * (w / h) + 0.3
+    cls[g0:][centre & dash & road] = LANE
     if urban or rng.random() < 0.5:
-        edge_line = road & (np.abs(dx) > below * (road_half - 0.05 * w / h))
-        cls[edge_line] = LANE
+        cls[g0:][road & (adx > below[g0:] * (road_half - 0.05 * w / h))] = LANE
 
     # --- colour: per-class palette with jitter and texture -----------------------------------
+    # Condition changes that act per class are folded into the palette: the wet road's tint
+    # and the night sky (the scene is dimmed to 0.16 below, so it is stored undimmed).
     pal = _PALETTE[scene] * rng.uniform(0.85, 1.15, (9, 1)).astype(np.float32)
+    if cond == "rain":
+        pal[ROAD] *= np.array([0.9, 0.95, 1.1], np.float32)  # wet, bluish, reflective
+    if night:
+        pal[SKY] = np.array([0.02, 0.03, 0.07], np.float32) / 0.16
     colour_idx = cls
     if urban:  # windows: a grid on facades, coloured through a tenth palette entry (no extra pass)
         wy = ((rows * (1 / max(h * 0.05, 1))) % 1.0 < 0.55)
@@ -282,14 +306,13 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
     tex = _texture(rng, h, w)
     tex *= _lut(colour_idx, np.append(_TEXTURE, np.float32(0.05)))
     tex += 1.0
-    img *= tex[..., None]
     top = min(int(np.ceil(hy)) + 1, h)  # sky lies above the horizon: touch only those rows
-    sky_rows = cls[:top] == SKY
-    if sky_rows.any():  # sky gradient: lighter toward the horizon
-        grad = (0.8 + 0.35 * np.clip(rows[:top] / max(hy, 1.0), 0, 1))[..., None]  # (top, 1, 1)
-        region = img[:top]
-        region[sky_rows] = (pal[SKY] * grad * np.ones((1, w, 1), np.float32))[sky_rows]
-    img = np.ascontiguousarray(img, dtype=np.float32)
+    if not night:  # sky gradient, lighter toward the horizon, in place of the sky's texture
+        grad = 0.8 + 0.35 * np.clip(rows[:top] / max(hy, 1.0), 0, 1)  # (top, 1)
+        np.copyto(tex[:top], grad, where=cls[:top] == SKY)
+    else:
+        np.copyto(tex[:top], np.float32(1.0), where=cls[:top] == SKY)
+    cv2.multiply(img, _times3(tex), dst=img)
 
     # --- objects, far to near --------------------------------------------------------------
     objs: list[tuple[float, str, float]] = []  # (bottom row, kind, x centre)
@@ -301,14 +324,14 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
     n_people = rng.integers(2, 8) if urban else int(rng.random() < 0.15)
     for _ in range(n_people):
         yb = hy + (h - hy) * rng.uniform(0.1, 1.0) ** 1.5
-        side = rng.choice([-1.0, 1.0])
+        side = -1.0 if rng.random() < 0.5 else 1.0
         off = road_half + (walk if urban else 0.15 * w / h) * rng.uniform(0.2, 0.9)
         objs.append((yb, "person", vx + side * off * (yb - hy)))
     n_trees = rng.integers(0, 4) if urban else rng.integers(3, 10)
     green = pal[VEGETATION]
     for _ in range(n_trees):
         yb = hy + (h - hy) * rng.uniform(0.05, 0.9) ** 1.5
-        side = rng.choice([-1.0, 1.0])
+        side = -1.0 if rng.random() < 0.5 else 1.0
         off = (road_half + walk * 0.85) if urban else road_half + rng.uniform(0.1, 1.5) * w / h
         objs.append((yb, "tree", vx + side * off * (yb - hy)))
     objs.sort(key=lambda o: o[0])
@@ -321,51 +344,67 @@ def sample(domain: str, index: int, *, seed: int = 0, size: int | tuple[int, int
         else:
             _draw_tree(img, cls, xc, yb, scale * rng.uniform(1.2, 2.2) * (w / h) * 0.9, green, rng)
 
-    # --- condition: light, fog, rain ------------------------------------------------------
+    # --- condition: light, fog, rain (same-shape cv2 arithmetic on the interleaved image) -----
     if cond == "dusk":
-        img *= np.array([1.05, 0.75, 0.55], np.float32) * 0.75
-        warm = np.clip(1 - rows / max(hy, 1), 0, 1)[..., None] * np.array([0.35, 0.12, 0.0], np.float32)
-        img += np.where((cls == SKY)[..., None], warm, 0)
+        cv2.multiply(img, (1.05 * 0.75, 0.75 * 0.75, 0.55 * 0.75, 0.0), dst=img)
+        warm = np.clip(1 - rows[:top] / max(hy, 1), 0, 1)[..., None] * np.array([0.35, 0.12, 0.0], np.float32)
+        sky = (cls[:top] == SKY).view(np.uint8)
+        cv2.add(img[:top], np.ascontiguousarray(np.broadcast_to(warm, (top, w, 3))), dst=img[:top], mask=sky)
     elif night:
         img *= 0.16
-        img[cls == SKY] = np.array([0.02, 0.03, 0.07], np.float32)
+        glow_src = []  # emissive lights: drawn undimmed, and they bloom
         for yb, kind, xc in objs:  # headlights / tail lights glow
             if kind == "car":
                 r = max(1, int((yb - hy) * 0.08))
-                cv2.circle(img, (int(xc), int(yb - (yb - hy) * 0.2)), r, (0.9, 0.2, 0.15), -1)
+                glow_src.append(((int(xc), int(yb - (yb - hy) * 0.2)), r, (0.9, 0.2, 0.15)))
         if urban:  # street lamps along the sidewalk edges
             for k in range(1, 5):
                 yl = hy + (h - hy) * (k / 5) ** 1.5
                 for side in (-1, 1):
                     x = int(vx + side * (road_half + walk * 0.5) * (yl - hy))
-                    cv2.circle(img, (x, int(yl - (yl - hy) * 1.8)), max(1, int((yl - hy) * 0.06)), (1.0, 0.9, 0.6), -1)
-        img = img + cv2.GaussianBlur(np.clip(img - 0.5, 0, None), (0, 0), max(1.0, w / 64)) * 2.0
+                    glow_src.append(((x, int(yl - (yl - hy) * 1.8)), max(1, int((yl - hy) * 0.06)), (1.0, 0.9, 0.6)))
+        for centre, r, colour in glow_src:
+            cv2.circle(img, centre, r, colour, -1)
+        # bloom: what is brighter than 0.5, blurred, added twice; computed at 1/4 resolution
+        # (the glow is smooth) so the wide blur costs 1/16 of a full-size one
+        bright = cv2.subtract(img, (0.5, 0.5, 0.5, 0.0))
+        np.maximum(bright, 0.0, out=bright)
+        q = 4
+        small = cv2.resize(bright, (max(w // q, 1), max(h // q, 1)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), max(1.0, w / 64) / q)
+        bloom = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        cv2.scaleAdd(bloom, 2.0, img, dst=img)
     elif cond == "fog":
-        t = np.exp(-np.minimum(depth, 50.0) * rng.uniform(0.6, 1.0))[..., None]  # transmission
-        t[np.isinf(depth)] = 0.0
-        img = img * t + (1 - t) * np.float32(rng.uniform(0.7, 0.8))
+        t = np.minimum(depth, 50.0) * -rng.uniform(0.6, 1.0)  # sky: depth inf -> transmission e^-30, nil
+        cv2.exp(t, t)  # transmission
+        haze = float(rng.uniform(0.7, 0.8))
+        img -= haze
+        cv2.multiply(img, _times3(t), dst=img)
+        img += haze
     elif cond == "rain":
-        img = img * 0.7 + 0.08
-        img[cls == ROAD] *= np.array([0.9, 0.95, 1.1], np.float32)  # wet, bluish, reflective
+        img *= 0.7
+        img += 0.08
+        n = int(w * 0.4)
+        p = rng.random((n, 3))  # streak start x, start y, length
+        x0, y0 = p[:, 0] * w, p[:, 1] * h
+        ln = (0.05 + 0.07 * p[:, 2]) * h
+        seg = np.stack([x0, y0, x0 + ln * 0.25, y0 + ln], axis=1).astype(np.int32).reshape(n, 2, 2)
         streaks = np.zeros((h, w), np.float32)
-        for _ in range(int(w * 0.4)):
-            x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
-            ln = rng.uniform(0.05, 0.12) * h
-            cv2.line(streaks, (int(x0), int(y0)), (int(x0 + ln * 0.25), int(y0 + ln)), 0.25, 1)
-        img = img + streaks[..., None]
+        cv2.polylines(streaks, list(seg), False, 0.25, 1)
+        cv2.add(img, _times3(streaks), dst=img)
         img = cv2.GaussianBlur(img, (0, 0), max(0.5, w / 256))
 
     # --- camera: colour cast, vignetting, noise, JPEG --------------------------------------
     cam = _CAMERA[scene]
-    img *= np.array(cam["gain"], np.float32)
-    img *= _vignette(h, w, cam["vignette"])
-    img += cam["noise"] * gaussian_noise(rng, (h, w, 3))
-    u8 = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    cv2.multiply(img, _camera_gain(h, w, scene), dst=img)
+    # noise, then 8 bits with rounding and saturation, in one pass
+    u8 = cv2.addWeighted(img, 255.0, gaussian_noise(rng, (h, w, 3)), 255.0 * cam["noise"], 0.0, dtype=cv2.CV_8U)
     q = int(rng.integers(cam["jpeg"][0], cam["jpeg"][1] + 1))
     ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, q])
     if ok:  # JPEG artefacts: blocking and ringing, as dashcams store their video
         u8 = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    image = np.ascontiguousarray(u8.transpose(2, 0, 1), dtype=np.float32) * (1.0 / 255.0)
+    image = np.empty((3, h, w), np.float32)
+    np.multiply(u8.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=image)
 
     return {
         "image": image,
