@@ -24,6 +24,11 @@ SEEDS = (0, 1, 2, 3, 4)
 # (0.973 0.847 0.943 0.820 0.800), confusion loss 0.911 (0.773 0.987 0.993 0.813 0.990); a
 # (64, 64) discriminator (0.716) or lambda_max 3 (0.850) did worse with confusion.
 ADVERSARY = "confusion"
+# The domains differ along curves (a rotated crescent), which a linear domain classifier
+# cannot see: on the development seeds the linear PAD of the raw inputs was 0.00-0.03 and of
+# the features did not move consistently (source-only 0.47-0.57, DANN 0.25-0.69), while an
+# RBF-SVM PAD fell on every seed (source-only 0.88-0.99, DANN 0.44-0.75).
+PAD = dict(classifier="rbf")
 TRAIN = dict(epochs=200, batch_size=32, lr=0.05, optimizer="sgd", weight_decay=0.0, grad_clip=None, progress=False)
 
 
@@ -59,8 +64,8 @@ def runs() -> dict[int, dict]:
             "so": so, "dann": dann, "xs": xs, "xt": xt,
             "acc_so": float((so.predict(xt) == yt).mean()),
             "acc_dann": float((dann.predict(xt) == yt).mean()),
-            "pad_so": proxy_a_distance(so.features(xs), so.features(xt), seed=seed)["proxy_a_distance"],
-            "pad_dann": proxy_a_distance(dann.features(xs), dann.features(xt), seed=seed)["proxy_a_distance"],
+            "pad_so": proxy_a_distance(so.features(xs), so.features(xt), seed=seed, **PAD)["proxy_a_distance"],
+            "pad_dann": proxy_a_distance(dann.features(xs), dann.features(xt), seed=seed, **PAD)["proxy_a_distance"],
         }
         r = out[seed]
         print(f"\nmoons seed {seed}: target accuracy source-only {r['acc_so']:.3f} DANN {r['acc_dann']:.3f}; "
@@ -87,10 +92,10 @@ def test_dann_reaches_085_on_average(runs) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="linear PAD of 15-unit features did not fall on every seed; see above")
 def test_dann_shrinks_the_proxy_a_distance_of_the_features(runs) -> None:
     pad_so = np.array([r["pad_so"] for r in runs.values()])
     pad_dann = np.array([r["pad_dann"] for r in runs.values()])
+    assert (pad_dann < pad_so).all(), (pad_so, pad_dann)
     assert pad_dann.mean() < 0.8 * pad_so.mean(), (pad_so, pad_dann)
 
 

@@ -181,3 +181,17 @@ def test_bad_inputs_raise_named_errors():
         gap.mmd2_unbiased(rng.normal(size=(1, 2)), rng.normal(size=(5, 2)))
     with pytest.raises(DataError, match="layers\\['l1'\\]"):
         gap.layer_gap_profile({"l1": (rng.normal(size=(5, 2)), rng.normal(size=(5, 3)))})
+
+
+def test_rbf_proxy_a_distance_sees_a_shift_a_linear_classifier_cannot():
+    """Same mean, different radius: a disc inside a ring. No line separates them, a kernel does."""
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 2 * np.pi, size=(2, 400))
+    radius = np.stack([rng.uniform(0, 1, 400), rng.uniform(2, 3, 400)])
+    pts = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)  # (2, 400, 2)
+    linear = gap.proxy_a_distance(pts[0], pts[1], seed=0)
+    rbf = gap.proxy_a_distance(pts[0], pts[1], seed=0, classifier="rbf")
+    assert linear["proxy_a_distance"] < 0.5
+    assert rbf["proxy_a_distance"] > 1.8
+    with pytest.raises(DataError, match="classifier"):
+        gap.proxy_a_distance(pts[0], pts[1], classifier="tree")
