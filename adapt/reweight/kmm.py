@@ -33,7 +33,7 @@ Only kernel-vector products are needed:
 - ``solver="auto"`` (default): exact while n_s <= ``max_exact`` (5,000), Nystrom above.
 
 At n = 5,000 (64-D) the Nystrom weights (m = 2,500) correlate with the exact weights at
-0.986 (Pearson); figures and the switch are in docs/reweight.md.
+0.985 (Pearson; Spearman 0.965); figures and the switch are in docs/reweight.md.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ class KMM(BaseWeighter):
     max_iter, tol: the solver stops when the relative step ||w_k+1 - w_k|| / ||w_k|| stays
         below tol for two iterations in a row. Default tol: 1e-6 for the exact solver, 1e-3
         for Nystrom: stopping there changes the Nystrom weights by far less than the
-        approximation itself does (correlation >= 0.9998 with the fully converged Nystrom
-        solution against 0.986 with the exact one at n = 5,000; docs/reweight.md), and float32
+        approximation itself does (Pearson 0.9999 with the same approximation solved to 1e-5
+        against 0.985 with the exact solution at n = 5,000; docs/reweight.md), and float32
         products put a floor near 5e-5 under the relative step anyway.
     clip, normalize: post-processing (base class). Default normalize=False so that the QP
         solution (and its bound B) is returned as is.
