@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 import zlib
@@ -68,7 +69,7 @@ def _noise_bank() -> np.ndarray:
 
 def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Standard-normal float32 noise of ``shape`` (a view into the bank; do not modify in place)."""
-    n = int(np.prod(shape))
+    n = math.prod(shape)  # math.prod: np.prod costs microseconds on a tuple
     bank = _noise_bank()
     if n > bank.size // 2:
         return rng.standard_normal(shape, dtype=np.float32)
