@@ -56,32 +56,36 @@ def test_quick_demo_goes_through_the_manifest_path(quick_run: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="not yet met on the radiograph benchmark (tiny backbone, 64 px, 5 epochs): DANN raised "
-    "target AUROC on 3 of 4 probes (0.702 vs 0.625, 0.527 vs 0.404, 0.569 vs 0.527; 0.600 vs 0.612) "
-    "but its discriminator oscillates (held-out accuracy 0.0 <-> 0.96) and the feature MMD^2 stays "
-    "above source-only's (0.93 vs 0.15); proxy A-distance 2.0 for both. Remove once DANN aligns.",
-)
 def test_dann_beats_source_only_over_three_seeds(tmp_path: Path) -> None:
-    """The demo's claim: DANN aligns features and raises target AUROC (mean of 3 seeds)."""
+    """The demo's claim, with a target oracle beside it (issues #2 and #4).
+
+    The quick demo's models on 800 images per hospital (the quick demo has 400, whose rural
+    test split of 80 images gives AUROC a standard error near 0.06 - larger than the effect).
+    DANN adapts a copy of the source-only model (the pipeline's default, ``dann.start``) with
+    the confusion adversary; the oracle trains on labelled rural images and bounds what
+    adaptation could win. Target labels score the finished models and nothing else.
+    Design fixed on development seeds 10-12 (source-only -> DANN rural AUROC 0.587 -> 0.652,
+    0.508 -> 0.660, 0.524 -> 0.557, 400 test images each); seeds 0-2 below were run once.
+    """
     rows = []
     for seed in (0, 1, 2):
         config = demo_config(quick=True, out_dir=tmp_path, seed=seed)
         config.name = f"seed{seed}"
         config.progress = False
+        config.data.n_per_domain = 800
+        config.methods = ["source_only", "dann", "target_oracle"]
         methods = run(config).metrics["methods"]
-        rows.append({
-            "seed": seed,
-            "auroc_source_only": methods["source_only"]["target"]["auroc"],
-            "auroc_dann": methods["dann"]["target"]["auroc"],
-            "pad_source_only": methods["source_only"]["gap"]["proxy_a_distance"],
-            "pad_dann": methods["dann"]["gap"]["proxy_a_distance"],
-            "mmd_source_only": methods["source_only"]["gap"]["mmd2"],
-            "mmd_dann": methods["dann"]["gap"]["mmd2"],
-        })
+        row = {"seed": seed}
+        for name in config.methods:
+            row[f"auroc_{name}"] = methods[name]["target"]["auroc"]
+            row[f"mmd_{name}"] = methods[name]["gap"]["mmd2"]
+        rows.append(row)
     table = pd.DataFrame(rows)
+    so, dann, oracle = (table[f"auroc_{k}"].mean() for k in ("source_only", "dann", "target_oracle"))
     print("\n" + table.to_string(index=False))
-    assert table["auroc_dann"].mean() > table["auroc_source_only"].mean(), table
-    assert table["mmd_dann"].mean() < table["mmd_source_only"].mean(), table
+    print(f"mean rural AUROC: source-only {so:.3f}, DANN {dann:.3f}, oracle {oracle:.3f}; "
+          f"DANN closes {(dann - so) / (oracle - so):.2f} of the gap to the oracle")
     assert np.isfinite(table.to_numpy()).all()
+    assert dann > so, table
+    assert table["mmd_dann"].mean() < table["mmd_source_only"].mean(), table
+    assert oracle > so, table  # the shift costs something an oracle wins back
