@@ -5,7 +5,8 @@ Goals (issue 3): radiograph 128 x 128 >= 500 images/s; dashcam 128 x 256 >= 200 
 Figures are images per CPU-second of this process (``time.process_time``), with one thread
 (``OMP_NUM_THREADS=1``, ``cv2.setNumThreads(1)``, ``torch`` not involved), so other processes
 on a shared machine inflate them less than wall time would; wall-clock rates are kept in the
-notes. Median of ``--repeat`` runs over all domains of each benchmark.
+notes, with the 1-minute load average before and after each case. Median of ``--repeat`` runs
+over all domains of each benchmark.
 
     .venv/bin/python benchmarks/bench_synth.py [--n 300] [--repeat 3]
 """
@@ -55,15 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, sample, domains, size, goal in cases:
         sample(domains[0], 0, size=size)  # warm caches (grids, noise bank, glyphs)
+        load0 = os.getloadavg()[0]
         runs = [_rate(sample, domains, max(1, args.n // len(domains)), size) for _ in range(args.repeat)]
         cpu_rate = statistics.median(r[0] for r in runs)
         wall_rate = statistics.median(r[1] for r in runs)
+        load1 = os.getloadavg()[0]
         label = f"{size}x{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"
         print(f"{name} {label}: {cpu_rate:.0f} img/CPU-s, {wall_rate:.0f} img/wall-s", flush=True)
-        extra[name] = {"cpu_rates": [r[0] for r in runs], "wall_rates": [r[1] for r in runs], "domains": list(domains)}
+        extra[name] = {"cpu_rates": [r[0] for r in runs], "wall_rates": [r[1] for r in runs], "domains": list(domains),
+                       "load_avg_1m": [load0, load1]}
         rows.append(make_row(f"synth {name} generation {label}, 1 core", shiftkit=cpu_rate, unit="img/s",
                              min_value=goal, notes=f"per CPU-second; wall {wall_rate:.0f} img/s; median of "
-                                                   f"{args.repeat}, all listed domains"))
+                                                   f"{args.repeat}, all listed domains; load {load0:.1f} -> {load1:.1f}"))
     print(markdown_table(rows))
     print(f"wrote {write_result('synth', rows, extra=extra)}")
     return 0
