@@ -65,7 +65,7 @@ def _time_pair(plain: Callable[[], None], dann: Callable[[], None], *, steps: in
 
 
 def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int, num_classes: int, device,
-          steps: int, blocks: int) -> dict:
+          steps: int, blocks: int, adversary: str = "grl") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -77,9 +77,10 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
     amp = device.type == "cuda"
     cl = device.type == "cuda"
     if kind == "seg":
-        method = SegDANN(name, num_classes=num_classes, in_channels=channels, device=str(device))
+        method = SegDANN(name, num_classes=num_classes, in_channels=channels, device=str(device),
+                         adversary=adversary)
     else:
-        method = DANN(name, num_classes=num_classes, in_channels=channels, device=str(device))
+        method = DANN(name, num_classes=num_classes, in_channels=channels, device=str(device), adversary=adversary)
     fake = [{"image": torch.zeros(channels, *size)}]
     method._build(fake)
     method._extra = method.extra_modules()
@@ -125,7 +126,7 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
 
     tp, td = _time_pair(plain, dann, steps=steps, blocks=blocks, device=device)
     n = 2 * batch
-    return {"name": name, "kind": kind, "size": list(size), "channels": channels, "batch": f"{batch}+{batch}",
+    return {"name": name, "kind": kind, "adversary": adversary, "size": list(size), "channels": channels, "batch": f"{batch}+{batch}",
             "plain_s": tp, "dann_s": td, "ratio": td / tp, "plain_img_s": n / tp, "dann_img_s": n / td}
 
 
@@ -144,16 +145,21 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        cases = [("cls", "densenet121", (224, 224), 1, 64, 2), ("seg", "flexibleunet-resnet34", (256, 512), 3, 8, 9)]
+        cases = [("cls", "densenet121", (224, 224), 1, 64, 2, "grl"), ("cls", "densenet121", (224, 224), 1, 64, 2, "confusion"),
+                 ("seg", "flexibleunet-resnet34", (256, 512), 3, 8, 9, "grl")]
         steps = args.steps or 20
     else:
-        cases = [("cls", "resnet10", (64, 64), 1, 32, 2), ("seg", "tiny-unet", (64, 64), 3, 8, 9)]
+        # The paper's gradient reversal, and the confusion adversary the pipeline uses by default
+        # (one more discriminator forward on detached features).
+        cases = [("cls", "resnet10", (64, 64), 1, 32, 2, "grl"), ("cls", "resnet10", (64, 64), 1, 32, 2, "confusion"),
+                 ("seg", "tiny-unet", (64, 64), 3, 8, 9, "grl")]
         steps = args.steps or 5
     results, rows = [], []
-    for kind, name, size, ch, batch, k in cases:
-        r = _case(kind, name, size, ch, batch, k, device, steps, args.blocks)
+    for kind, name, size, ch, batch, k, adversary in cases:
+        r = _case(kind, name, size, ch, batch, k, device, steps, args.blocks, adversary)
         results.append(r)
-        label = f"DANN step / plain step ({device.type}, {name}, {size[0]}x{size[1]}x{ch}, batch {r['batch']})"
+        label = (f"DANN step / plain step ({device.type}, {name}, {size[0]}x{size[1]}x{ch}, batch {r['batch']}, "
+                 f"{adversary})")
         is_goal = device.type == "cpu" and kind == "cls"
         rows.append(make_row(label, shiftkit=r["dann_s"], baseline=r["plain_s"], baseline_name="plain step",
                              unit="s/step", max_ratio=GOAL if is_goal else None,
@@ -162,7 +168,7 @@ def main() -> None:
                                    + ("; bf16 autocast + channels_last" if device.type == "cuda" else "")))
     print(markdown_table(rows))
     for r in results:
-        print(f"{r['name']}: plain {r['plain_img_s']:.1f} img/s, DANN {r['dann_img_s']:.1f} img/s, ratio {r['ratio']:.3f}")
+        print(f"{r['name']} ({r['adversary']}): plain {r['plain_img_s']:.1f} img/s, DANN {r['dann_img_s']:.1f} img/s, ratio {r['ratio']:.3f}")
     topic = "dann_step" if device.type == "cpu" else "dann_step_gpu"
     path = write_result(topic, rows, machine=describe_machine(), extra={"cases": results}, out_dir=args.out_dir)
     print(f"wrote {path}")

@@ -10,6 +10,7 @@ Usage (``make bench`` runs the first form)::
     .venv/bin/python benchmarks/run_all.py --only dann_step mmd --no-readme
     .venv/bin/python benchmarks/run_all.py --timeout 120 --timeout-for demo=600
     .venv/bin/python benchmarks/run_all.py --only reweight --merge   # rerun one, keep the other rows
+    .venv/bin/python benchmarks/run_all.py --collect synth reweight  # take results/<topic>.json as written
 
 ``benchmarks/gpu_bench.py`` is run too when CUDA is available; otherwise the table gets rows
 that say the GPU figures were not measured and give the command that measures them.
@@ -155,6 +156,38 @@ def previous_rows() -> tuple[dict[str, list[dict]], list[dict]]:
         return {}, []
 
 
+def collect(topics: list[str], no_readme: bool = False) -> int:
+    """Merge the rows of ``results/<topic>.json`` into ``results/all.json`` (and the README)."""
+    by_topic, statuses = previous_rows()
+    try:
+        doc = json.loads((RESULTS_DIR / "all.json").read_text())
+    except (OSError, ValueError):
+        doc = {"command": "make bench", "machine": describe_machine(), "extra": {}}
+    for topic in topics:
+        path = RESULTS_DIR / f"{topic}.json"
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"{path}: cannot read ({exc})", file=sys.stderr)
+            return 2
+        line = machine_line(result.get("machine") or describe_machine())
+        by_topic[topic] = [normalise_row(r, machine=line) for r in result.get("rows", []) if isinstance(r, dict)]
+        statuses = [st for st in statuses if st.get("topic") != topic] + [{
+            "topic": topic, "script": f"bench_{topic}.py", "returncode": 0, "wall_s": "-",
+            "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "note": f"collected from results/{topic}.json: {result.get('command', 'run by hand')}"}]
+    rank = {t: i for i, t in enumerate(ORDER)}
+    order = sorted(by_topic, key=lambda t: (rank.get(t, len(ORDER)), t))
+    rows = [r for t in order for r in by_topic[t]]
+    extra = dict(doc.get("extra", {}), scripts=statuses, rows_by_topic=by_topic)
+    write_result("all", rows, command=doc.get("command", "make bench"), machine=doc["machine"], extra=extra)
+    if not no_readme:
+        update_readme(render_block(rows, statuses, doc["machine"], doc.get("command", "make bench"),
+                                   float(extra.get("total_s", 0.0)), finished=extra.get("finished")))
+    print(f"collected {', '.join(topics)} into results/all.json")
+    return 0
+
+
 def render_block(rows: list[dict], statuses: list[dict], machine: dict, command: str, total_s: float,
                  finished: str | None = None) -> str:
     load = machine.get("load_avg_1m")
@@ -179,9 +212,10 @@ def render_block(rows: list[dict], statuses: list[dict], machine: dict, command:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in statuses:
-        note = s.get("error", "")
+        note = s.get("error", s.get("note", ""))
         lines.append(f"| {s['script']} | {s.get('finished', '-')} | {s.get('load_avg_1m_at_end', '-')} | "
-                     f"{s['returncode']} | {s['wall_s']} | {s['cpu_s']} | {s['peak_rss_gb']} | {note.replace('|', '/')} |")
+                     f"{s['returncode']} | {s.get('wall_s', '-')} | {s.get('cpu_s', '-')} | {s.get('peak_rss_gb', '-')} | "
+                     f"{note.replace('|', '/')} |")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -213,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="rewrite the README table from results/all.json without running anything")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of scripts not run now from the previous results/all.json")
+    ap.add_argument("--collect", nargs="+", metavar="TOPIC",
+                    help="take these topics' rows from results/<topic>.json (written by running the script "
+                         "by hand, e.g. with a larger grid) instead of running them; keep the other rows")
     args = ap.parse_args(argv)
 
+    if args.collect:
+        return collect(args.collect, args.no_readme)
     if args.render_only:
         doc = json.loads((RESULTS_DIR / "all.json").read_text())
         extra = doc.get("extra", {})
