@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from shiftkit.adapt.cli_run import demo_config
 from shiftkit.adapt.pipeline import run
 
@@ -21,3 +23,36 @@ def test_importance_weighted_runs_through_the_pipeline_with_skip_bad(tmp_path: P
     assert set(metrics["methods"]) == {"source_only", "importance_weighted"}
     assert 0.0 <= metrics["methods"]["importance_weighted"]["target"]["auroc"] <= 1.0
     assert len(metrics["histories"]["importance_weighted"]) == 1
+
+
+def test_dann_adapts_a_copy_of_the_source_model_and_never_changes_it(tmp_path: Path) -> None:
+    """dann.start=source_only: DANN starts from the fitted source-only weights (a copy, at
+    lr * dann.lr_mult); asked for alone, dann still gets its starting point, unscored."""
+    import torch
+
+    from shiftkit.adapt.backbones import build_classifier
+    from shiftkit.adapt.pipeline import build_method
+
+    config = demo_config(True, out_dir=tmp_path)
+    source = build_classifier("tiny", 1, 2)
+    method = build_method("dann", config, 2, tmp_path, 1, source_model=source)
+    assert method.model_spec is not source
+    for a, b in zip(method.model_spec.state_dict().values(), source.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert method.config.lr == config.train.lr * config.dann.lr_mult
+    assert method.adversary == "confusion"
+    with pytest.raises(ValueError, match="source-only model"):
+        build_method("dann", config, 2, tmp_path, 1)
+    config.dann.start = "scratch"
+    assert build_method("dann", config, 2, tmp_path, 1).model_spec == config.model.backbone
+
+    config.dann.start = "source_only"
+    config.data.n_per_domain = 40
+    config.data.image_size = 32
+    config.train.epochs = 1
+    config.evaluation.n_permutations = 50
+    config.progress = False
+    config.methods = ["dann"]
+    metrics = run(config).metrics
+    assert set(metrics["methods"]) == {"dann"}
+    assert len(metrics["histories"]["dann"]) == 1
