@@ -82,6 +82,12 @@ class DANNConfig(_Section):
     lr_mult: float = Field(
         0.25, gt=0, description="adaptation learning rate relative to train.lr (when start=source_only)"
     )
+    seg_feature_level: bool = Field(
+        False, description="segmentation: also align pooled bottleneck features (at lambda_max)"
+    )
+    seg_output_lambda: float = Field(
+        0.01, gt=0, description="segmentation: weight of the output-space (ADVENT) alignment, times lambda_max"
+    )
 
 
 class EvalConfig(_Section):
