@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
-# Idle OpenMP threads sleep instead of spinning: on a shared 2-core box spinning multiplied
-# torch's CPU time several-fold (benchmarks/bench_omp.py).
-export OMP_WAIT_POLICY ?= PASSIVE
+# The test suite runs several torch processes at once (torchrun, DDP, kill/resume): idle
+# OpenMP threads sleep instead of spinning, or they take each other's cores
+# (benchmarks/bench_omp.py). `make demo` leaves the choice to the CLI (PASSIVE only when busy).
+test test-fast: export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-fast lint bench clean
 

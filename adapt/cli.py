@@ -11,10 +11,22 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Before torch loads libgomp: idle OpenMP threads sleep instead of spinning. On a busy machine
-# (CI, shared boxes) spinning threads tripled the CPU time of `shiftkit demo --quick`
-# (60 s -> 22 s CPU, 257 s -> 81 s wall; benchmarks/README.md). Set it to ACTIVE to opt out.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _busy_machine() -> bool:
+    """True when the 1-minute load average is at least the number of cores (oversubscribed)."""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average on this platform
+        return False
+
+
+# Before torch loads libgomp. On a busy machine spinning OpenMP threads take the time slice
+# their partners need: `shiftkit demo --quick` went 257 s -> 102 s wall with idle threads
+# sleeping (PASSIVE) at load 15 on 2 cores. On an idle machine spinning is faster (28.8 s vs
+# 34.9 s), so libgomp's default stays. An OMP_WAIT_POLICY the user set always wins.
+if "OMP_WAIT_POLICY" not in os.environ and _busy_machine():
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import typer  # noqa: E402
 

@@ -4,8 +4,9 @@ against libgomp's default (threads spin while waiting), same machine, same run.
 One subprocess per policy (the policy is read when libgomp loads, so it cannot change inside
 a process), alternating, each timing forward + backward of the ``tiny`` backbone on a batch of
 32 images of 32 px - the step `shiftkit demo --quick` repeats - with torch's default thread
-count. On an idle machine both should be close; on a busy one spinning threads take the CPU
-their partners need (see docs/performance.md).
+count. On an idle machine spinning is faster (this step: 0.030 s vs 0.055 s); on a busy one
+spinning threads take the CPU their partners need (0.183 s vs 1.23 s at load 9). So the CLI
+picks PASSIVE only when the load average is at least the number of cores (docs/performance.md).
 
     .venv/bin/python benchmarks/bench_omp.py [--repeat 2] [--steps 6]
 """
@@ -63,15 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "cpu")} for k, v in res.items()}
     threads = res["passive"][0]["threads"]
     load = machine.get("load_avg_1m")
+    # The CLI sets PASSIVE only on a busy machine (load >= the number of cores, adapt/cli.py); the goal
+    # is that this choice is never slower than libgomp's default where it is made.
+    busy = load is not None and load >= (os.cpu_count() or 1)
+    goal = "ratio <= 1.1 where the CLI picks PASSIVE (load >= the number of cores)"
+    where = ("busy: the CLI picks PASSIVE" if busy
+             else "idle: the CLI keeps libgomp's default, so PASSIVE's ratio is shown but not judged")
     rows = [
         make_row(f"torch CPU step (tiny, batch 32, 32 px, {threads} threads): OMP_WAIT_POLICY=PASSIVE vs default, wall",
                  shiftkit=med["passive"]["wall"], baseline=med["default"]["wall"], baseline_name="libgomp default",
-                 unit="s/step", max_ratio=1.1, goal="ratio <= 1.1 (no slower than spinning)",
-                 notes=f"medians of {args.repeat} process pairs x {args.steps} steps; load average {load} at start"),
+                 unit="s/step", max_ratio=1.1 if busy else None, goal=goal,
+                 notes=f"medians of {args.repeat} process pairs x {args.steps} steps; load average {load} at start; "
+                       + where),
         make_row(f"torch CPU step (tiny, batch 32, 32 px, {threads} threads): OMP_WAIT_POLICY=PASSIVE vs default, CPU",
                  shiftkit=med["passive"]["cpu"], baseline=med["default"]["cpu"], baseline_name="libgomp default",
-                 unit="CPU s/step", max_ratio=1.1, goal="ratio <= 1.1 (no slower than spinning)",
-                 notes="process CPU time (all threads) per step"),
+                 unit="CPU s/step", max_ratio=1.1 if busy else None, goal=goal,
+                 notes="process CPU time (all threads) per step; " + where),
     ]
     print(markdown_table(rows, with_machine=False))
     print(f"wrote {write_result('omp', rows, machine=machine, extra=res)}")

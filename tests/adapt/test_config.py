@@ -53,3 +53,23 @@ def test_example_config_is_valid() -> None:
 
     config = load_config(Path(__file__).parents[2] / "examples" / "demo.yaml")
     assert config.name
+
+
+def test_cli_makes_omp_threads_sleep_only_on_an_oversubscribed_machine(monkeypatch) -> None:
+    """Spinning OpenMP threads are faster on an idle box and several times slower on a busy one
+    (benchmarks/bench_omp.py): the CLI asks for PASSIVE only when load >= cores."""
+    import os
+
+    from shiftkit.adapt import cli
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 1.0, 1.0))
+    assert cli._busy_machine()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert not cli._busy_machine()
+
+    def no_loadavg():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", no_loadavg)
+    assert not cli._busy_machine()
