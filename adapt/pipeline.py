@@ -381,28 +381,25 @@ def run(config: RunConfig) -> RunResult:
     scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
     in_channels = int(data["source_train"][0]["image"].shape[0])
+
+    def fit(name: str, source_model: Any = None) -> Any:
+        log.info("fitting %s", name)
+        method = build_method(name, config, num_classes, run_dir, in_channels, source_model=source_model)
+        monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+        if name == "target_oracle":
+            return method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
+        if getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
+            return method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
+        return method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+
     fitted: dict[str, Any] = {}
     for name in config.methods:
         source_model = None
         if name == "dann" and config.dann.start == "source_only":
-            if "source_only" not in fitted:  # needed as the starting point, scored only if asked for
-                log.info("fitting source_only (the starting point of dann)")
-                fitted["source_only"] = build_method("source_only", config, num_classes, run_dir, in_channels).fit(
-                    data["source_train"], val=data["source_val"],
-                    callback=target_monitor(data["target_test"], data["target_test_labels"], config.task))
+            if "source_only" not in fitted:  # dann's starting point, scored only if asked for
+                fitted["source_only"] = fit("source_only")
             source_model = fitted["source_only"].model_
-        monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-        if name in fitted:  # source_only, already fitted as dann's starting point
-            method = fitted[name]
-        else:
-            log.info("fitting %s", name)
-            method = build_method(name, config, num_classes, run_dir, in_channels, source_model=source_model)
-            if name == "target_oracle":
-                method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
-            elif getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
-                method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
-            else:
-                method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+        method = fitted[name] if name in fitted else fit(name, source_model)
         fitted[name] = method
         results[name] = evaluate_method(method, data, config)
         features[name] = results[name].pop("_features")

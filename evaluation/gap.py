@@ -368,7 +368,7 @@ def proxy_a_distance(
 
     A standardised domain classifier learns source-vs-target on a stratified `1 - test_size`
     share and is scored on the rest: `classifier="linear"` (logistic regression, as in the
-    paper) or `"rbf"` (an RBF-kernel SVM, median-free `gamma="scale"`), for domains that differ
+    paper) or `"rbf"` (an RBF-kernel SVM, `gamma="scale"` on the standardised features), for domains that differ
     along curved directions a linear classifier cannot see (two rotated moons have a linear
     PAD near 0 but an RBF PAD near 1); err is the balanced error (so unequal domain sizes do not
     inflate it). Returns {"proxy_a_distance", "domain_error", "domain_auroc"}: 0 = domains

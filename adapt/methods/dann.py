@@ -83,8 +83,7 @@ def adversarial_loss(
     if adversary == "grl":
         d = disc(grad_reverse(f, lam)).float()
         dom = _domain_labels(d, n_source)
-        loss = F.binary_cross_entropy_with_logits(d, dom)
-        disc_loss = loss
+        loss = disc_loss = F.binary_cross_entropy_with_logits(d, dom)
     else:
         d = disc(f.detach()).float()  # trains D only
         dom = _domain_labels(d, n_source)
