@@ -10,7 +10,7 @@ export MPLBACKEND := Agg
 # (benchmarks/bench_omp.py). `make demo` leaves the choice to the CLI (PASSIVE only when busy).
 test test-fast: export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench efficacy clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: setup $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run_all.py
+
+# The efficacy table (docs/efficacy.md): every method x radiograph, dashcam x 5 test data seeds,
+# resumable (finished cells are kept), about an hour on 2 idle cores.
+efficacy: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/shiftkit benchmark --mode test --n-seeds 5
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

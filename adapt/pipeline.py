@@ -4,7 +4,7 @@ data -> source-only model -> adaptation methods -> evaluation on the target test
 `runs/<name>/metrics.json`, `report.html` and a terminal summary.
 
 Target labels are hidden from every method (the target training split is handed over with
-its label column removed); they are used only to score the finished models, and only the
+its `label` and `mask` columns removed); they are used only to score the finished models, and only the
 `target_oracle` method, which says so in its name and in the report, trains on them.
 """
 
@@ -32,6 +32,10 @@ BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
 }
+#: Columns that carry target labels: a classification label, and masks (dashcam masks are the
+#: segmentation labels; radiograph lesion masks reveal the finding). The target training split
+#: handed to methods has neither; only the explicit oracle and the scoring see them.
+LABEL_BEARING_COLUMNS = ("label", "mask")
 METHOD_TITLES = {
     "source_only": "Source only",
     "dann": "DANN",
@@ -85,7 +89,7 @@ def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
         "domains": [source, target],
         "n_per_domain": config.data.n_per_domain,
         "size": config.data.image_size,
-        "seed": config.train.seed,
+        "seed": config.data.seed,
     }
     if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return manifest
@@ -93,7 +97,7 @@ def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
     if config.data.benchmark == "dashcam":
         size = (config.data.image_size, 2 * config.data.image_size)
     manifest = generator.export(
-        data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size,
+        data_dir, [source, target], config.data.n_per_domain, seed=config.data.seed, size=size,
         progress=config.progress,
     )
     _atomic_write_text(stamp, json.dumps(wanted))
@@ -107,7 +111,7 @@ class DomainSplits:
     source_train: pd.DataFrame
     source_val: pd.DataFrame
     source_test: pd.DataFrame
-    target_train: pd.DataFrame  # label column removed: methods never see target labels
+    target_train: pd.DataFrame  # label and mask columns removed: methods never see target labels
     target_test: pd.DataFrame
     target_train_labelled: pd.DataFrame  # only for the explicit target oracle
 
@@ -149,7 +153,7 @@ def split_domains(frame: pd.DataFrame, source: str, target: str, seed: int) -> D
         source_train=s["train"],
         source_val=s["val"],
         source_test=s["test"],
-        target_train=target_train.drop(columns=["label"], errors="ignore"),
+        target_train=target_train.drop(columns=list(LABEL_BEARING_COLUMNS), errors="ignore"),
         target_test=t["test"],
         target_train_labelled=target_train,
     )
@@ -365,7 +369,7 @@ def run(config: RunConfig) -> RunResult:
     manifest_path = prepare_manifest(config, run_dir)  # now only checks the export stamp
     frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
     source, target = domains_for(config)
-    splits = split_domains(frame, source, target, config.train.seed)
+    splits = split_domains(frame, source, target, config.data.seed)
     data = _datasets(splits, config.data.skip_bad)
     for role in ("source_test", "target_test"):
         data[f"{role}_labels"] = _test_labels(data[role], config.task)
@@ -417,6 +421,7 @@ def run(config: RunConfig) -> RunResult:
             "target_domain": target,
             "backbone": config.model.backbone,
             "seed": config.train.seed,
+            "data_seed": config.data.seed,
             "epochs": config.train.epochs,
             "split_sizes": splits.counts(),
             "target_labels_used_for": "evaluation only"

@@ -1,0 +1,745 @@
+"""The efficacy harness behind `shiftkit benchmark`, `shiftkit select` and `make efficacy`.
+
+A grid of *cells* (method x benchmark x data seed). Each cell is an independent job that
+trains one method on one data seed of one embedded benchmark and writes its own result
+(`cells/<benchmark>/<method>/seed<k>.json` + `.npz`, atomically); a finished cell is never
+re-run, so the grid resumes after a kill and can be spread over a cluster (one cell per job,
+see docs/efficacy.md). `summarise` reads whatever cells exist and writes `table.md`,
+`table.json` and `efficacy.png`.
+
+Protocol (docs/efficacy.md):
+
+- Data seeds are not model seeds: `mode="test"` draws from ``TEST_DATA_SEEDS`` (reporting
+  only), `mode="dev"` from ``DEV_DATA_SEEDS`` (every design choice) and refuses a test seed.
+  The model seed is `model_seed` (0) in every cell.
+- Methods never see a target label or mask: the unlabelled target set is built from images only.
+- Equal budgets: every method starts from the same source-only model (trained for
+  ``epochs`` with early stopping on source-validation AUROC / mIoU, so it reaches a sensible
+  source score) and then gets ``adapt_epochs`` more epochs at ``lr * lr_mult``; the
+  ``source_only`` row is that model trained for the same ``adapt_epochs`` on source data
+  alone. The ``oracle`` trains on as many *labelled* target images as the source has, for
+  ``epochs + adapt_epochs`` epochs (early-stopped on labelled target validation data: it is an
+  upper bound and says so).
+- Per-seed 95 % intervals are bootstrap intervals over the target test images (sized so they
+  are about +/- 0.02 or narrower); means over seeds carry a t interval.
+- ``selected``: per seed, the candidate of the benchmark's grid (`CANDIDATES`) that the
+  label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers;
+  nothing is re-trained for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+
+log = logging.getLogger("shiftkit.efficacy")
+
+__all__ = [
+    "BENCHMARKS",
+    "CANDIDATES",
+    "DEFAULT_METHODS",
+    "BenchmarkSpec",
+    "Cell",
+    "grid",
+    "run_cell",
+    "run_grid",
+    "seeds_for",
+    "select_cells",
+    "summarise",
+]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Sizes and training budget of one embedded benchmark in the harness.
+
+    ``n_train`` labelled source images, as many unlabelled target images (and as many labelled
+    target images for the oracle); ``n_val`` labelled source validation images; ``n_test``
+    target test images (large: they set the width of the per-seed interval) and
+    ``n_source_test`` source test images. ``provenance`` says how each setting was chosen.
+    """
+
+    name: str
+    task: str
+    source: str
+    target: str
+    size: int | tuple[int, int]
+    backbone: str
+    num_classes: int
+    metric: str
+    n_train: int
+    n_val: int
+    n_test: int
+    n_source_test: int
+    epochs: int
+    adapt_epochs: int
+    batch_size: int
+    lr: float
+    lr_mult: float = 0.25
+    patience: int = 3
+    provenance: tuple[tuple[str, str], ...] = ()
+
+    def key(self) -> str:
+        """Short hash of the settings: a cell made under other settings is not reused."""
+        d = asdict(self)
+        d.pop("provenance")
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+_PROV = (
+    ("n_test", "dev data: the smallest size whose bootstrap 95 % interval is <= +/- 0.02 on dev data seeds"),
+    ("n_train", "cost: the largest training set that fits the grid in about an hour on 2 cores"),
+    ("epochs", "dev data: source-only early-stopped on source validation reaches its plateau"),
+    ("adapt_epochs", "literature/cost: DANN-style fine-tuning of a trained source model, a few epochs"),
+    ("lr_mult", "dann.lr_mult default of the run config (see adapt/config.py provenance)"),
+    ("batch_size, lr", "literature: AdamW defaults for small CNNs (1e-3 classification; 3e-3 tiny UNet)"),
+)
+
+#: The full profile (`make efficacy`). Sizes from `_PROV`; the quick profile is the test suite's.
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "radiograph": BenchmarkSpec(
+        name="radiograph", task="classification", source="city", target="rural", size=64, backbone="tiny",
+        num_classes=2, metric="auroc", n_train=480, n_val=160, n_test=4000, n_source_test=1000,
+        epochs=8, adapt_epochs=4, batch_size=32, lr=1e-3, provenance=_PROV),
+    "dashcam": BenchmarkSpec(
+        name="dashcam", task="segmentation", source="urban_day", target="rural_day", size=(32, 64),
+        backbone="tiny-unet", num_classes=9, metric="miou", n_train=300, n_val=100, n_test=600,
+        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV),
+}
+QUICK: dict[str, BenchmarkSpec] = {
+    "radiograph": replace(BENCHMARKS["radiograph"], n_train=96, n_val=48, n_test=400, n_source_test=100,
+                          epochs=2, adapt_epochs=1, size=32),
+    "dashcam": replace(BENCHMARKS["dashcam"], n_train=48, n_val=24, n_test=48, n_source_test=24,
+                       epochs=2, adapt_epochs=1, size=(32, 32)),
+}
+
+#: What `make efficacy` runs (every method the harness knows; `selected` is computed from the
+#: candidate cells, not trained).
+DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "oracle")
+
+#: Candidate grid of the label-free selection, per benchmark: the method and its key settings.
+#: Values bracket the shipped defaults by a factor ~3 either side (a grid fixed before any
+#: test-seed run; it is the user's search space, not tuned to this benchmark).
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "radiograph": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
+                   "augment", "augment[restyle_strength=0.5]", "adabn"),
+    "dashcam": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
+                "augment", "augment[restyle_strength=0.5]", "adabn"),
+}
+_KNOWN = {"source_only", "dann", "augment", "adabn", "importance_weighted", "oracle"}
+
+
+def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
+    """The data seeds of ``mode`` ("test": reporting only; "dev": design), first ``n``."""
+    if mode == "test":
+        seeds = TEST_DATA_SEEDS
+    elif mode == "dev":
+        seeds = DEV_DATA_SEEDS
+    else:
+        raise ConfigError("efficacy", [f"mode must be 'dev' or 'test', got {mode!r}"])
+    return tuple(seeds[: n if n is not None else 5])
+
+
+def check_seeds(mode: str, seeds: Iterable[int]) -> None:
+    """Refuse a test data seed in a dev (design) run, and a non-test seed in a test run."""
+    seeds = list(seeds)
+    if mode == "dev":
+        bad = [s for s in seeds if s in TEST_DATA_SEEDS]
+        if bad:
+            raise ConfigError("efficacy", [f"dev mode: {bad} are test data seeds (reporting only); "
+                                           "use shiftkit.datasets.synth.seeds.DEV_DATA_SEEDS"])
+    elif mode == "test":
+        bad = [s for s in seeds if s not in TEST_DATA_SEEDS]
+        if bad:
+            raise ConfigError("efficacy", [f"test mode: {bad} are not test data seeds {TEST_DATA_SEEDS}"])
+    else:
+        raise ConfigError("efficacy", [f"mode must be 'dev' or 'test', got {mode!r}"])
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``."""
+    m = re.fullmatch(r"([a-z_]+)(?:\[(.*)\])?", spec.strip())
+    if not m or m.group(1) not in _KNOWN:
+        raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_KNOWN)} (settings as name[key=value])"])
+    params: dict[str, Any] = {}
+    for part in filter(None, (m.group(2) or "").split(",")):
+        key, _, value = part.partition("=")
+        try:
+            params[key.strip()] = float(value) if re.fullmatch(r"[-+0-9.e]+", value.strip()) else value.strip()
+        except ValueError:
+            raise ConfigError("efficacy", [f"{spec!r}: cannot read setting {part!r}"]) from None
+    return m.group(1), params
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One job of the grid: train ``method`` on data seed ``seed`` of ``benchmark``."""
+
+    method: str
+    benchmark: str
+    seed: int
+
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.method).strip("_")
+
+    def paths(self, root: Path) -> tuple[Path, Path]:
+        base = Path(root) / "cells" / self.benchmark / self.slug() / f"seed{self.seed}"
+        return base.with_suffix(".json"), base.with_suffix(".npz")
+
+
+def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
+    """Every cell, in a fixed order (so ``--cell i`` names the same job on every machine).
+
+    ``methods`` may include ``"candidates"`` (the benchmark's selection grid) and
+    ``"selected"`` (computed from the candidates; adds them)."""
+    out: list[Cell] = []
+    for b in benchmarks:
+        if b not in BENCHMARKS:
+            raise ConfigError("efficacy", [f"unknown benchmark {b!r}; known: {sorted(BENCHMARKS)}"])
+        names: list[str] = []
+        for m in methods:
+            expanded = CANDIDATES[b] if m in ("candidates", "selected") else (m,)
+            for e in expanded:
+                parse_method(e)
+                if e not in names:
+                    names.append(e)
+        out += [Cell(m, b, s) for s in seeds for m in names]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def _arrays(benchmark: str, domain: str, n: int, seed: int, split: str, size: Any,
+            want_mask: bool) -> dict[str, np.ndarray]:
+    import importlib
+
+    gen = importlib.import_module(f"shiftkit.datasets.synth.{benchmark}")
+    first = gen.sample(domain, 0, seed=seed, size=size, split=split)
+    img0 = np.asarray(first["image"], np.float32)
+    images = np.empty((n, *img0.shape), np.float32)
+    labels = np.empty(n, np.int64)
+    masks = np.empty((n, *np.asarray(first["mask"]).shape), np.uint8) if want_mask else None
+    for i in range(n):
+        s = first if i == 0 else gen.sample(domain, i, seed=seed, size=size, split=split)
+        images[i] = s["image"]
+        labels[i] = int(s["label"])
+        if masks is not None:
+            masks[i] = s["mask"]
+    out = {"images": images, "labels": labels}
+    if masks is not None:
+        out["masks"] = masks
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def benchmark_data(spec: BenchmarkSpec, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Arrays of every split for data seed ``seed`` (cached: a worker running several cells of
+    one seed generates them once). The ``target_unlabelled`` split has images only."""
+    seg = spec.task == "segmentation"
+    a = functools.partial(_arrays, spec.name, size=spec.size)
+    data = {
+        "source_train": a(spec.source, spec.n_train, seed, "train", want_mask=seg),
+        "source_val": a(spec.source, spec.n_val, seed, "val", want_mask=seg),
+        "source_test": a(spec.source, spec.n_source_test, seed, "test", want_mask=seg),
+        "target_train": a(spec.target, spec.n_train, seed, "train", want_mask=seg),
+        "target_val": a(spec.target, spec.n_val, seed, "val", want_mask=seg),
+        "target_test": a(spec.target, spec.n_test, seed, "test", want_mask=seg),
+    }
+    data["target_unlabelled"] = {"images": data["target_train"]["images"]}  # no label, no mask
+    return data
+
+
+def _dataset(part: dict[str, np.ndarray], task: str, labelled: bool = True) -> Any:
+    from shiftkit.adapt.data import ArrayDataset
+
+    if not labelled:
+        return ArrayDataset(part["images"])
+    masks = part["masks"].astype(np.int64) if task == "segmentation" else None
+    labels = part["labels"] if task == "classification" else None
+    return ArrayDataset(part["images"], labels=labels, masks=masks)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def _train_kwargs(spec: BenchmarkSpec, model_seed: int, **over: Any) -> dict[str, Any]:
+    kw = dict(num_classes=spec.num_classes, task=spec.task, epochs=spec.epochs, batch_size=spec.batch_size,
+              lr=spec.lr, seed=model_seed, progress=False, device="cpu" if not torch.cuda.is_available() else None,
+              checkpoint_dir=None)
+    kw.update(over)
+    return kw
+
+
+def _val_key(spec: BenchmarkSpec) -> str:
+    return "val_auroc" if spec.metric == "auroc" else "val_miou"
+
+
+def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Path | None) -> torch.nn.Module:
+    """The source-only model every method starts from: ``spec.epochs`` epochs, early-stopped on
+    source-validation AUROC / mIoU (best epoch restored). Cached as safetensors under
+    ``cache`` (identical on every machine: training is deterministic on CPU)."""
+    from shiftkit.adapt.backbones import build_classifier, build_segmenter
+    from shiftkit.adapt.methods import SourceOnly
+
+    path = None
+    if cache is not None:
+        path = Path(cache) / spec.name / f"{spec.key()}-seed{seed}-model{model_seed}.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            build = build_classifier if spec.task == "classification" else build_segmenter
+            data = benchmark_data(spec, seed)
+            model = build(spec.backbone, data["source_train"]["images"].shape[1], spec.num_classes)
+            model.load_state_dict(load_file(str(path)))
+            return model
+    data = benchmark_data(spec, seed)
+    m = SourceOnly(spec.backbone, **_train_kwargs(spec, model_seed, early_stopping=_val_key(spec),
+                                                  patience=spec.patience, restore_best=True))
+    m.fit(_dataset(data["source_train"], spec.task), val=_dataset(data["source_val"], spec.task))
+    if path is not None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
+        tmp.replace(path)
+    return m.model_
+
+
+def _dann_defaults() -> dict[str, Any]:
+    from shiftkit.adapt.config import DANNConfig
+
+    return DANNConfig().model_dump()
+
+
+def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, cache: Path | None) -> Any:
+    """Train the method a cell names; returns the fitted method (has ``predict_proba_and_features``)."""
+    from shiftkit.adapt import methods as M
+
+    name, params = parse_method(method)
+    data = benchmark_data(spec, seed)
+    task = spec.task
+    src = _dataset(data["source_train"], task)
+    val = _dataset(data["source_val"], task)
+    tgt = _dataset(data["target_unlabelled"], task, labelled=False)
+    if name == "oracle":
+        # As many labelled target images as the source has, the whole budget, early-stopped on
+        # labelled target validation data: an upper bound, not a deployable result.
+        m = M.SourceOnly(spec.backbone, **_train_kwargs(
+            spec, model_seed, epochs=spec.epochs + spec.adapt_epochs, early_stopping=_val_key(spec),
+            patience=spec.patience, restore_best=True))
+        return m.fit(_dataset(data["target_train"], task), val=_dataset(data["target_val"], task))
+    dann = _dann_defaults()
+    lr_mult = float(params.pop("lr_mult", spec.lr_mult))
+    start = copy.deepcopy(pretrained_source(spec, seed, model_seed, cache))
+    kw = _train_kwargs(spec, model_seed, epochs=spec.adapt_epochs, lr=spec.lr * lr_mult)
+    if name == "source_only":
+        return M.SourceOnly(start, **kw).fit(src, val=val)
+    if name == "adabn":
+        return M.AdaBN(start, train_source=False, **kw).fit(src, tgt, val=val)
+    if name == "dann":
+        adv = dict(lambda_max=float(params.pop("lambda_max", dann["lambda_max"])), adversary=dann["adversary"],
+                   disc_lr_mult=dann["discriminator_lr_mult"])
+        if task == "classification":
+            m = M.DANN(start, disc_hidden=(dann["discriminator_hidden"],) * 2, **adv, **kw)
+        else:
+            m = M.SegDANN(start, feature_level=dann["seg_feature_level"], output_level=True,
+                          lambda_output=dann["seg_output_lambda"], out_disc_width=32, **adv, **kw)
+    elif name == "augment":
+        from shiftkit.adapt.augment import TargetStyleSourceOnly
+
+        m = TargetStyleSourceOnly(start, restyle_strength=float(params.pop("restyle_strength", 1.0)), **kw)
+    elif name == "importance_weighted":
+        from shiftkit.adapt.reweight import ClassifierRatio, ImportanceWeighted
+
+        m = ImportanceWeighted(start, estimator=ClassifierRatio(), **kw)
+    else:  # pragma: no cover - parse_method checked the name
+        raise ConfigError("efficacy", [f"unknown method {name!r}"])
+    if params:
+        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
+    return m.fit(src, tgt, val=val)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _seg_counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """(N, 3, K) per-image intersection, predicted and true pixel counts."""
+    n = len(y)
+    out = np.zeros((n, 3, k), np.int64)
+    for i in range(n):
+        t, p = y[i].ravel().astype(np.int64), pred[i].ravel().astype(np.int64)
+        out[i, 0] = np.bincount(t[t == p], minlength=k)
+        out[i, 1] = np.bincount(p, minlength=k)
+        out[i, 2] = np.bincount(t, minlength=k)
+    return out
+
+
+def _miou_from_counts(c: np.ndarray) -> float:
+    inter, pred, true = c[0].astype(float), c[1].astype(float), c[2].astype(float)
+    union = pred + true - inter
+    ok = union > 0
+    return float((inter[ok] / union[ok]).mean()) if ok.any() else float("nan")
+
+
+def metric_from_stats(stats: dict[str, np.ndarray], idx: np.ndarray | None = None) -> float:
+    """The target metric from stored per-image statistics (optionally a bootstrap resample)."""
+    if "score" in stats:
+        y, s = stats["label"], stats["score"]
+        return _auroc(y, s) if idx is None else _auroc(y[idx], s[idx])
+    c = stats["counts"] if idx is None else stats["counts"][idx]
+    return _miou_from_counts(c.sum(0))
+
+
+def bootstrap_ci(stats: dict[str, np.ndarray], n_boot: int = 300, seed: int = 0,
+                 other: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
+    """95 % percentile interval of the metric (or of metric - other's metric, paired) over
+    test-image resamples."""
+    n = len(stats["score"] if "score" in stats else stats["counts"])
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        v = metric_from_stats(stats, idx)
+        if other is not None:
+            v -= metric_from_stats(other, idx)
+        vals.append(v)
+    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    from shiftkit.adapt.data import ArrayDataset
+
+    proba, feats = method.predict_proba_and_features(ArrayDataset(part["images"]), batch_size=256)
+    if spec.task == "classification":
+        return {"label": part["labels"].astype(np.int8), "score": proba[:, 1].astype(np.float32)}, proba, feats
+    return {"counts": _seg_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
+
+
+def _selection_outputs(method: Any, spec: BenchmarkSpec, data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs)."""
+    from shiftkit.adapt.data import ArrayDataset
+
+    val = data["source_val"]
+    p_val, f_val = method.predict_proba_and_features(ArrayDataset(val["images"]))
+    f_src = method.features(ArrayDataset(data["source_train"]["images"]))
+    p_t, f_t = method.predict_proba_and_features(ArrayDataset(data["target_unlabelled"]["images"]))
+    p_val = np.clip(p_val, 1e-12, 1.0)
+    if spec.task == "classification":
+        y = val["labels"]
+        loss = -np.log(p_val[np.arange(len(y)), y])
+        score = _auroc(y, p_val[:, 1])
+        t_proba, t_pred = p_t, p_t.argmax(1)
+    else:
+        y = val["masks"].astype(np.int64)
+        lp = np.log(np.take_along_axis(p_val, y[:, None], 1)[:, 0])
+        loss = -lp.reshape(len(y), -1).mean(1)
+        score = _miou_from_counts(_seg_counts(y, p_val.argmax(1), spec.num_classes).sum(0))
+        # A fixed pixel sample (the same for every candidate) for entropy and SND.
+        n, k, h, w = p_t.shape
+        rng = np.random.default_rng(0)
+        pix = rng.integers(0, [n, h, w], size=(4000, 3))
+        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
+        t_pred = p_t.argmax(1).astype(np.uint8)
+    return {"source_val_loss": loss.astype(np.float32), "source_val_score": np.float64(score),
+            "source_features": f_src.astype(np.float32), "source_val_features": f_val.astype(np.float32),
+            "target_features": f_t.astype(np.float32), "target_proba": t_proba.astype(np.float32),
+            "target_pred": t_pred}
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
+    js, npz = cell.paths(root)
+    if not (js.is_file() and npz.is_file()):
+        return False
+    try:
+        return json.loads(js.read_text())["spec_key"] == spec.key()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0,
+             mode: str = "test") -> dict[str, Any]:
+    """Train and score one cell; write ``<root>/cells/...json`` and ``.npz`` (atomically).
+
+    A cell already written with the same settings is read back, not re-run."""
+    check_seeds(mode, [cell.seed])
+    spec = (QUICK if quick else BENCHMARKS)[cell.benchmark]
+    js, npz = cell.paths(root)
+    if _cell_done(cell, root, spec):
+        return json.loads(js.read_text())
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    started = time.perf_counter()
+    data = benchmark_data(spec, cell.seed)
+    method = build_and_fit(cell.method, spec, cell.seed, model_seed, Path(root) / "cache")
+    t_stats, _, _ = _score(method, data["target_test"], spec)
+    s_stats, _, _ = _score(method, data["source_test"], spec)
+    arrays = {f"target_{k}": v for k, v in t_stats.items()} | {f"source_{k}": v for k, v in s_stats.items()}
+    arrays |= {f"sel_{k}": v for k, v in _selection_outputs(method, spec, data).items()}
+    lo, hi = bootstrap_ci(t_stats)
+    result = {
+        "cell": asdict(cell), "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
+        "quick": quick, "model_seed": model_seed, "metric": spec.metric,
+        "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats),
+        "n_target_test": spec.n_test, "seconds": round(time.perf_counter() - started, 1),
+        "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
+    }
+    _atomic_npz(npz, arrays)
+    _atomic_json(js, result)  # written last: its presence marks the cell done
+    return result
+
+
+def run_grid(cells: Sequence[Cell], root: Path, *, quick: bool = False, model_seed: int = 0, mode: str = "test",
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished cell in order (a tqdm bar counts done/total); return their results."""
+    from tqdm.auto import tqdm
+
+    check_seeds(mode, {c.seed for c in cells})
+    out = []
+    bar = tqdm(cells, desc="efficacy cells", disable=not progress, unit="cell")
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.benchmark} {cell.method} seed {cell.seed}")
+        out.append(run_cell(cell, root, quick=quick, model_seed=model_seed, mode=mode))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def _load(root: Path, benchmark: str, method: str, seed: int) -> tuple[dict, dict] | None:
+    js, npz = Cell(method, benchmark, seed).paths(root)
+    if not (js.is_file() and npz.is_file()):
+        return None
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    return json.loads(js.read_text()), arrays
+
+
+def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
+    p = f"{role}_"
+    return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
+
+
+def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None) -> dict[str, Any] | None:
+    """Label-free choice among the finished candidate cells of one (benchmark, seed), plus each
+    validator's rank correlation with the true target metric and its regret (the embedded
+    benchmarks have target labels; the choice never reads them)."""
+    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, select
+
+    cands, truth = {}, {}
+    for name in CANDIDATES[benchmark]:
+        got = _load(root, benchmark, name, seed)
+        if got is None:
+            continue
+        res, arrays = got
+        cands[name] = CandidateOutputs.from_arrays(_stats(arrays, "sel"))
+        truth[name] = res["target"]
+    if len(cands) < 2:
+        return None
+    sel = select(cands, validator or DEFAULT_VALIDATOR)
+    return {"seed": seed, "candidates": list(cands), "true_target": truth, **sel.to_dict(),
+            "evaluation": sel.evaluate(truth)}
+
+
+def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    from scipy.stats import t
+
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    if len(v) == 1:
+        return float(v[0]), math.nan, math.nan
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+@dataclass
+class _Row:
+    method: str
+    seeds: list[int] = field(default_factory=list)
+    target: list[float] = field(default_factory=list)
+    target_ci: list[list[float]] = field(default_factory=list)
+    source: list[float] = field(default_factory=list)
+    gap_closed: list[float] = field(default_factory=list)
+    diff_ci: list[list[float]] = field(default_factory=list)  # paired vs source_only, per seed
+    chosen: list[str] = field(default_factory=list)
+
+
+def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: Sequence[str] | None = None,
+              seeds: Sequence[int] | None = None, command: str | None = None,
+              validator: str | None = None) -> dict[str, Any]:
+    """Read the finished cells under ``root``; write ``table.json``, ``table.md`` and
+    ``efficacy.png`` there; return the table dict."""
+    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR
+
+    root = Path(root)
+    benchmarks = list(benchmarks or BENCHMARKS)
+    methods = list(methods or DEFAULT_METHODS)
+    table: dict[str, Any] = {"command": command, "validator": validator or DEFAULT_VALIDATOR,
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": {}}
+    for b in benchmarks:
+        found = sorted({int(p.stem[4:]) for p in (root / "cells" / b).glob("*/seed*.json")}) if seeds is None else list(seeds)
+        rows: dict[str, _Row] = {}
+        selections = []
+        names = [m for m in methods if m not in ("selected", "candidates")]
+        for seed in found:
+            base = _load(root, b, "source_only", seed)
+            orc = _load(root, b, "oracle", seed)
+            per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
+            if "selected" in methods:
+                s = select_cells(root, b, seed, validator=validator)
+                if s is not None:
+                    selections.append(s)
+                    got = _load(root, b, s["chosen"], seed)
+                    if got is not None:
+                        per["selected"] = got
+            for m, (res, arrays) in per.items():
+                row = rows.setdefault(m, _Row(m))
+                row.seeds.append(seed)
+                row.target.append(res["target"])
+                row.target_ci.append(res["target_ci"])
+                row.source.append(res["source"])
+                if m == "selected":
+                    row.chosen.append(selections[-1]["chosen"])
+                if base is not None and orc is not None and orc[0]["target"] != base[0]["target"]:
+                    row.gap_closed.append((res["target"] - base[0]["target"]) / (orc[0]["target"] - base[0]["target"]))
+                else:
+                    row.gap_closed.append(math.nan)
+                if base is not None:
+                    row.diff_ci.append(list(bootstrap_ci(_stats(arrays, "target"), n_boot=200, seed=seed,
+                                                         other=_stats(base[1], "target"))))
+        out_rows = {}
+        for m, row in rows.items():
+            mean, lo, hi = _t_interval(row.target)
+            g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
+            out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
+                           "source_mean": float(np.nanmean(row.source)),
+                           "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
+                           "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
+                           "max_target_ci_halfwidth": float(max((c[1] - c[0]) / 2 for c in row.target_ci))}
+        sel_summary = None
+        if selections:
+            vals = sorted({v for s in selections for v in s["evaluation"]})
+            sel_summary = {"per_seed": selections, "validators": {
+                v: {"mean_regret": float(np.mean([s["evaluation"][v]["regret"] for s in selections])),
+                    "max_regret": float(np.max([s["evaluation"][v]["regret"] for s in selections])),
+                    "mean_spearman": float(np.nanmean([s["evaluation"][v]["spearman"] for s in selections]))}
+                for v in vals}}
+        spec = BENCHMARKS[b]
+        table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
+    _atomic_json(root / "table.json", table)
+    tmp = root / "table.md.tmp"
+    tmp.write_text(render_markdown(table), encoding="utf-8")
+    tmp.replace(root / "table.md")
+    plot_table(table, root / "efficacy.png")
+    return table
+
+
+def _f(x: float, nd: int = 3) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    """The table as markdown: one section per benchmark, then the selection report."""
+    lines = ["# Efficacy table", ""]
+    if table.get("command"):
+        lines += [f"Made by: `{table['command']}` ({table['time']})", ""]
+    for b, t in table["benchmarks"].items():
+        metric = t["metric"].upper() if t["metric"] == "auroc" else "mIoU"
+        lines += [f"## {b} (target {metric}, test data seeds {t['seeds']})", "",
+                  f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
+                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for m, r in t["rows"].items():
+            per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
+            name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
+            lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
+                         f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
+                         f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
+                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} |")
+        sel = t.get("selection")
+        if sel:
+            lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "
+                      "mean / max regret and mean Spearman with the true target metric", "",
+                      "| validator | mean regret | max regret | mean Spearman | choices per seed |",
+                      "| --- | --- | --- | --- | --- |"]
+            for v, s in sel["validators"].items():
+                choices = ", ".join(p["evaluation"][v]["choice"] for p in sel["per_seed"])
+                lines.append(f"| {v} | {_f(s['mean_regret'])} | {_f(s['max_regret'])} | {_f(s['mean_spearman'], 2)} | {choices} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_table(table: dict[str, Any], path: Path) -> None:
+    """Per benchmark: each method's per-seed target metric with its 95 % interval (dots), the
+    mean over seeds with its interval (bar), and the source metric (cross)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bs = list(table["benchmarks"])
+    fig, axes = plt.subplots(1, max(1, len(bs)), figsize=(6 * max(1, len(bs)), 4), squeeze=False)
+    for ax, b in zip(axes[0], bs, strict=False):
+        t = table["benchmarks"][b]
+        for i, (_m, r) in enumerate(t["rows"].items()):
+            xs = i + np.linspace(-0.25, 0.25, len(r["target"])) if len(r["target"]) > 1 else [i]
+            err = np.array([[v - c[0], c[1] - v] for v, c in zip(r["target"], r["target_ci"], strict=True)]).T
+            ax.errorbar(xs, r["target"], yerr=err, fmt="o", ms=3, color="C0", alpha=0.6, lw=1)
+            lo, hi = r["target_mean_ci"]
+            if np.isfinite(lo):
+                ax.errorbar([i], [r["target_mean"]], yerr=[[r["target_mean"] - lo], [hi - r["target_mean"]]],
+                            fmt="s", color="C3", capsize=6, ms=6)
+            ax.plot([i], [r["source_mean"]], "x", color="C2", ms=8)
+        ax.set_xticks(range(len(t["rows"])), list(t["rows"]), rotation=30, ha="right")
+        ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

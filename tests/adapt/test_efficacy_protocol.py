@@ -1,0 +1,209 @@
+"""The efficacy protocol as tests: data seeds apart from model seeds, no test data seed in any
+tuning file, every adaptation default says how it was chosen, no label-bearing target column
+reaches a method, and the efficacy harness runs (quick), resumes and selects label-free."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+
+ROOT = Path(__file__).parents[2]
+
+
+def _tuning_files() -> list[Path]:
+    """Scripts and configs where choices are made: examples, benchmark scripts, every YAML
+    config, the efficacy harness and the run config. Reported results (benchmarks/efficacy/test*)
+    are outputs, not tuning files."""
+    files = [*ROOT.glob("examples/**/*"), *ROOT.glob("benchmarks/*.py"), ROOT / "adapt" / "efficacy.py",
+             ROOT / "adapt" / "config.py", ROOT / "Makefile"]
+    files += [p for p in ROOT.rglob("*.y*ml") if ".venv" not in p.parts and "runs" not in p.parts
+              and not any(part.startswith("test") for part in p.relative_to(ROOT).parts[:-1])]
+    return sorted({p for p in files if p.is_file()})
+
+
+def test_no_test_data_seed_in_a_tuning_script_or_config() -> None:
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(str(s) for s in TEST_DATA_SEEDS) + r")(?![\d.])")
+    hits = []
+    for path in _tuning_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        hits += [f"{path.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
+                 for m in pattern.finditer(text)]
+    assert not hits, "test data seeds are for reporting only:\n" + "\n".join(hits)
+    assert set(DEV_DATA_SEEDS).isdisjoint(TEST_DATA_SEEDS)
+
+
+def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
+    from shiftkit.adapt import efficacy as E
+
+    with pytest.raises(ConfigError, match="test data seeds"):
+        E.check_seeds("dev", [DEV_DATA_SEEDS[0], TEST_DATA_SEEDS[0]])
+    with pytest.raises(ConfigError, match="test data seeds"):
+        E.run_grid(E.grid(["source_only"], ["radiograph"], [TEST_DATA_SEEDS[0]]), tmp_path, mode="dev")
+    with pytest.raises(ConfigError, match="not test data seeds"):
+        E.check_seeds("test", [DEV_DATA_SEEDS[0]])
+    assert E.seeds_for("dev") == DEV_DATA_SEEDS[:5] and E.seeds_for("test") == TEST_DATA_SEEDS[:5]
+
+
+def test_every_adaptation_default_records_how_it_was_chosen() -> None:
+    from shiftkit.adapt.config import DEFAULT_PROVENANCE, DANNConfig, TrainConfig
+    from shiftkit.adapt.efficacy import BENCHMARKS
+
+    fields = [f"train.{k}" for k in TrainConfig.model_fields] + [f"dann.{k}" for k in DANNConfig.model_fields]
+    missing = [f for f in fields if f not in DEFAULT_PROVENANCE]
+    assert not missing, f"defaults without a recorded origin: {missing}"
+    kinds = ("dev data", "label-free", "literature", "convention", "cost")
+    vague = [k for k, v in DEFAULT_PROVENANCE.items() if not v.startswith(kinds)]
+    assert not vague, vague
+    for spec in BENCHMARKS.values():
+        assert {"n_test", "n_train", "epochs", "adapt_epochs"} <= {k for k, _ in spec.provenance}
+
+
+def test_data_seed_not_model_seed_decides_the_benchmark_images(tmp_path: Path) -> None:
+    from shiftkit.adapt.config import RunConfig
+    from shiftkit.adapt.pipeline import prepare_manifest
+
+    def export(name: str, data_seed: int, model_seed: int) -> pd.DataFrame:
+        cfg = RunConfig(name=name, out_dir=tmp_path, progress=False)
+        cfg.data.n_per_domain, cfg.data.image_size = 20, 32
+        cfg.data.seed, cfg.train.seed = data_seed, model_seed
+        manifest = prepare_manifest(cfg, cfg.run_dir)
+        frame = pd.read_csv(manifest)
+        frame["bytes"] = [(manifest.parent / p).read_bytes() for p in frame["image"]]
+        return frame
+
+    a = export("a", DEV_DATA_SEEDS[0], 0)
+    b = export("b", DEV_DATA_SEEDS[0], 7)
+    c = export("c", DEV_DATA_SEEDS[1], 0)
+    assert a["bytes"].tolist() == b["bytes"].tolist()  # the model seed does not change the data
+    assert a["bytes"].tolist() != c["bytes"].tolist()  # the data seed does
+
+
+class _Guarded(dict):
+    """A batch item whose label-bearing keys raise on access (and are absent)."""
+
+    def __getitem__(self, key):
+        if key in ("label", "mask"):
+            raise AssertionError(f"a method read the target {key!r}")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if key in ("label", "mask"):
+            raise AssertionError(f"a method read the target {key!r}")
+        return super().get(key, default)
+
+
+class _GuardedTarget:
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        return _Guarded({k: v for k, v in item.items() if k not in ("label", "mask")})
+
+
+def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeypatch) -> None:
+    """The pipeline drops `label` and `mask` from the target training split, and every method
+    it runs trains on a target dataset whose `label`/`mask` raise if anything reads them."""
+    from shiftkit.adapt import pipeline
+    from shiftkit.adapt.config import METHOD_NAMES, RunConfig
+
+    frame = pd.DataFrame({"image": ["a.png"] * 10, "label": [0, 1] * 5, "mask": ["m.png"] * 10,
+                          "domain": ["s"] * 5 + ["t"] * 5, "sex": ["F"] * 10})
+    splits = pipeline.split_domains(frame, "s", "t", seed=DEV_DATA_SEEDS[0])
+    assert not set(pipeline.LABEL_BEARING_COLUMNS) & set(splits.target_train.columns)
+    assert "sex" in splits.target_train.columns
+
+    real = pipeline._datasets
+    seen = []
+
+    def guarded(splits, skip_bad):
+        out = real(splits, skip_bad)
+        assert "label" not in splits.target_train.columns and "mask" not in splits.target_train.columns
+        out["target_train"] = _GuardedTarget(out["target_train"])
+        seen.append(True)
+        return out
+
+    monkeypatch.setattr(pipeline, "_datasets", guarded)
+    cfg = RunConfig(name="guard", out_dir=tmp_path, progress=False)
+    cfg.methods = [m for m in METHOD_NAMES if m != "target_oracle"]
+    cfg.data.n_per_domain, cfg.data.image_size, cfg.data.seed = 40, 32, DEV_DATA_SEEDS[0]
+    cfg.model.backbone, cfg.train.epochs, cfg.train.batch_size = "tiny", 1, 8
+    cfg.evaluation.n_permutations = 50
+    result = pipeline.run(cfg)
+    assert seen and set(result.metrics["methods"]) == set(cfg.methods)
+
+
+def test_validators_choose_and_are_scored_against_the_truth() -> None:
+    from shiftkit.evaluation.selection import CandidateOutputs, select
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)  # hidden target labels, used only to score the validators
+    f_s, f_v, f_t = rng.normal(size=(200, 4)), rng.normal(size=(100, 4)), rng.normal(0.5, 1, size=(300, 4))
+
+    def cand(noise: float, val_score: float) -> CandidateOutputs:
+        s = np.clip(0.5 + 0.3 * (2 * y - 1) + rng.normal(0, noise, 300), 0.01, 0.99)
+        proba = np.stack([1 - s, s], 1)
+        return CandidateOutputs(rng.uniform(0.2, 0.8, 100), val_score, f_s, f_v, f_t, proba, proba.argmax(1))
+
+    cands = {"good": cand(0.2, 0.7), "mid": cand(0.6, 0.8), "bad": cand(2.0, 0.9)}
+    truth = {"good": 0.95, "mid": 0.75, "bad": 0.6}
+    sel = select(cands, "ensv")
+    assert sel.chosen == "good"  # agrees most with the ensemble of all candidates
+    assert sel.choices["source_val"] == "bad"  # source validation cannot see the target
+    ev = sel.evaluate(truth)
+    assert ev["ensv"]["regret"] == 0.0 and ev["ensv"]["spearman"] == pytest.approx(1.0)
+    assert ev["source_val"]["regret"] == pytest.approx(0.35) and ev["source_val"]["spearman"] == pytest.approx(-1.0)
+    assert set(ev) >= {"source_val", "iwcv", "dev", "entropy", "snd", "ensv", "rank_mean"}
+
+
+def test_quick_benchmark_runs_resumes_and_selects(tmp_path: Path) -> None:
+    """`shiftkit benchmark --quick` writes per-cell files, the table and the plot; a second call
+    re-runs nothing; `--cell` and `shiftkit select` work on the same folder."""
+    from typer.testing import CliRunner
+
+    from shiftkit.adapt.cli import app
+
+    runner = CliRunner()
+    args = ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]), "--benchmarks",
+            "radiograph,dashcam", "--methods", "source_only,dann,oracle", "--out", str(tmp_path), "--no-progress"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert (tmp_path / "efficacy.png").stat().st_size > 1000 and "gap closed" in (tmp_path / "table.md").read_text()
+    assert table["command"].startswith("shiftkit benchmark")
+    for b in ("radiograph", "dashcam"):
+        rows = table["benchmarks"][b]["rows"]
+        assert set(rows) == {"source_only", "dann", "oracle"}
+        for r in rows.values():
+            lo, hi = r["target_ci"][0]
+            assert lo <= r["target"][0] <= hi and 0 <= r["source"][0] <= 1
+        assert rows["oracle"]["gap_closed"][0] == pytest.approx(1.0)
+    cells = sorted((tmp_path / "cells").rglob("*.json"))
+    assert len(cells) == 6
+    stamps = [p.stat().st_mtime_ns for p in cells]
+    assert runner.invoke(app, args).exit_code == 0
+    assert [p.stat().st_mtime_ns for p in cells] == stamps  # finished cells are never re-run
+    listing = runner.invoke(app, [*args[:-1], "--list"]).output.splitlines()
+    assert len(listing) == 6 and listing[0].split("\t")[0] == "0"
+    # One more cell through --cell (a scheduler's array task), then a label-free choice.
+    extra = ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]), "--benchmarks",
+             "radiograph", "--methods", "adabn", "--out", str(tmp_path)]
+    assert runner.invoke(app, [*extra, "--cell", "0"]).exit_code == 0
+    sel = runner.invoke(app, ["select", "--out", str(tmp_path), "--benchmark", "radiograph",
+                              "--seed", str(DEV_DATA_SEEDS[0]), "--json"])
+    assert sel.exit_code == 0, sel.output
+    out = json.loads(sel.output)
+    assert set(out["candidates"]) == {"source_only", "dann", "adabn"}
+    for v, e in out["evaluation"].items():
+        assert e["regret"] == pytest.approx(max(out["true_target"].values()) - out["true_target"][e["choice"]]), v
