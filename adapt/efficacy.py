@@ -512,7 +512,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     if _cell_done(cell, root, spec):
         return json.loads(js.read_text())
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     data = benchmark_data(spec, cell.seed)
     method = build_and_fit(cell.method, spec, cell.seed, model_seed, Path(root) / "cache")
     t_stats, _, _ = _score(method, data["target_test"], spec)
@@ -525,6 +525,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
         "quick": quick, "model_seed": model_seed, "metric": spec.metric,
         "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats),
         "n_target_test": spec.n_test, "seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
     }
     _atomic_npz(npz, arrays)

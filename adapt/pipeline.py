@@ -305,7 +305,10 @@ def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
         "progress": config.progress,
     }
     if train.early_stopping_patience is not None:
-        common.update(early_stopping="val_loss", patience=train.early_stopping_patience)
+        # Source-validation AUROC / mIoU (best epoch restored): the source model reaches its source
+        # plateau, and every method early-stops on the same source criterion (equal budgets).
+        key = "val_auroc" if config.task == "classification" else "val_miou"
+        common.update(early_stopping=key, patience=train.early_stopping_patience)
     backbone = _initial_model(config, in_channels or 1, num_classes)
     if name in ("source_only", "target_oracle"):
         method = methods.SourceOnly(backbone, **common)

@@ -1,4 +1,5 @@
-"""`shiftkit demo --quick` end to end, and the demo's claim that adaptation is real."""
+"""`shiftkit demo --quick` end to end. Adaptation claims are tested on test data seeds through
+the efficacy harness (tests/adapt/test_efficacy_claims.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from shiftkit.adapt.cli_run import demo_config
-from shiftkit.adapt.pipeline import run
 
 ROOT = Path(__file__).parents[2]
 
@@ -41,7 +40,10 @@ def test_quick_demo_writes_report_and_metrics(quick_run: Path) -> None:
             assert 0.0 <= result[split]["auroc"] <= 1.0, name
         assert result["gap"]["mmd2"] == pytest.approx(result["gap"]["mmd2"])  # finite
         assert 0.0 <= result["gap"]["mmd_p_value"] <= 1.0
-    assert len(metrics["histories"]["dann"]) == demo_config(quick=True).train.epochs
+    # Early stopping on source-validation AUROC may end a method before its last epoch.
+    assert 1 <= len(metrics["histories"]["dann"]) <= demo_config(quick=True).train.epochs
+    for name in ("source_only", "dann"):  # the early-stopping criterion is recorded every epoch
+        assert all(0.0 <= h["val_auroc"] <= 1.0 for h in metrics["histories"][name])
     assert metrics["run"]["target_labels_used_for"].startswith("evaluation only")
     html = (quick_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # learning curves, before/after, embedding
@@ -53,46 +55,3 @@ def test_quick_demo_goes_through_the_manifest_path(quick_run: Path) -> None:
     assert set(manifest["domain"]) == {"city", "rural"}
     assert not manifest["image"].str.startswith("/").any()  # relative to the manifest folder
     assert all((quick_run / "data" / p).is_file() for p in manifest["image"].head(20))
-
-
-@pytest.mark.slow
-def test_dann_beats_source_only_over_three_seeds(tmp_path: Path) -> None:
-    """The demo's claim, with target-style augmentation and a target oracle beside it
-    (issues #2, #4 and #6).
-
-    The quick demo's models on 800 images per hospital (the quick demo has 400, whose rural
-    test split of 80 images gives AUROC a standard error near 0.06 - larger than the effect).
-    DANN adapts a copy of the source-only model (the pipeline's default, ``dann.start``) with
-    the confusion adversary; the oracle trains on labelled rural images and bounds what
-    adaptation could win. Target labels score the finished models and nothing else.
-    Design fixed on development seeds 10-12 (source-only -> DANN rural AUROC 0.587 -> 0.652,
-    0.508 -> 0.660, 0.524 -> 0.557, 400 test images each). Augmentation: on seeds 10-11 with
-    800 images, AUROC 0.567 -> 0.569 and 0.527 -> 0.570, MMD^2 0.476 -> 0.268 and 0.918 -> 0.519.
-    (Augmentation was tested on the 400-image quick demo before; after the generator's
-    random draws changed, seeds 0-2 there gave a higher MMD^2 for augmentation (0.94 vs 0.71)
-    with a higher AUROC: the 80-image test split is too small, so it moved here.)
-    """
-    rows = []
-    for seed in (0, 1, 2):
-        config = demo_config(quick=True, out_dir=tmp_path, seed=seed)
-        config.name = f"seed{seed}"
-        config.progress = False
-        config.data.n_per_domain = 800
-        config.methods = ["source_only", "dann", "augment", "target_oracle"]
-        methods = run(config).metrics["methods"]
-        row = {"seed": seed}
-        for name in config.methods:
-            row[f"auroc_{name}"] = methods[name]["target"]["auroc"]
-            row[f"mmd_{name}"] = methods[name]["gap"]["mmd2"]
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    so, dann, aug, oracle = (table[f"auroc_{k}"].mean() for k in ("source_only", "dann", "augment", "target_oracle"))
-    print("\n" + table.to_string(index=False))
-    print(f"mean rural AUROC: source-only {so:.3f}, DANN {dann:.3f}, augment {aug:.3f}, oracle {oracle:.3f}; "
-          f"gap to the oracle closed: DANN {(dann - so) / (oracle - so):.2f}, augment {(aug - so) / (oracle - so):.2f}")
-    assert np.isfinite(table.to_numpy()).all()
-    assert dann > so, table
-    assert table["mmd_dann"].mean() < table["mmd_source_only"].mean(), table
-    assert aug > so, table
-    assert table["mmd_augment"].mean() < table["mmd_source_only"].mean(), table
-    assert oracle > so, table  # the shift costs something an oracle wins back
