@@ -515,15 +515,20 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     started, cpu = time.perf_counter(), time.process_time()
     data = benchmark_data(spec, cell.seed)
     method = build_and_fit(cell.method, spec, cell.seed, model_seed, Path(root) / "cache")
-    t_stats, _, _ = _score(method, data["target_test"], spec)
-    s_stats, _, _ = _score(method, data["source_test"], spec)
+    t_stats, _, f_t = _score(method, data["target_test"], spec)
+    s_stats, _, f_s = _score(method, data["source_test"], spec)
+    from shiftkit.evaluation.gap import proxy_a_distance
+
+    # The scale-free gap measure: comparable across methods although each has its own feature
+    # space (MMD^2 is not). 500 images per domain, a linear domain classifier, held-out error.
+    pad = proxy_a_distance(f_s[:500], f_t[:500], seed=0)["proxy_a_distance"]
     arrays = {f"target_{k}": v for k, v in t_stats.items()} | {f"source_{k}": v for k, v in s_stats.items()}
     arrays |= {f"sel_{k}": v for k, v in _selection_outputs(method, spec, data).items()}
     lo, hi = bootstrap_ci(t_stats)
     result = {
         "cell": asdict(cell), "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
         "quick": quick, "model_seed": model_seed, "metric": spec.metric,
-        "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats),
+        "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats), "proxy_a_distance": pad,
         "n_target_test": spec.n_test, "seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
@@ -604,6 +609,7 @@ class _Row:
     target: list[float] = field(default_factory=list)
     target_ci: list[list[float]] = field(default_factory=list)
     source: list[float] = field(default_factory=list)
+    pad: list[float] = field(default_factory=list)
     gap_closed: list[float] = field(default_factory=list)
     diff_ci: list[list[float]] = field(default_factory=list)  # paired vs source_only, per seed
     chosen: list[str] = field(default_factory=list)
@@ -643,6 +649,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                 row.target.append(res["target"])
                 row.target_ci.append(res["target_ci"])
                 row.source.append(res["source"])
+                row.pad.append(res.get("proxy_a_distance", math.nan))
                 if m == "selected":
                     row.chosen.append(selections[-1]["chosen"])
                 if base is not None and orc is not None and orc[0]["target"] != base[0]["target"]:
@@ -658,6 +665,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
+                           "pad_mean": float(np.nanmean(row.pad)) if row.pad else math.nan,
                            "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
                            "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
                            "max_target_ci_halfwidth": float(max((c[1] - c[0]) / 2 for c in row.target_ci))}
@@ -692,15 +700,15 @@ def render_markdown(table: dict[str, Any]) -> str:
         metric = t["metric"].upper() if t["metric"] == "auroc" else "mIoU"
         lines += [f"## {b} (target {metric}, test data seeds {t['seeds']})", "",
                   f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
-                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for m, r in t["rows"].items():
             per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
             name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
             lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
                          f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
                          f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
-                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} |")
+                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} |")
         sel = t.get("selection")
         if sel:
             lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "
