@@ -1,0 +1,67 @@
+"""How each default hyper-parameter of the adaptation methods was chosen.
+
+One entry per ``Class.argument`` with a default value: "dev data" (on development data
+seeds), "label-free" (by a criterion that reads no target label), "literature" (the cited
+paper or the library's convention), "convention" (not a tuned value: an off switch, a data
+argument, a size that does not change the result) or "cost". Settings chosen before data
+seeds existed (on runs whose data and model seed were one number) say so.
+``tests/adapt/test_efficacy_protocol.py`` checks that every method class's defaults are here.
+The run config's own defaults are in :data:`shiftkit.adapt.config.DEFAULT_PROVENANCE`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["METHOD_DEFAULTS"]
+
+_CONV_DATA = "convention: names the data or the network, not a tuned value"
+
+METHOD_DEFAULTS: dict[str, str] = {
+    # every method
+    "*.model": _CONV_DATA,
+    "*.num_classes": _CONV_DATA,
+    "*.in_channels": "convention: read from the first source image",
+    "*.task": "convention: inferred from the network",
+    # DANN (Ganin et al. 2016)
+    "DANN.disc_hidden": "literature: a 2-layer MLP discriminator (Ganin et al. 2016; width 1024 there, "
+                        "256 for the 64-512-d features of the backbones here)",
+    "DANN.disc_dropout": "literature: none in the DANN paper's discriminator",
+    "DANN.lambda_max": "literature: lambda_p ramps to 1 (Ganin et al. 2016)",
+    "DANN.gamma": "literature: gamma = 10 (Ganin et al. 2016)",
+    "DANN.lr_schedule": "literature: lr_p = lr0 / (1 + 10 p)^0.75 (Ganin et al. 2016)",
+    "DANN.disc_lr_mult": "literature: the discriminator shares the encoder's learning rate (Ganin et al. 2016)",
+    "DANN.adversary": "literature: gradient reversal, the paper's; the run config picks confusion "
+                      "(adapt/config.py DEFAULT_PROVENANCE)",
+    # SegDANN (ADVENT, Vu et al. 2019)
+    "SegDANN.feature_level": "literature: DANN's feature-level discriminator on",
+    "SegDANN.output_level": "literature: ADVENT's output-space discriminator on",
+    "SegDANN.lambda_feature": "literature: 1, as DANN",
+    "SegDANN.lambda_output": "literature: 1 relative weight; the run config scales it to ADVENT's 1e-2",
+    "SegDANN.out_disc_width": "literature: 64, ADVENT's / DCGAN's first discriminator width",
+    "SegDANN.disc_hidden": "literature: one hidden layer for pooled bottleneck features",
+    # AdaBN (Li et al. 2017)
+    "AdaBN.train_source": "convention: train the source model first unless one is given",
+    "AdaBN.bn_batch_size": "cost: statistics are accumulated over all target images, so the batch size "
+                           "only sets memory",
+    # FineTune / LinearProbe
+    "FineTune.freeze": "convention: nothing frozen unless asked",
+    "FineTune.encoder_lr_mult": "literature: discriminative fine-tuning, encoder at 1/10 of the head's rate "
+                                "(Howard & Ruder 2018)",
+    "FineTune.source_weight": "convention: target-only fine-tuning unless asked",
+    "LinearProbe.reset_head": "convention: keep the trained head as the starting point",
+    # ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
+    "ImportanceWeighted.weights": "convention: estimated unless given",
+    "ImportanceWeighted.estimator": "convention: the user names one; the pipeline uses ClassifierRatio",
+    "ImportanceWeighted.featurize": "literature: pooled pixels, a model-free input for the density ratio",
+    "ImportanceWeighted.clip": "convention: no clip unless asked (weights are normalised to mean 1)",
+    "ImportanceWeighted.mode": "literature: weighted loss (Shimodaira 2000)",
+    # Target-style augmentation (FDA, Yang & Soatto 2020; histogram matching; PDA)
+    "AugmentedSourceOnly.restyle": "convention: a mix of the three restylers, none preferred",
+    "AugmentedSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
+                                            "the selection grid also holds 0.5",
+    "AugmentedSourceOnly.restyle_p": "literature: most but not all images restyled, keeping source "
+                                     "appearance in the batch (FDA trains on restyled images only)",
+    "AugmentedSourceOnly.preset": "convention: no preset unless asked",
+    "AugmentedSourceOnly.preset_strength": "convention: a moderate strength when a preset is asked for",
+    "AugmentedSourceOnly.augmenter": "convention: built from the arguments above unless given",
+    "AugmentedSourceOnly.max_target_images": "cost: target pool size; 256 images cover the target's style",
+}
