@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -69,8 +68,12 @@ def register(app: typer.Typer) -> None:
             return
         if not summarise_only:
             E.run_grid(cells, root, quick=quick, model_seed=model_seed, mode=mode, progress=progress)
-        command = "shiftkit benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        E.summarise(root, methods=mlist, benchmarks=blist, seeds=seed_list, command=command.strip())
+        # The command that reproduces this table (rebuilt from the options, not read from argv).
+        parts = ["shiftkit benchmark", "--mode", mode, "--seeds", ",".join(map(str, seed_list)), "--benchmarks",
+                 ",".join(blist), "--methods", ",".join(mlist), "--out", str(root)]
+        parts += (["--quick"] if quick else []) + ([f"--model-seed {model_seed}"] if model_seed else [])
+        command = " ".join(shlex.quote(p) if " " not in p else p for p in parts)
+        E.summarise(root, methods=mlist, benchmarks=blist, seeds=seed_list, command=command)
         typer.echo((root / "table.md").read_text())
         typer.echo(f"table: {root / 'table.md'}  {root / 'table.json'}\nplot:  {root / 'efficacy.png'}")
 
