@@ -143,7 +143,25 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "dashcam": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
                 "augment", "augment[restyle_strength=0.5]", "adabn"),
 }
-_KNOWN = {"source_only", "dann", "augment", "adabn", "importance_weighted", "oracle"}
+_BUILTIN = ("source_only", "dann", "augment", "adabn", "importance_weighted", "oracle")
+
+
+def _registry() -> Any:
+    """The method registry's `get_method`, where this version of shiftkit has one."""
+    try:
+        from shiftkit.adapt.methods.registry import get_method
+    except ImportError:
+        return None
+    return get_method
+
+
+def _known() -> set[str]:
+    known = set(_BUILTIN)
+    try:
+        from shiftkit.adapt.methods.registry import method_names
+    except ImportError:
+        return known
+    return known | {n for n in method_names() if n != "target_oracle"}
 
 
 def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
@@ -176,8 +194,8 @@ def check_seeds(mode: str, seeds: Iterable[int]) -> None:
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``."""
     m = re.fullmatch(r"([a-z_]+)(?:\[(.*)\])?", spec.strip())
-    if not m or m.group(1) not in _KNOWN:
-        raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_KNOWN)} (settings as name[key=value])"])
+    if not m or m.group(1) not in _known():
+        raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_known())} (settings as name[key=value])"])
     params: dict[str, Any] = {}
     for part in filter(None, (m.group(2) or "").split(",")):
         key, _, value = part.partition("=")
@@ -364,15 +382,33 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
             m = M.SegDANN(start, feature_level=dann["seg_feature_level"], output_level=True,
                           lambda_output=dann["seg_output_lambda"], out_disc_width=32, **adv, **kw)
     elif name == "augment":
-        from shiftkit.adapt.augment import TargetStyleSourceOnly
+        strength = float(params.pop("restyle_strength", 1.0))
+        try:  # the method contract: augmentation is a source adapter
+            from shiftkit.adapt.augment.adapter import TargetStyle, TargetStyleSourceOnly
 
-        m = TargetStyleSourceOnly(start, restyle_strength=float(params.pop("restyle_strength", 1.0)), **kw)
+            m = TargetStyleSourceOnly(start, source_adapter=TargetStyle(strength=strength), **kw)
+        except ImportError:
+            from shiftkit.adapt.augment import TargetStyleSourceOnly
+
+            m = TargetStyleSourceOnly(start, restyle_strength=strength, **kw)
     elif name == "importance_weighted":
-        from shiftkit.adapt.reweight import ClassifierRatio, ImportanceWeighted
+        from shiftkit.adapt import reweight
 
-        m = ImportanceWeighted(start, estimator=ClassifierRatio(), **kw)
-    else:  # pragma: no cover - parse_method checked the name
-        raise ConfigError("efficacy", [f"unknown method {name!r}"])
+        if hasattr(reweight, "ImportanceWeighting"):  # the method contract: weights are a source adapter
+            m = reweight.ImportanceWeighted(start, source_adapter=reweight.ImportanceWeighting(reweight.ClassifierRatio()),
+                                            **kw)
+        else:
+            m = reweight.ImportanceWeighted(start, estimator=reweight.ClassifierRatio(), **kw)
+    else:
+        # Any other registered method (CDAN, MCC, TENT, ...): its own defaults, the cell's settings.
+        get_method = _registry()
+        if get_method is None:  # pragma: no cover - parse_method checked the name
+            raise ConfigError("efficacy", [f"unknown method {name!r}"])
+        cls = get_method(name)
+        m = cls(start, **params, **kw)
+        params = {}
+        if getattr(getattr(cls, "requires", None), "source", "labelled") == "none":
+            return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
     if params:
         raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
     return m.fit(src, tgt, val=val)
