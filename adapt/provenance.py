@@ -76,6 +76,7 @@ METHOD_DEFAULTS: dict[str, str] = {
     "FineTune.encoder_lr_mult": "literature: discriminative fine-tuning, encoder at 1/10 of the head's rate "
                                 "(Howard & Ruder 2018)",
     "FineTune.source_weight": "convention: target-only fine-tuning unless asked",
+    "LinearProbe.freeze": "literature: a linear probe trains the head on a frozen encoder (by definition)",
     "LinearProbe.reset_head": "convention: keep the trained head as the starting point",
     # ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
     "ImportanceWeighted.weights": "convention: estimated unless given",
