@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         cell: int = typer.Option(None, "--cell", help="run only cell number i of the grid (e.g. $SLURM_ARRAY_TASK_ID)"),
         list_cells: bool = typer.Option(False, "--list", help="print the grid (index, benchmark, method, seed) and exit"),
         summarise_only: bool = typer.Option(False, "--summarise", help="only (re)write the table from finished cells"),
+        shard: str = typer.Option(None, "--shard", help="k/n: run only the data seeds at positions k, k+n, ... "
+                                  "(n shards in parallel use n cores; each seed's data is generated once per shard)"),
         model_seed: int = typer.Option(0, "--model-seed"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
@@ -67,7 +69,19 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"cell {cell}: {cells[cell]} target {res['metric']} {res['target']:.4f}")
             return
         if not summarise_only:
-            E.run_grid(cells, root, quick=quick, model_seed=model_seed, mode=mode, progress=progress)
+            todo = cells
+            if shard is not None:
+                try:
+                    k, n = (int(x) for x in shard.split("/"))
+                    assert 0 <= k < n
+                except (ValueError, AssertionError):
+                    typer.secho(f"error: --shard {shard!r}: expected k/n with 0 <= k < n", fg=typer.colors.RED, err=True)
+                    raise typer.Exit(code=2) from None
+                mine = set(seed_list[k::n])
+                todo = [c for c in cells if c.seed in mine]
+            E.run_grid(todo, root, quick=quick, model_seed=model_seed, mode=mode, progress=progress)
+            if shard is not None:
+                return  # the table is written once every shard is done (--summarise)
         # The command that reproduces this table (rebuilt from the options, not read from argv).
         parts = ["shiftkit benchmark", "--mode", mode, "--seeds", ",".join(map(str, seed_list)), "--benchmarks",
                  ",".join(blist), "--methods", ",".join(mlist), "--out", str(root)]
