@@ -605,10 +605,14 @@ def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
     return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
 
 
-def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None) -> dict[str, Any] | None:
+def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
+                 require_all: bool = False) -> dict[str, Any] | None:
     """Label-free choice among the finished candidate cells of one (benchmark, seed), plus each
     validator's rank correlation with the true target metric and its regret (the embedded
-    benchmarks have target labels; the choice never reads them)."""
+    benchmarks have target labels; the choice never reads them).
+
+    ``require_all``: None unless every candidate of the grid is finished (the table uses this,
+    so a seed's `selected` row never comes from part of the grid)."""
     from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, select
 
     cands, truth = {}, {}
@@ -619,7 +623,7 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
         res, arrays = got
         cands[name] = CandidateOutputs.from_arrays(_stats(arrays, "sel"))
         truth[name] = res["target"]
-    if len(cands) < 2:
+    if len(cands) < 2 or (require_all and len(cands) < len(CANDIDATES[benchmark])):
         return None
     sel = select(cands, validator or DEFAULT_VALIDATOR)
     return {"seed": seed, "candidates": list(cands), "true_target": truth, **sel.to_dict(),
@@ -673,7 +677,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             orc = _load(root, b, "oracle", seed)
             per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
             if "selected" in methods:
-                s = select_cells(root, b, seed, validator=validator)
+                s = select_cells(root, b, seed, validator=validator, require_all=True)
                 if s is not None:
                     selections.append(s)
                     got = _load(root, b, s["chosen"], seed)
