@@ -705,7 +705,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
-                           "pad_mean": float(np.nanmean(row.pad)) if row.pad else math.nan,
+                           "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
                            "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
                            "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
                            "max_target_ci_halfwidth": float(max((c[1] - c[0]) / 2 for c in row.target_ci))}
@@ -738,7 +738,8 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += [f"Made by: `{table['command']}` ({table['time']})", ""]
     for b, t in table["benchmarks"].items():
         metric = t["metric"].upper() if t["metric"] == "auroc" else "mIoU"
-        lines += [f"## {b} (target {metric}, test data seeds {t['seeds']})", "",
+        kind = "test data seeds" if t["seeds"] and all(x in TEST_DATA_SEEDS for x in t["seeds"]) else "data seeds"
+        lines += [f"## {b} (target {metric}, {kind} {t['seeds']})", "",
                   f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
                   "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
