@@ -17,18 +17,28 @@ does not depend on how the test images are batched.
 Known failure and its guard. Entropy minimisation with batch statistics assumes the target
 batches are i.i.d. On a label-correlated stream (a ward that sees one kind of patient at a
 time) each batch's statistics carry its label, and TENT can collapse to predicting one class
-(error 87.6 % against a source model's 32.7 % on CIFAR-10-C; Gong et al. 2022, NOTE). Two
-label-free signals are tracked, with ``K`` classes and ``p_bar`` mean predicted probabilities:
+(error 87.6 % against a source model's 32.7 % on CIFAR-10-C; Gong et al. 2022, NOTE). Three
+label-free signals are tracked:
 
-* ``correlation``: mean over batches of ``H(p_bar_batch)``, divided by ``H(p_bar_all)``
-  over the stream so far. Near 1 for i.i.d. batches, near 0 when each batch holds one
-  predicted class: the stream is label-correlated.
-* ``marginal entropy``: ``H(p_bar)`` over the last ``window`` batches, divided by its value
-  over the first ``window`` batches. A fall below ``collapse_ratio`` means the model's
+* ``stream_f``: a one-way ANOVA F statistic of the first BatchNorm layer's input (a fixed
+  function of the images: TENT trains no parameter before it, so the statistic measures the
+  stream, not the adaptation). With ``m_i`` the per-image channel means of batch ``b`` (size
+  ``B``), ``mu_b`` their mean and ``s_b^2`` their variance,
+  ``F = Var_b(mu_b) / mean_b(s_b^2 / B)`` (median over channels): about 1 when batches are
+  i.i.d. draws, much larger when batch composition follows a hidden variable (the label, or
+  a drifting domain). It sees correlation only through low-level image statistics; a label
+  that changes shapes but not intensities is caught by the prediction signals below.
+* ``batch_marginal_entropy_ratio``: mean over batches of ``H(p_bar_batch)`` divided by
+  ``H(p_bar)`` over the stream (``p_bar`` the mean predicted probabilities): near 0 when each
+  batch's predictions hold one class.
+* ``marginal_entropy_ratio``: ``H(p_bar)`` over the last ``window`` batches divided by its
+  value over the first ``window`` batches: a fall below ``collapse_ratio`` means the
   predictions are collapsing onto fewer classes.
 
-Either one adds a warning to ``warnings_`` (and Python's ``warnings``); with
-``on_collapse="reset"`` a detected collapse also restores the source parameters.
+The first two warn that the stream is label-correlated (the precondition of a collapse), the
+third that a collapse is under way; each warning goes to ``warnings_`` and Python's
+``warnings``. With ``on_collapse="reset"`` a detected collapse also restores the source
+parameters.
 """
 
 from __future__ import annotations
@@ -71,6 +81,46 @@ def _marginal_entropy(p_sum: torch.Tensor) -> float:
     return float(-(pbar * torch.log(pbar.clamp_min(1e-12))).sum() / math.log(k))
 
 
+class _BatchStatsMonitor:
+    """A forward hook on the first BatchNorm layer recording per-batch statistics of its input (``stream_f``)."""
+
+    def __init__(self, model: nn.Module):
+        self.stats: dict[int, list[tuple[torch.Tensor, torch.Tensor, int]]] = {}
+        self.handles = []
+        self.active = True
+        # The first layer only: every later layer's input moves with the adapted affine parameters.
+        first = next((x for x in model.modules() if isinstance(x, nn.modules.batchnorm._BatchNorm)), None)
+        if first is not None:
+            self.stats[0] = []
+            self.handles.append(first.register_forward_pre_hook(self._hook(0)))
+
+    def _hook(self, i: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0].detach().float()
+            if not self.active or x.shape[0] < 2:
+                return
+            m = x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x  # (B, C) per-image channel means
+            self.stats[i].append((m.mean(0).cpu(), m.var(0).cpu(), x.shape[0]))
+        return hook
+
+    def f_statistic(self) -> float:
+        """Median-over-channels one-way ANOVA F of the batch means at the first BN layer (nan: < 3 batches)."""
+        best = float("nan")
+        for rows in self.stats.values():
+            if len(rows) < 3:
+                continue
+            mu = torch.stack([r[0] for r in rows])  # (n_batches, C)
+            within = torch.stack([r[1] / r[2] for r in rows]).mean(0)  # expected Var(mu_b) if i.i.d.
+            f = mu.var(0) / within.clamp_min(1e-12)
+            val = float(f.median())
+            best = val if not math.isfinite(best) else max(best, val)
+        return best
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 class TENT(Method):
     """Source-free test-time adaptation of a BatchNorm network by entropy minimisation.
 
@@ -87,8 +137,10 @@ class TENT(Method):
             of the first window's. 0.5: on the development data seeds' corrupted radiographs
             and two-class toys a healthy run stayed above 0.8 and collapses fell below 0.3.
         correlation_ratio: warn that the stream is label-correlated when the mean per-batch
-            marginal entropy falls below this share of the whole stream's (0.5, as above:
-            shuffled streams gave 0.9-1.0, class-sorted ones below 0.2).
+            marginal entropy falls below this share of the whole stream's (0.5).
+        max_stream_f: warn that the stream is not i.i.d. when the batch-statistics F statistic
+            exceeds this (see the module docstring; chosen on development data, see
+            ``docs/methods.md``).
         on_collapse: ``"warn"`` or ``"reset"`` (restore the source parameters on collapse).
         **kwargs: :class:`TrainConfig` arguments (``epochs`` = passes over the target,
             default 1; ``lr`` default 1e-3; ``batch_size``; ``seed``; ``device``).
@@ -107,6 +159,7 @@ class TENT(Method):
         window: int | None = None,
         collapse_ratio: float = 0.5,
         correlation_ratio: float = 0.5,
+        max_stream_f: float = 8.0,
         on_collapse: Literal["warn", "reset"] = "warn",
         **kwargs: Any,
     ):
@@ -120,6 +173,7 @@ class TENT(Method):
         self.window = window
         self.collapse_ratio = float(collapse_ratio)
         self.correlation_ratio = float(correlation_ratio)
+        self.max_stream_f = float(max_stream_f)
         self.on_collapse = on_collapse
 
     def fit(self, source: Any = None, target: Any = None, *, val: Any = None, callback: Any = None) -> TENT:
@@ -150,13 +204,15 @@ class TENT(Method):
         ent_sum, n_seen = 0.0, 0
         collapsed = False
         model.train()  # BatchNorm normalises with the batch's statistics
+        monitor = _BatchStatsMonitor(model)
         try:
             for epoch in range(self.config.epochs):
                 g = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
                 loader = DataLoader(target, batch_size=self.config.batch_size, shuffle=self.shuffle, generator=g)
                 for batch in loader:
                     x = batch_to({"image": batch["image"]}, device, False)["image"]
-                    for _ in range(self.steps_per_batch):
+                    for step in range(self.steps_per_batch):
+                        monitor.active = step == 0  # one record per batch
                         logits = model(x).float()
                         loss = entropy(logits).mean()
                         opt.zero_grad(set_to_none=True)
@@ -168,7 +224,7 @@ class TENT(Method):
                     n_seen += len(x)
                 k = batch_p[0].numel()
                 rec = {"epoch": epoch + 1, "target_entropy": ent_sum / max(n_seen, 1) / math.log(k)}
-                rec.update(self._guard(batch_p))
+                rec.update(self._guard(batch_p, monitor.f_statistic()))
                 self.history_.append(rec)
                 if rec["collapse"] and not collapsed:
                     collapsed = True
@@ -177,6 +233,7 @@ class TENT(Method):
                         self.warnings_.append("TENT: collapse detected; the source parameters were restored")
                         break
         finally:
+            monitor.remove()
             for n, q in model.named_parameters():
                 q.requires_grad_(flags[n])
         for w in self.warnings_:
@@ -187,7 +244,7 @@ class TENT(Method):
         model.eval()
         return self
 
-    def _guard(self, batch_p: list[torch.Tensor]) -> dict[str, Any]:
+    def _guard(self, batch_p: list[torch.Tensor], stream_f: float) -> dict[str, Any]:
         """The two label-free collapse signals over the batches seen so far (see the module docstring)."""
         n = len(batch_p)
         stacked = torch.stack(batch_p)  # (n_batches, K)
@@ -199,7 +256,14 @@ class TENT(Method):
         last = _marginal_entropy(stacked[-win:].sum(0)) if n >= 2 * win else float("nan")
         ratio = last / first if n >= 2 * win and first > 1e-6 else float("nan")
         out = {"marginal_entropy_first": first, "marginal_entropy_last": last, "marginal_entropy_ratio": ratio,
-               "batch_marginal_entropy_ratio": correlation, "collapse": False}
+               "batch_marginal_entropy_ratio": correlation, "stream_f": stream_f, "collapse": False}
+        if math.isfinite(stream_f) and stream_f > self.max_stream_f:
+            msg = (f"TENT: the target batches are not i.i.d. (batch-statistics F = {stream_f:.1f} > {self.max_stream_f:g}: "
+                   "batch composition follows a hidden variable such as the label); batch statistics then carry the "
+                   "label and entropy minimisation can collapse to one class - shuffle the stream, use larger batches, "
+                   "or use AdaBN")
+            if msg not in self.warnings_:
+                self.warnings_.append(msg)
         if correlation < self.correlation_ratio:
             msg = (f"TENT: the target stream looks label-correlated (mean per-batch prediction-marginal entropy is "
                    f"{correlation:.2f} of the whole stream's); batch statistics then carry the label and entropy "
