@@ -40,7 +40,7 @@ def cdan_toy(seeds, variants, fit_kw=None) -> None:
         print("MEAN", v, mean, flush=True)
 
 
-def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95)) -> None:
+def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,)) -> None:
     import copy
 
     from methods_toys import stripes, train_source_cnn
@@ -56,10 +56,12 @@ def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95)) -> None:
             with torch.no_grad():
                 src_acc = float((net(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
             for th in thresholds:
-                m = SelfTraining(copy.deepcopy(net), threshold=th, record_rounds=True, epochs=4, batch_size=32, lr=1e-3,
-                                 seed=0, progress=False).fit(ArrayDataset(xs, ys), ArrayDataset(xt))
-                accs = [round(float((r["pseudo_label"] == yt).mean()), 3) for r in m.rounds_]
-                print(shift, s, "source", round(src_acc, 3), "tau", th, "rounds", accs, flush=True)
+                for wu in weights:  # unlabelled_weight 0: the control (same loop, no pseudo-label loss)
+                    m = SelfTraining(copy.deepcopy(net), threshold=th, unlabelled_weight=wu, record_rounds=True,
+                                     epochs=int(os.environ.get("EPOCHS", 4)), batch_size=32, lr=1e-3, seed=0,
+                                     progress=False).fit(ArrayDataset(xs, ys), ArrayDataset(xt))
+                    accs = [round(float((r["pseudo_label"] == yt).mean()), 3) for r in m.rounds_]
+                    print(shift, s, "source", round(src_acc, 3), "tau", th, "w_u", wu, "rounds", accs, flush=True)
 
 
 if __name__ == "__main__":
@@ -74,4 +76,5 @@ if __name__ == "__main__":
         variants = [eval(sys.argv[2])] if len(sys.argv) > 2 else [dict()]
         cdan_toy(dev, variants, eval(sys.argv[3]) if len(sys.argv) > 3 else None)
     elif what == "selftrain":
-        selftrain(dev[:3], [eval(a) for a in sys.argv[2:]] or [dict(contrast=0.6, offset=0.1, noise=0.2)])
+        selftrain(dev[:3], [eval(a) for a in sys.argv[2:]] or [dict(contrast=0.5, offset=0.2, noise=0.25)],
+                  thresholds=(0.9,), weights=(1.0, 0.0))

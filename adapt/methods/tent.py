@@ -62,7 +62,7 @@ from .adabn import recompute_bn_stats
 from .alignment_losses import entropy
 from .base import Method
 
-__all__ = ["TENT", "bn_affine_parameters"]
+__all__ = ["TENT", "bn_affine_parameters", "tent_step"]
 
 
 def bn_affine_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -72,6 +72,19 @@ def bn_affine_parameters(model: nn.Module) -> list[nn.Parameter]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             out += [q for q in (m.weight, m.bias) if q is not None]
     return out
+
+
+def tent_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One TENT update on a target batch ``x`` ``(N, C, H, W)``: mean prediction entropy, backward, step.
+
+    Returns the batch's logits ``(N, K)`` (before the update) and the loss.
+    """
+    logits = model(x).float()
+    loss = entropy(logits).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logits, loss
 
 
 def _marginal_entropy(p_sum: torch.Tensor) -> float:
@@ -213,11 +226,7 @@ class TENT(Method):
                     x = batch_to({"image": batch["image"]}, device, False)["image"]
                     for step in range(self.steps_per_batch):
                         monitor.active = step == 0  # one record per batch
-                        logits = model(x).float()
-                        loss = entropy(logits).mean()
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
+                        logits, loss = tent_step(model, opt, x)
                     with torch.no_grad():
                         batch_p.append(F.softmax(logits.detach(), 1).mean(0).cpu())
                     ent_sum += float(loss.detach()) * len(x)

@@ -112,21 +112,24 @@ def test_cdan_switches_to_the_randomised_map_above_the_size_limit() -> None:
 # ------------------------------------------------------------------ CDAN vs DANN
 
 
-# Development data seeds 100-104 (scripts/dev_methods.py cdan_toy "dict()" "dict(adversary='grl')"):
-# target accuracy source-only 0.631 0.838 0.853 0.876 0.891, DANN 0.540 0.833 0.853 0.800 0.856,
-# CDAN+E 0.927 0.916 0.947 0.962 0.929. With the bounded confusion adversary CDAN was not
-# reliably better (mean 0.872 vs DANN 0.843; 0.791 vs 0.844 on seed 101), so the paper's
-# gradient reversal is the setting tested.
+# Development data seeds 100-114 (scripts/dev_methods.py cdan_toy "dict()" "dict(adversary='grl')"):
+# target accuracy DANN mean 0.768 (0.491-0.918), CDAN+E mean 0.925 (0.851-0.967), CDAN+E higher
+# on all 15 seeds. With the bounded confusion adversary CDAN was not reliably better (seeds
+# 100-104: mean 0.872 vs DANN 0.843), so the paper's gradient reversal is the setting tested.
+# Recorded failure (docs/methods.md): a first version claimed CDAN+E >= DANN on each of test
+# seeds 9000-9002 and failed on 9002 (0.693 vs 0.869; 9000: 0.962 vs 0.949, 9001: 0.958 vs
+# 0.827). Those seeds are not reused; this claim is the one the development seeds support in
+# distribution, on five test seeds not run before.
 def test_cdan_beats_dann_when_marginal_alignment_mixes_classes() -> None:
     dann, cdan = [], []
-    for seed in TEST_DATA_SEEDS[:3]:
+    for seed in TEST_DATA_SEEDS[3:8]:
         acc = fit_toy_methods(class_conditional_toy(seed), model_seed=0, methods=("dann", "cdan"), adversary="grl")
         dann.append(acc["dann"])
         cdan.append(acc["cdan"])
     dann, cdan = np.array(dann), np.array(cdan)
     print(f"\nlabel-shifted toy, target accuracy: DANN {dann.round(3)} CDAN+E {cdan.round(3)}")
-    assert (cdan >= dann).all(), (dann, cdan)
-    assert cdan.mean() >= dann.mean() + 0.03, (dann, cdan)
+    assert (cdan >= dann).sum() >= 4, (dann, cdan)
+    assert cdan.mean() >= dann.mean() + 0.05, (dann, cdan)
 
 
 # ------------------------------------------------------------------ source-free: TENT, SHOT
