@@ -480,7 +480,7 @@ class Predictor:
             x = F.interpolate(x, size=tuple(self.image_size), mode="bilinear", align_corners=False, antialias=True)
         kwargs.setdefault("device", str(self.device))
         fitted = adapt_source_free(self.model, x, method, **kwargs)
-        self.model.eval()
+        self.model = fitted.model_.eval().to(self.device)  # methods adapt a copy
         if self._mean is not None and self.task == "classification" and len(x) >= 10:
             with torch.no_grad():
                 feats = torch.cat([self.model.encoder(b.to(self.device)).float().cpu() for b in x.split(128)]).numpy()

@@ -40,7 +40,7 @@ def cdan_toy(seeds, variants, fit_kw=None) -> None:
         print("MEAN", v, mean, flush=True)
 
 
-def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,)) -> None:
+def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,), variants=({},)) -> None:
     import copy
 
     from methods_toys import stripes, train_source_cnn
@@ -57,11 +57,13 @@ def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,)) -> Non
                 src_acc = float((net(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
             for th in thresholds:
                 for wu in weights:  # unlabelled_weight 0: the control (same loop, no pseudo-label loss)
-                    m = SelfTraining(copy.deepcopy(net), threshold=th, unlabelled_weight=wu, record_rounds=True,
-                                     epochs=int(os.environ.get("EPOCHS", 4)), batch_size=32, lr=1e-3, seed=0,
-                                     progress=False).fit(ArrayDataset(xs, ys), ArrayDataset(xt))
-                    accs = [round(float((r["pseudo_label"] == yt).mean()), 3) for r in m.rounds_]
-                    print(shift, s, "source", round(src_acc, 3), "tau", th, "w_u", wu, "rounds", accs, flush=True)
+                    for v in variants:
+                        m = SelfTraining(copy.deepcopy(net), threshold=th, unlabelled_weight=wu, record_rounds=True,
+                                         epochs=int(os.environ.get("EPOCHS", 4)), batch_size=32, lr=1e-3, seed=0,
+                                         progress=False, **v).fit(ArrayDataset(xs, ys), ArrayDataset(xt))
+                        accs = [round(float((r["pseudo_label"] == yt).mean()), 3) for r in m.rounds_]
+                        print(shift, s, "source", round(src_acc, 3), "tau", th, "w_u", wu, v, "rounds", accs,
+                              flush=True)
 
 
 if __name__ == "__main__":
@@ -75,6 +77,9 @@ if __name__ == "__main__":
         # e.g. "dict(rotation=0)" ["dict(adversary='grl')"]
         variants = [eval(sys.argv[2])] if len(sys.argv) > 2 else [dict()]
         cdan_toy(dev, variants, eval(sys.argv[3]) if len(sys.argv) > 3 else None)
+    elif what == "selftrain_variants":  # e.g. "dict(ema_decay=0.99)" "dict(strong_strength=0.25)"
+        selftrain(dev, [dict(contrast=0.5, offset=0.2, noise=0.25)], thresholds=(0.9,),
+                  variants=[dict()] + [eval(a) for a in sys.argv[2:]])
     elif what == "selftrain":
         selftrain(dev[:3], [eval(a) for a in sys.argv[2:]] or [dict(contrast=0.5, offset=0.2, noise=0.25)],
                   thresholds=(0.9,), weights=(1.0, 0.0))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,10 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from shiftkit.datasets.errors import ConfigError
-
+from ..losses import supervised_loss
 from ..trainer import batch_to
-from .base import Method, supervised_loss
+from .base import Method, Requires
+
+if TYPE_CHECKING:
+    from ..pipeline import BuildContext
 
 __all__ = ["SelfTraining", "class_mix", "strong_perturb"]
 
@@ -140,10 +142,12 @@ class SelfTraining(Method):
             uses a mean teacher (DACS: 0.99; segmentation always uses one, default 0.99).
         record_rounds: store the teacher's target pseudo-labels at each epoch start in
             ``rounds_`` (one extra pass over the target per epoch).
-        **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
+        **kwargs: :class:`Method` arguments (training options, ``source_adapter``, ...).
     """
 
-    uses_target = True
+    requires = Requires(source="labelled", target="unlabelled")
+    title = "Self-training"
+    config_section = "self_training"
 
     def __init__(
         self,
@@ -159,35 +163,50 @@ class SelfTraining(Method):
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
-        problems = []
-        if not 0.0 < threshold < 1.0:
-            problems.append(f"threshold must lie in (0, 1), got {threshold!r}")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            problems.append(f"ema_decay must lie in (0, 1) or be None, got {ema_decay!r}")
-        if not 0.0 < cb_fraction <= 1.0:
-            problems.append(f"cb_fraction must lie in (0, 1], got {cb_fraction!r}")
-        if problems:
-            raise ConfigError("SelfTraining", problems)
-        self.threshold = float(threshold)
-        self.unlabelled_weight = float(unlabelled_weight)
-        self.strong_strength = float(strong_strength)
+        self.threshold = threshold
+        self.unlabelled_weight = unlabelled_weight
+        self.strong_strength = strong_strength
         self.class_balanced = class_balanced
-        self.cb_fraction = float(cb_fraction)
+        self.cb_fraction = cb_fraction
         self.ema_decay = ema_decay
         self.record_rounds = record_rounds
-        self.rounds_: list[dict[str, Any]] = []
-        self.class_thresholds_: torch.Tensor | None = None
-        self._epoch_seen = -1
+
+    @classmethod
+    def from_config(cls, context: BuildContext) -> Method:
+        """``self_training`` section (see :class:`shiftkit.adapt.config_methods.SelfTrainingConfig`)."""
+        from ..config_methods import start_model
+
+        c = context.config.self_training
+        model, train = start_model(context, c)
+        return cls(model, threshold=c.threshold, unlabelled_weight=c.unlabelled_weight,
+                   strong_strength=c.strong_strength, class_balanced=c.class_balanced, cb_fraction=c.cb_fraction,
+                   ema_decay=c.ema_decay, **train)
+
+    def check_params(self) -> list[str]:
+        problems = []
+        if not (isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0):
+            problems.append(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0.0 < self.ema_decay < 1.0):
+            problems.append(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay!r}")
+        if not (isinstance(self.cb_fraction, (int, float)) and 0.0 < self.cb_fraction <= 1.0):
+            problems.append(f"cb_fraction must lie in (0, 1], got {self.cb_fraction!r}")
+        if not (isinstance(self.unlabelled_weight, (int, float)) and self.unlabelled_weight >= 0):
+            problems.append(f"unlabelled_weight must be >= 0, got {self.unlabelled_weight!r}")
+        if not (isinstance(self.strong_strength, (int, float)) and 0.0 <= self.strong_strength <= 1.0):
+            problems.append(f"strong_strength must lie in [0, 1], got {self.strong_strength!r}")
+        return problems
 
     # ------------------------------------------------------------------ set-up
     def _decay(self) -> float | None:
-        if self.ema_decay is None and self.task == "segmentation":
+        if self.ema_decay is None and self.task_ == "segmentation":
             return 0.99  # DACS's mean teacher (literature)
         return self.ema_decay
 
     def extra_modules(self) -> dict[str, nn.Module]:
-        self._epoch_seen = -1
-        self.rounds_ = []
+        # Fitted state, reset at every fit (built here: fit calls this once model_ exists).
+        self.epoch_seen_ = -1
+        self.rounds_: list[dict[str, Any]] = []
+        self.class_thresholds_: torch.Tensor | None = None
         if self._decay() is None:
             return {}
         teacher = copy.deepcopy(self.model_)
@@ -201,7 +220,7 @@ class SelfTraining(Method):
     @torch.no_grad()
     def _update_teacher(self) -> None:
         d = self._decay()
-        teacher = self._extra["teacher"]
+        teacher = self.extra_modules_["teacher"]
         for pt, ps in zip(teacher.parameters(), self.model_.parameters(), strict=True):
             pt.mul_(d).add_(ps.detach(), alpha=1 - d)
         for bt, bs in zip(teacher.buffers(), self.model_.buffers(), strict=True):
@@ -210,13 +229,13 @@ class SelfTraining(Method):
     @torch.no_grad()
     def _refresh(self, epoch: int) -> None:
         """Whole-target pass with the teacher: class thresholds (CBST) and the round record."""
-        net = self._extra.get("teacher", self.model_)
+        net = self.extra_modules_.get("teacher", self.model_)
         device = next(self.model_.parameters()).device
         was = net.training
         net.eval()
         conf, pred = [], []
         try:
-            for batch in DataLoader(self.fit_target_, batch_size=self.config.eval_batch_size, shuffle=False):
+            for batch in DataLoader(self.fit_target_, batch_size=self.eval_batch_size, shuffle=False):
                 logits = net(batch_to({"image": batch["image"]}, device, False)["image"]).float()
                 c, k = F.softmax(logits, 1).max(1)
                 conf.append(c.cpu())
@@ -248,13 +267,10 @@ class SelfTraining(Method):
         return self.class_thresholds_.to(pred.device)[pred]
 
     # ------------------------------------------------------------------ training
-    def fit(self, source: Any, target: Any = None, *, val: Any = None, callback: Any = None) -> SelfTraining:
-        """Train on labelled ``source`` and unlabelled ``target`` (pseudo-labels; target labels never read)."""
-        self.class_thresholds_ = None
-        super().fit(source, target, val=val, callback=callback)
+    def _fit_model(self, source: Any, target: Any, val: Any, callback: Any) -> None:
+        super()._fit_model(source, target, val, callback)
         if self.record_rounds:  # the final model's pseudo-labels close the record
-            self._refresh(self.config.epochs)
-        return self
+            self._refresh(self.epochs)
 
     @property
     def num_classes_out_(self) -> int:
@@ -266,15 +282,15 @@ class SelfTraining(Method):
         return int(getattr(self.model_, "arch", {}).get("num_classes", self.num_classes))
 
     def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
-        epoch = int(math.floor(p * self.config.epochs + 1e-9))
-        if epoch != self._epoch_seen:
-            self._epoch_seen = epoch
+        epoch = int(math.floor(p * self.epochs + 1e-9))
+        if epoch != self.epoch_seen_:
+            self.epoch_seen_ = epoch
             if self.class_balanced or self.record_rounds:
                 self._refresh(epoch)
-        if "teacher" in self._extra:
+        if "teacher" in self.extra_modules_:
             self._update_teacher()
-            self._extra["teacher"].eval()
-        if self.task == "segmentation":
+            self.extra_modules_["teacher"].eval()
+        if self.task_ == "segmentation":
             return self._dacs_step(source, target)
         return self._fixmatch_step(source, target)
 
@@ -282,9 +298,9 @@ class SelfTraining(Method):
         ns, nt = source["image"].shape[0], target["image"].shape[0]
         xt = target["image"]
         strong = strong_perturb(xt, self.strong_strength)
-        if "teacher" in self._extra:
+        if "teacher" in self.extra_modules_:
             with torch.no_grad():
-                t_logits = self._extra["teacher"](xt).float()
+                t_logits = self.extra_modules_["teacher"](xt).float()
             logits = self.model_(torch.cat([source["image"], strong], 0))
             s_logits = logits[ns:]
         else:
@@ -301,7 +317,7 @@ class SelfTraining(Method):
     def _dacs_step(self, source: dict, target: dict) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]
         with torch.no_grad():
-            t_logits = self._extra["teacher"](target["image"]).float()
+            t_logits = self.extra_modules_["teacher"](target["image"]).float()
             conf, pseudo = F.softmax(t_logits, 1).max(1)  # (N, H, W)
             keep = conf >= self._thresholds_for(pseudo)
             quality = keep.float().mean(dim=(1, 2))  # DACS: share of confident pixels per image

@@ -26,7 +26,7 @@ index, so any dataset or stream works). ``beta`` = 0.3 is the paper's (literatur
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +36,12 @@ from torch.utils.data import DataLoader
 from shiftkit.datasets.errors import ConfigError
 
 from ..data import as_dataset
-from ..trainer import batch_to, train
+from ..trainer import batch_to
 from .alignment_losses import information_maximisation_loss
-from .base import Method
+from .base import Method, Requires, TargetView
+
+if TYPE_CHECKING:
+    from ..pipeline import BuildContext
 
 __all__ = ["SHOT", "cluster_centroids"]
 
@@ -69,42 +72,64 @@ class SHOT(Method):
         model: the trained source model (split protocol: ``.encoder`` and ``.head``).
         beta: weight of the pseudo-label cross-entropy (0.3, the paper's; 0 = SHOT-IM).
         diversity_weight: weight of ``L_div`` (1 in the paper).
-        **kwargs: :class:`TrainConfig` arguments (epochs, lr, batch_size, optimizer, seed, ...).
+        **kwargs: :class:`Method` arguments (epochs, lr, batch_size, optimizer, seed, ...).
     """
 
-    uses_target = False  # the loop's only stream is the target itself (passed as its first dataset)
-    needs_source = False
+    requires = Requires(source="none", target="unlabelled")
+    title = "SHOT (source-free)"
+    config_section = "shot"
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, beta: float = 0.3, diversity_weight: float = 1.0,
                  **kwargs: Any):
         super().__init__(model, **kwargs)
-        self.beta = float(beta)
-        self.diversity_weight = float(diversity_weight)
-        self.centroids_: torch.Tensor | None = None
-        self._epoch_seen = -1
+        self.beta = beta
+        self.diversity_weight = diversity_weight
 
-    def fit(self, source: Any = None, target: Any = None, *, val: Any = None, callback: Any = None) -> SHOT:
-        """Adapt the encoder on unlabelled ``target`` (no source data: ``source`` must be ``None``)."""
+    @classmethod
+    def from_config(cls, context: BuildContext) -> Method:
+        """``shot`` section (see :class:`shiftkit.adapt.config_methods.SHOTConfig`); starts from the
+        user's checkpoint or the run's source-only model, and sees no source data."""
+        from ..config_methods import source_model
+
+        c = context.config.shot
+        train = context.train_params()
+        if c.epochs is not None:
+            train["epochs"] = c.epochs
+        train["lr"] = context.config.train.lr * c.lr_mult
+        train.pop("early_stopping", None)  # no labelled validation data without the source
+        train.pop("patience", None)
+        return cls(source_model(context), beta=c.beta, **train)
+
+    def check_params(self) -> list[str]:
+        problems = []
+        if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
+            problems.append(f"beta must be >= 0, got {self.beta!r}")
+        if self.task == "segmentation":
+            problems.append("SHOT needs a split-protocol classifier (task='classification')")
+        return problems
+
+    def _check_data(self, source: Any, target: Any, val: Any) -> tuple[Any, Any, Any]:
         if source is not None:
             raise ConfigError("SHOT", ["SHOT is source-free: call fit(None, target) or fit(target=...)"])
         if target is None:
             raise ConfigError("SHOT", ["fit() needs an unlabelled target dataset"])
-        if self.model_ is None or not hasattr(self.model_, "head"):
-            raise ConfigError("SHOT", ["SHOT adapts a trained split-protocol model: pass it as `model`"])
-        target = as_dataset(target, name="target")
-        self.fit_source_, self.fit_target_ = None, target
-        self._extra, self._epoch_seen = {}, -1
-        flags = {n: q.requires_grad for n, q in self.model_.head.named_parameters()}
-        for q in self.model_.head.parameters():
+        return None, TargetView(as_dataset(target, name="target")), None
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        self.centroids_: torch.Tensor | None = None
+        self.epoch_seen_ = -1
+        return {}
+
+    def _fit_model(self, source: Any, target: Any, val: Any, callback: Any) -> None:
+        head = list(self.model_.head.parameters())
+        flags = [q.requires_grad for q in head]
+        for q in head:
             q.requires_grad_(False)  # the source hypothesis stays as trained
         try:
-            # The loop's labelled stream is the target itself; training_step never reads a label.
-            result = train(self, target, None, val, self.config, callback=callback)
+            super()._fit_model(None, target, None, callback)  # no labelled validation data without the source
         finally:
-            for n, q in self.model_.head.named_parameters():
-                q.requires_grad_(flags[n])
-        self.result_, self.history_, self.warnings_ = result, result.history, result.warnings
-        return self
+            for q, flag in zip(head, flags, strict=True):
+                q.requires_grad_(flag)
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [q for q in self.model_.encoder.parameters() if q.requires_grad], "lr": lr}]
@@ -116,7 +141,7 @@ class SHOT(Method):
         self.model_.eval()
         feats, probas = [], []
         try:
-            for batch in DataLoader(self.fit_target_, batch_size=self.config.eval_batch_size, shuffle=False):
+            for batch in DataLoader(self.fit_target_, batch_size=self.eval_batch_size, shuffle=False):
                 f = self.model_.encoder(batch_to({"image": batch["image"]}, device, False)["image"]).float()
                 feats.append(f)
                 probas.append(F.softmax(self.model_.head(f).float(), 1))
@@ -124,13 +149,12 @@ class SHOT(Method):
             self.model_.train(was)
         self.centroids_, _ = cluster_centroids(torch.cat(feats), torch.cat(probas))
 
-    def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
-        # `source` is the target batch here (see fit).
-        epoch = int(math.floor(p * self.config.epochs + 1e-9))
-        if epoch != self._epoch_seen and self.beta > 0:
-            self._epoch_seen = epoch
+    def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
+        epoch = int(math.floor(p * self.epochs + 1e-9))
+        if epoch != self.epoch_seen_ and self.beta > 0:
+            self.epoch_seen_ = epoch
             self._refresh()
-        f = self.model_.encoder(source["image"])
+        f = self.model_.encoder(target["image"])
         logits = self.model_.head(f)
         loss, logs = information_maximisation_loss(logits, diversity_weight=self.diversity_weight)
         if self.beta > 0:

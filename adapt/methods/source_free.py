@@ -19,7 +19,8 @@ SOURCE_FREE_METHODS = ("tent", "shot")
 
 
 def adapt_source_free(model: nn.Module, target: Any, method: str = "tent", **kwargs: Any) -> Any:
-    """Adapt ``model`` in place on unlabelled ``target`` images with no source data; return the fitted method.
+    """Adapt a copy of ``model`` on unlabelled ``target`` images with no source data; return the fitted method
+    (the adapted network is its ``model_``).
 
     Args:
         model: a trained split-protocol module (TENT additionally needs BatchNorm layers).

@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -60,7 +60,10 @@ from ..data import as_dataset
 from ..trainer import batch_to, resolve_device
 from .adabn import recompute_bn_stats
 from .alignment_losses import entropy
-from .base import Method
+from .base import Method, Requires, TargetView
+
+if TYPE_CHECKING:
+    from ..pipeline import BuildContext
 
 __all__ = ["TENT", "bn_affine_parameters", "tent_step"]
 
@@ -155,12 +158,14 @@ class TENT(Method):
             exceeds this (see the module docstring; chosen on development data, see
             ``docs/methods.md``).
         on_collapse: ``"warn"`` or ``"reset"`` (restore the source parameters on collapse).
-        **kwargs: :class:`TrainConfig` arguments (``epochs`` = passes over the target,
-            default 1; ``lr`` default 1e-3; ``batch_size``; ``seed``; ``device``).
+        epochs: passes over the target stream (1: one online pass, the paper's).
+        **kwargs: :class:`Method` arguments (``lr``: Adam's, default 1e-3 as in the paper;
+            ``batch_size``, ``seed``, ``device``).
     """
 
-    uses_target = True
-    needs_source = False
+    requires = Requires(source="none", target="unlabelled")
+    title = "TENT (source-free)"
+    config_section = "tent"
 
     def __init__(
         self,
@@ -174,61 +179,84 @@ class TENT(Method):
         correlation_ratio: float = 0.5,
         max_stream_f: float = 8.0,
         on_collapse: Literal["warn", "reset"] = "warn",
+        epochs: int = 1,
         **kwargs: Any,
     ):
-        kwargs.setdefault("epochs", 1)
-        super().__init__(model, **kwargs)
-        if on_collapse not in ("warn", "reset"):
-            raise ConfigError("TENT", [f"on_collapse must be 'warn' or 'reset', got {on_collapse!r}"])
-        self.steps_per_batch = int(steps_per_batch)
+        super().__init__(model, epochs=epochs, **kwargs)
+        self.steps_per_batch = steps_per_batch
         self.shuffle = shuffle
         self.recompute_bn = recompute_bn
         self.window = window
-        self.collapse_ratio = float(collapse_ratio)
-        self.correlation_ratio = float(correlation_ratio)
-        self.max_stream_f = float(max_stream_f)
+        self.collapse_ratio = collapse_ratio
+        self.correlation_ratio = correlation_ratio
+        self.max_stream_f = max_stream_f
         self.on_collapse = on_collapse
 
-    def fit(self, source: Any = None, target: Any = None, *, val: Any = None, callback: Any = None) -> TENT:
-        """Adapt the model on unlabelled ``target`` (no source data: ``source`` must be ``None``)."""
+    @classmethod
+    def from_config(cls, context: BuildContext) -> Method:
+        """``tent`` section (see :class:`shiftkit.adapt.config_methods.TENTConfig`); starts from the
+        user's checkpoint or the run's source-only model, and sees no source data."""
+        from ..config_methods import source_model
+
+        c = context.config.tent
+        train = context.train_params()
+        train.update(lr=c.lr, epochs=c.epochs, batch_size=c.batch_size or train["batch_size"])
+        train.pop("early_stopping", None)
+        train.pop("patience", None)
+        return cls(source_model(context), on_collapse=c.on_collapse, **train)
+
+    def check_params(self) -> list[str]:
+        problems = []
+        if self.on_collapse not in ("warn", "reset"):
+            problems.append(f"on_collapse must be 'warn' or 'reset', got {self.on_collapse!r}")
+        if not (isinstance(self.steps_per_batch, int) and self.steps_per_batch >= 1):
+            problems.append(f"steps_per_batch must be a positive int, got {self.steps_per_batch!r}")
+        return problems
+
+    def _check_data(self, source: Any, target: Any, val: Any) -> tuple[Any, Any, Any]:
         if source is not None:
             raise ConfigError("TENT", ["TENT is source-free: call fit(None, target) or fit(target=...)"])
         if target is None:
             raise ConfigError("TENT", ["fit() needs an unlabelled target dataset"])
-        if self.model_ is None:
-            raise ConfigError("TENT", ["TENT adapts a trained model: pass the source model as `model`"])
-        target = as_dataset(target, name="target")
-        self.config.validate()
-        params = bn_affine_parameters(self.model_)
+        return None, TargetView(as_dataset(target, name="target")), None
+
+    def _fit_model(self, source: Any, target: Any, val: Any, callback: Any) -> None:
+        """The online pass over the target stream (not the shared loop: order matters here)."""
+        self._set_result(None)
+        model = self.model_
+        params = bn_affine_parameters(model)
         if not params:
-            raise ConfigError("TENT", [f"{type(self.model_).__name__} has no BatchNorm affine parameters to adapt"])
-        device = resolve_device(self.config.device)
-        model = self.model_.to(device)
+            raise ConfigError("TENT", [f"{type(model).__name__} has no BatchNorm affine parameters to adapt"])
+        if isinstance(self.model, str):
+            self.warnings_.append(f"TENT: model={self.model!r} builds an untrained network; TENT adapts a trained "
+                                  "source model (pass the module)")
+        device = resolve_device(self.device)
+        model.to(device)
         source_state = copy.deepcopy(model.state_dict())
-        flags = {n: q.requires_grad for n, q in model.named_parameters()}
+        flags = [q.requires_grad for q in model.parameters()]
         for q in model.parameters():
             q.requires_grad_(False)
         for q in params:
             q.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=self.config.lr, betas=(0.9, 0.999))
-        self.fit_target_ = target
-        self.history_, self.warnings_ = [], []
+        torch.manual_seed(self.seed)
+        opt = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999))
         batch_p: list[torch.Tensor] = []  # mean probabilities of each batch, (K,) each
         ent_sum, n_seen = 0.0, 0
         collapsed = False
         model.train()  # BatchNorm normalises with the batch's statistics
         monitor = _BatchStatsMonitor(model)
         try:
-            for epoch in range(self.config.epochs):
-                g = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-                loader = DataLoader(target, batch_size=self.config.batch_size, shuffle=self.shuffle, generator=g)
+            for epoch in range(self.epochs):
+                g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+                loader = DataLoader(target, batch_size=self.batch_size, shuffle=self.shuffle, generator=g)
                 for batch in loader:
                     x = batch_to({"image": batch["image"]}, device, False)["image"]
                     for step in range(self.steps_per_batch):
                         monitor.active = step == 0  # one record per batch
                         logits, loss = tent_step(model, opt, x)
                     with torch.no_grad():
-                        batch_p.append(F.softmax(logits.detach(), 1).mean(0).cpu())
+                        prob = F.softmax(logits.detach(), 1)
+                        batch_p.append(prob.transpose(0, 1).reshape(prob.shape[1], -1).mean(1).cpu())
                     ent_sum += float(loss.detach()) * len(x)
                     n_seen += len(x)
                 k = batch_p[0].numel()
@@ -243,18 +271,20 @@ class TENT(Method):
                         break
         finally:
             monitor.remove()
-            for n, q in model.named_parameters():
-                q.requires_grad_(flags[n])
+            for q, flag in zip(model.parameters(), flags, strict=True):
+                q.requires_grad_(flag)
         for w in self.warnings_:
-            warnings.warn(w, RuntimeWarning, stacklevel=2)
+            warnings.warn(w, RuntimeWarning, stacklevel=3)
         self.collapsed_ = collapsed
         if self.recompute_bn and not (collapsed and self.on_collapse == "reset"):
-            recompute_bn_stats(model, target, batch_size=self.config.eval_batch_size, device=device)
+            recompute_bn_stats(model, target, batch_size=self.eval_batch_size, device=device)
         model.eval()
-        return self
 
     def _guard(self, batch_p: list[torch.Tensor], stream_f: float) -> dict[str, Any]:
-        """The two label-free collapse signals over the batches seen so far (see the module docstring)."""
+        """The label-free collapse signals over the batches seen so far (see the module docstring);
+        appends its warnings to ``warnings_``."""
+        if not hasattr(self, "warnings_"):
+            self.warnings_ = []
         n = len(batch_p)
         stacked = torch.stack(batch_p)  # (n_batches, K)
         whole = _marginal_entropy(stacked.sum(0))

@@ -95,10 +95,7 @@ def stripes(seed: int, n: int, *, size: int = 16, contrast: float = 1.0, offset:
 
 def train_source_cnn(xs: np.ndarray, ys: np.ndarray, model_seed: int = 0, epochs: int = 3):
     """A small BatchNorm CNN (the ``tiny`` backbone) trained on labelled source images."""
-    from shiftkit.adapt.backbones import build_classifier
     from shiftkit.adapt.methods import SourceOnly
 
-    torch.manual_seed(model_seed)
-    net = build_classifier("tiny", 1, 2)
-    SourceOnly(net, epochs=epochs, batch_size=32, lr=3e-3, seed=model_seed, progress=False).fit(ArrayDataset(xs, ys))
-    return net.eval()
+    return SourceOnly("tiny", num_classes=2, epochs=epochs, batch_size=32, lr=3e-3, seed=model_seed,
+                      progress=False).fit(ArrayDataset(xs, ys)).model_.eval()
