@@ -69,12 +69,10 @@ def _case(key: str, name: str, size: int, channels: int, batch: int, k: int, dev
     xt = torch.rand(batch, channels, size, size, generator=g).to(device)
     src = {"image": xs, "label": torch.randint(0, k, (batch,), generator=g).to(device)}
     tgt = {"image": xt}
-    method._build([{"image": torch.zeros(channels, size, size)}])
-    method.fit_target_ = ArrayDataset(xt.cpu())
+    method.setup([{"image": torch.zeros(channels, size, size)}])
+    method.fit_target_ = ArrayDataset(xt.cpu())  # SHOT clusters it once, at its first step (warm-up)
     two_batch = key not in ("shot", "tent")
-    if key != "tent":
-        method._extra = method.extra_modules()
-    for m in method.modules.values():
+    for m in method.modules_.values():
         m.to(device)
     model = method.model_
     x_plain = torch.cat([xs, xt], 0) if two_batch else xs
@@ -105,7 +103,7 @@ def _case(key: str, name: str, size: int, channels: int, batch: int, k: int, dev
             if two_batch:
                 loss, _ = method.training_step(src, tgt, 0.5)
             else:  # source-free: the target batch is the only stream
-                loss, _ = method.training_step(tgt, None, 0.5)
+                loss, _ = method.training_step(None, tgt, 0.5)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
