@@ -16,8 +16,8 @@ the confidence its ``cb_fraction`` most confident target images reach (re-estima
 epoch start on the whole target set), so a class the source model under-predicts still gets
 pseudo-labels. The teacher is the model itself (its weak-view logits, detached, from one
 forward over ``[x_s, alpha(x_t), A(x_t)]``) or, with ``ema_decay``, an exponential moving
-average ``theta' <- d theta' + (1 - d) theta`` of the student (mean teacher; updated at the
-start of each step from the weights the previous step produced).
+average ``theta' <- d theta' + (1 - d) theta`` of the student, BatchNorm statistics included
+(mean teacher; updated at the start of each step from the weights the previous step produced).
 
 Segmentation (Tranheden et al. 2021, DACS; Hoyer et al. 2022, DAFormer): an EMA teacher
 labels every target pixel; ClassMix pastes the pixels of half the classes present in a source
@@ -223,8 +223,14 @@ class SelfTraining(Method):
         teacher = self.extra_modules_["teacher"]
         for pt, ps in zip(teacher.parameters(), self.model_.parameters(), strict=True):
             pt.mul_(d).add_(ps.detach(), alpha=1 - d)
+        # BatchNorm statistics follow the same average: the student's statistics describe the
+        # student's activations, and copied into a lagging teacher they broke it (development
+        # seeds 103-106: the teacher's pseudo-labels fell to one class, 0.48-0.52 accuracy).
         for bt, bs in zip(teacher.buffers(), self.model_.buffers(), strict=True):
-            bt.copy_(bs)
+            if bt.dtype.is_floating_point:
+                bt.mul_(d).add_(bs.detach(), alpha=1 - d)
+            else:
+                bt.copy_(bs)
 
     @torch.no_grad()
     def _refresh(self, epoch: int) -> None:
