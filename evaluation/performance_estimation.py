@@ -63,7 +63,8 @@ def _proba(p: Any, name: str, k: int | None = None) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
         raise DataError(f"argument {name!r} must have shape (N, K) with K >= 2; got {arr.shape}")
     if not np.isfinite(arr).all() or (arr < -1e-6).any():
-        raise DataError(f"argument {name!r} must hold finite probabilities >= 0")
+        raise DataError(f"argument {name!r} must hold finite probabilities >= 0 (rows summing to 1); pass "
+                        "softmax probabilities, not logits")
     s = arr.sum(1)
     if np.abs(s - 1.0).max() > 1e-3:
         raise DataError(f"argument {name!r}: rows must sum to 1 (row {int(np.argmax(np.abs(s - 1)))} sums to "
@@ -173,12 +174,14 @@ class PerformanceEstimator:
         self.temperature_, self.bias_ = fit_bcts(np.log(p), y)
         return self
 
-    def _point(self, p: np.ndarray) -> dict[str, float]:
+    def _per_row(self, p: np.ndarray) -> np.ndarray:
+        """Per-row terms whose batch means are the three estimates, ``(3, m)``: ATC's indicator
+        ``s(x) > t``, DoC's confidence shifted by the reference gap, CBPE's calibrated
+        probability of the predicted class."""
         q = apply_bcts(p, self.temperature_, self.bias_)
-        pred = p.argmax(1)
-        return {"atc": float((self._score(p) > self.threshold_).mean()),
-                "doc": float(np.clip(self.accuracy_ - (self.mean_confidence_ - p.max(1).mean()), 0, 1)),
-                "cbpe": float(q[np.arange(len(q)), pred].mean())}
+        return np.stack([(self._score(p) > self.threshold_).astype(float),
+                         p.max(1) + (self.accuracy_ - self.mean_confidence_),
+                         q[np.arange(len(q)), p.argmax(1)]])
 
     def estimate(self, proba: Any) -> dict[str, Estimate]:
         """Estimated accuracy of the batch ``(m, K)``: ``{"atc", "doc", "cbpe"}`` (+ ``"cbpe_auroc"``
@@ -186,29 +189,32 @@ class PerformanceEstimator:
         if not hasattr(self, "accuracy_"):
             raise DataError("PerformanceEstimator is not fitted; call fit(reference_proba, reference_labels)")
         p = _proba(proba, "proba", self.n_classes_)
-        point = self._point(p)
+        terms = self._per_row(p)
+        point = np.clip(terms.mean(1), 0.0, 1.0)
         rng = np.random.default_rng(self.seed)
         a = (1.0 - self.level) / 2
-        boots = np.array([list(self._point(p[rng.integers(0, len(p), len(p))]).values())
-                          for _ in range(int(self.n_bootstrap))]) if self.n_bootstrap > 0 and len(p) > 1 else None
+        n = p.shape[0]
+        idx = rng.integers(0, n, (int(self.n_bootstrap), n)) if self.n_bootstrap > 0 and n > 1 else None
         out: dict[str, Estimate] = {}
         for i, m in enumerate(METHODS):
-            lo, hi = (np.quantile(boots[:, i], [a, 1 - a]) if boots is not None else (point[m], point[m]))
+            if idx is not None:
+                lo, hi = np.quantile(terms[i][idx].mean(1), [a, 1 - a])
+            else:
+                lo = hi = point[i]
             if m == "cbpe":
-                # realised accuracy of this batch is a Poisson-binomial around the estimate
-                q = apply_bcts(p, self.temperature_, self.bias_)[np.arange(len(p)), p.argmax(1)]
+                # the realised accuracy of this batch is Poisson-binomial around the estimate
                 from scipy.stats import norm
 
-                half = norm.ppf(1 - a) * np.sqrt((q * (1 - q)).sum()) / len(q)
-                lo, hi = min(lo, point[m] - half), max(hi, point[m] + half)
-            out[m] = Estimate(m, "accuracy", point[m], float(max(lo, 0.0)), float(min(hi, 1.0)), self.level)
+                q = terms[2]
+                half = norm.ppf(1 - a) * np.sqrt((q * (1 - q)).sum()) / n
+                lo, hi = min(lo, point[i] - half), max(hi, point[i] + half)
+            out[m] = Estimate(m, "accuracy", float(point[i]), float(max(lo, 0.0)), float(min(hi, 1.0)), self.level)
         if self.n_classes_ == 2:
             q1 = apply_bcts(p, self.temperature_, self.bias_)[:, 1]
             auc = _weighted_auc(p[:, 1], q1)
-            bs = [_weighted_auc(p[j, 1], q1[j]) for j in (rng.integers(0, len(p), len(p))
-                                                          for _ in range(min(int(self.n_bootstrap), 100)))]
+            bs = [_weighted_auc(p[j, 1], q1[j]) for j in (idx[:30] if idx is not None else [])]
             lo, hi = np.nanquantile(bs, [a, 1 - a]) if bs else (auc, auc)
-            out["cbpe_auroc"] = Estimate("cbpe", "auroc", auc, float(lo), float(hi), self.level)
+            out["cbpe_auroc"] = Estimate("cbpe", "auroc", auc, float(min(lo, auc)), float(max(hi, auc)), self.level)
         return out
 
 
