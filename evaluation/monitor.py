@@ -47,7 +47,7 @@ from shiftkit.datasets.errors import DataError
 from ._arrays import features_2d, to_numpy
 from .gap import _mmd2_from_sums, _small_problem_threads, median_bandwidth
 
-__all__ = ["BatchDrift", "DriftMonitor", "cusum_threshold", "detection_delay"]
+__all__ = ["BatchDrift", "DriftMonitor", "cusum_threshold", "detection_delay", "timeseries_figure"]
 
 
 @dataclass(frozen=True)
@@ -401,3 +401,61 @@ class DriftMonitor:
             out["detection_delay_batches"] = detection_delay([bool(h.alarm) for h in hist], int(change_point))
             out["first_drift_verdict_delay_batches"] = detection_delay([h.drift for h in hist], int(change_point))
         return out
+
+
+def timeseries_figure(rows: Sequence[Mapping[str, Any]], *, alpha: float = 0.05, cusum_threshold: float | None = None,
+                      change_point: int | None = None):
+    """Time series of a monitored stream: ``-log10 p`` per batch with the verdict level and the
+    online alarms, the CUSUM against its threshold, the estimated accuracy with its interval
+    (and the true accuracy when labels were available for evaluation), and the estimated
+    prevalence. ``rows``: one dict per batch with keys ``batch``, ``p_value``, ``alarm``,
+    ``cusum`` and optionally ``cbpe``/``atc``/``doc`` (``{"value", "low", "high"}``),
+    ``true_accuracy``, ``prior``. Returns a matplotlib Figure."""
+    from .plots import new_figure
+
+    x = np.array([int(r["batch"]) for r in rows])
+    has_acc = any("cbpe" in r for r in rows)
+    has_prior = any(r.get("prior") is not None for r in rows)
+    n_panels = 2 + int(has_acc) + int(has_prior)
+    fig, axes = new_figure((9.0, 2.4 * n_panels), nrows=n_panels)
+    ax = axes[0]
+    lp = -np.log10(np.clip([float(r["p_value"]) for r in rows], 1e-12, 1))
+    ax.plot(x, lp, "o-", ms=3, label="-log10 p (batch)")
+    ax.axhline(-math.log10(alpha), color="grey", ls="--", lw=1, label=f"alpha = {alpha:g}")
+    al = [r["batch"] for r in rows if r.get("alarm")]
+    if al:
+        ax.plot(al, [lp[list(x).index(a)] for a in al], "rv", ms=8, label="online alarm")
+    ax.set_ylabel("-log10 p")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[1]
+    ax.plot(x, [float(r.get("cusum") or 0.0) for r in rows], "-", color="C1", label="CUSUM")
+    if cusum_threshold is not None:
+        ax.axhline(cusum_threshold, color="red", ls="--", lw=1, label="alarm threshold")
+    ax.set_ylabel("CUSUM")
+    ax.legend(loc="upper left", fontsize=8)
+    i = 2
+    if has_acc:
+        ax = axes[i]
+        i += 1
+        for name, col in (("cbpe", "C0"), ("atc", "C2"), ("doc", "C4")):
+            vals = [r.get(name) for r in rows]
+            if not any(v is not None for v in vals):
+                continue
+            ax.plot(x, [v["value"] for v in vals], "-", color=col, label=f"{name.upper()} estimate")
+            if name == "cbpe":
+                ax.fill_between(x, [v["low"] for v in vals], [v["high"] for v in vals], color=col, alpha=0.2)
+        if any(r.get("true_accuracy") is not None for r in rows):
+            ax.plot(x, [r.get("true_accuracy", np.nan) for r in rows], "k.", label="true (evaluation labels)")
+        ax.set_ylabel("accuracy")
+        ax.legend(loc="lower left", fontsize=8)
+    if has_prior:
+        ax = axes[i]
+        ax.plot(x, [r["prior"][-1] if r.get("prior") is not None else np.nan for r in rows], "-", color="C3",
+                label="estimated share of the last class")
+        ax.set_ylabel("prevalence")
+        ax.legend(loc="upper left", fontsize=8)
+    for ax in np.atleast_1d(axes):
+        if change_point is not None:
+            ax.axvline(change_point - 0.5, color="black", lw=1, alpha=0.5)
+    np.atleast_1d(axes)[-1].set_xlabel("batch (arrival order)")
+    return fig
