@@ -84,7 +84,8 @@ def run_monitor(model_dir: Path, new: Path, *, out: Path, reference: Path | None
     from shiftkit.evaluation.monitor import detection_delay, timeseries_figure
     from shiftkit.evaluation.report import write_report
 
-    from .monitoring import estimate_performance, forward, save_reference as _save_ref
+    from .monitoring import assess
+    from .monitoring import save_reference as _save_ref
     from .predictor import load
 
     if batch_size < 2:
@@ -106,14 +107,12 @@ def run_monitor(model_dir: Path, new: Path, *, out: Path, reference: Path | None
             continue
         paths = list(part["image"])
         attrs = {g: part[g].astype(str).to_numpy() for g in groups}
-        fw = forward(predictor, paths)
-        res = state.drift.update(fw["features"], fw["proba"], attributes=attrs or None)
+        res, est, fw = assess(predictor, paths, attributes=attrs or None)
         row: dict[str, Any] = {"batch": b, "n": res.n, "p_value": res.p_value, "p_values": res.p_values,
                                "mmd2": res.mmd2, "drift": res.drift, "cusum": res.cusum, "alarm": res.alarm,
                                "most_drifted": res.most_drifted,
                                "groups": {a: g[:3] for a, g in res.groups.items()}}
-        if state.performance is not None:
-            est = estimate_performance(predictor, paths)
+        if est:
             for k, v in est.items():
                 if k != "prior":
                     row[k] = v.to_dict()

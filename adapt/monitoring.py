@@ -34,7 +34,7 @@ from shiftkit.evaluation.monitor import BatchDrift, DriftMonitor
 from shiftkit.evaluation.performance_estimation import Estimate, PerformanceEstimator
 from shiftkit.evaluation.prevalence import PriorEstimate, PriorShiftEstimator
 
-__all__ = ["REFERENCE_FILE", "MonitorState", "estimate_performance", "forward", "load_reference", "monitor",
+__all__ = ["REFERENCE_FILE", "MonitorState", "assess", "estimate_performance", "forward", "load_reference", "monitor",
            "save_reference", "set_reference"]
 
 REFERENCE_FILE = "monitor_reference.safetensors"
@@ -199,6 +199,23 @@ def _state(predictor: Any) -> MonitorState:
         raise DataError("this predictor has no monitoring reference: call predictor.set_reference(images, labels) "
                         "or predictor.load_reference(model_dir) first")
     return state
+
+
+def assess(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = True
+           ) -> tuple[BatchDrift, dict[str, Any], dict[str, np.ndarray]]:
+    """One forward pass, then the drift verdict, the label-free estimates (empty without a
+    labelled reference) and the model outputs ``{"features", "proba", ...}`` of the batch."""
+    state = _state(predictor)
+    seg = predictor.task == "segmentation"
+    out = forward(predictor, batch, pixels=seg and state.performance is not None)
+    fn = state.drift.update if online else state.drift.test
+    drift = fn(out["features"], out["proba"], attributes=attributes)
+    est: dict[str, Any] = {}
+    if state.performance is not None:
+        est.update(state.performance.estimate(out["pixel_proba"] if seg else out["proba"]))
+    if state.prior is not None:
+        est["prior"] = state.prior.estimate(out["proba"])
+    return drift, est, out
 
 
 def monitor(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = True) -> BatchDrift:
