@@ -85,16 +85,46 @@ def corrected_threshold(threshold: float, reference_prior: Any, target_prior: An
     return t * p1 * q0 / (t * p1 * q0 + (1 - t) * p0 * q1)
 
 
-def _em(r: np.ndarray, p_ref: np.ndarray, tol: float = 1e-8, max_iter: int = 1000) -> tuple[np.ndarray, int]:
-    pi = p_ref.copy()
+def _em(r: np.ndarray, p_ref: np.ndarray, tol: float = 1e-7, max_iter: int = 2000) -> tuple[np.ndarray, int]:
+    """Saerens EM on calibrated probabilities ``r`` ``(m, K)``, or ``(B, m, K)`` for ``B``
+    resamples at once (each converges on its own; iteration stops when all have)."""
+    batched = r.ndim == 3
+    r3 = r if batched else r[None]
+    if r3.shape[2] == 2:
+        return _binary_mle(r3, p_ref, batched)
+    pi = np.broadcast_to(p_ref, (r3.shape[0], r3.shape[2])).copy()
+    it = 0
     for it in range(1, max_iter + 1):
-        q = r * (pi / p_ref)
-        q /= q.sum(1, keepdims=True)
-        new = q.mean(0)
-        if np.abs(new - pi).max() < tol:
-            return new, it
+        q = r3 * (pi / p_ref)[:, None, :]
+        q /= q.sum(2, keepdims=True)
+        new = q.mean(1)
+        done = np.abs(new - pi).max() < tol
         pi = new
-    return pi, max_iter
+        if done:
+            break
+    return (pi if batched else pi[0]), it
+
+
+def _binary_mle(r3: np.ndarray, p_ref: np.ndarray, batched: bool) -> tuple[np.ndarray, int]:
+    """K = 2: EM's fixed point is the maximum of the likelihood sum_i log(pi a_i + (1 - pi) b_i)
+    with ``a = r_1 / p_1``, ``b = r_0 / p_0``; its derivative is decreasing in ``pi``, so 60
+    bisection steps find it to 1e-18 whatever the separation (EM itself crawls when the
+    classifier is weak)."""
+    a = r3[:, :, 1] / p_ref[1]
+    b = r3[:, :, 0] / p_ref[0]
+    d = a - b
+
+    def grad(pi: np.ndarray) -> np.ndarray:
+        return (d / (pi[:, None] * a + (1 - pi[:, None]) * b)).sum(1)
+
+    lo, hi = np.zeros(len(a)), np.ones(len(a))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        up = grad(mid) > 0
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    pi1 = 0.5 * (lo + hi)
+    out = np.stack([1 - pi1, pi1], 1)
+    return (out if batched else out[0]), 60
 
 
 def _bbse(pred: np.ndarray, joint: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
@@ -163,7 +193,8 @@ class PriorShiftEstimator:
         rng = np.random.default_rng(self.seed)
         a = (1 - self.level) / 2
         if self.n_bootstrap > 0:
-            boots = np.array([self._point(p[rng.integers(0, len(p), len(p))])[0] for _ in range(int(self.n_bootstrap))])
+            r = apply_bcts(p, self.temperature_, self.bias_)
+            boots, _ = _em(r[rng.integers(0, len(p), (int(self.n_bootstrap), len(p)))], self.reference_prior_)
             interval = np.quantile(boots, [a, 1 - a], axis=0).T
         else:
             interval = np.stack([em, em], 1)
