@@ -18,7 +18,8 @@ Scenarios (:data:`SCENARIOS`):
   are the same generator's rural images selected by label, so ``p(x | label)`` is unchanged.
 
 Every batch is a dict: ``image`` float32 ``(B, C, H, W)``, ``label`` int64 ``(B,)``, ``mask``
-int64 ``(B, H, W)``, ``domain`` / attribute columns as lists, ``batch`` (its position) and
+int64 ``(B, H, W)``, ``domain`` / ``index`` (the generator's item index) / attribute columns as
+lists, ``batch`` (its position) and
 ``shifted`` (bool: after the change point). Deterministic per (scenario, seed, split).
 """
 
@@ -143,6 +144,7 @@ def batches(scenario: str, n_batches: int, change_point: int, *, batch_size: int
             "label": np.array([s["label"] for s in items], np.int64),
             "mask": np.stack([s["mask"] for s in items]).astype(np.int64),
             "domain": [s["domain"] for s in items],
+            "index": [int(s["index"]) for s in items],
             "batch": b, "shifted": shifted,
         }
         for a in attrs:
