@@ -118,7 +118,8 @@ def test_shiftkit_monitor_cli_on_a_generated_stream(cli_run):
     assert len(m["batches"]) == 6 and m["monitor"]["change_point (evaluation only)"] == 3
     assert m["monitor"]["detection_delay_batches"] is not None
     assert all(r["drift"] for r in m["batches"][3:])
-    assert {"cbpe", "atc", "doc", "prior", "true_accuracy"} <= set(m["batches"][0])
+    assert {"cbpe", "atc", "doc", "prior", "true_accuracy", "estimate_trusted"} <= set(m["batches"][0])
+    assert not any(r["estimate_trusted"] for r in m["batches"][3:])
     text = (out / "metrics.json").read_text() + (out / "report.html").read_text()
     assert "stream/0" not in text  # no image paths (could carry identifiers) in the outputs
 
