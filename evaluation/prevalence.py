@@ -93,15 +93,14 @@ def _em(r: np.ndarray, p_ref: np.ndarray, tol: float = 1e-7, max_iter: int = 200
     if r3.shape[2] == 2:
         return _binary_mle(r3, p_ref, batched)
     pi = np.broadcast_to(p_ref, (r3.shape[0], r3.shape[2])).copy()
-    it = 0
-    for it in range(1, max_iter + 1):
+    it, done = 0, False
+    while not done and it < max_iter:
+        it += 1
         q = r3 * (pi / p_ref)[:, None, :]
         q /= q.sum(2, keepdims=True)
         new = q.mean(1)
-        done = np.abs(new - pi).max() < tol
+        done = bool(np.abs(new - pi).max() < tol)
         pi = new
-        if done:
-            break
     return (pi if batched else pi[0]), it
 
 
