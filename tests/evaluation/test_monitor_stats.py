@@ -290,3 +290,25 @@ if __name__ == "__main__":  # development seeds: the numbers the settings were c
         e = r["effect"]["overall"]
         print(r["seed"], r["factor"], round(r["truth"], 3), round(r["em"], 3), round(r["bbse"], 3),
               {k: e[k] for k in ("gap_fixed", "gap_corrected")})
+
+
+def test_multiclass_prior_and_chi2_bbsd():
+    rng = np.random.default_rng(TEST_DATA_SEEDS[3])
+    means = np.array([[0.0, 0.0], [2.5, 0.0], [0.0, 2.5]])
+
+    def draw(n: int, prior: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.choice(3, size=n, p=prior)
+        return rng.normal(size=(n, 2)) + means[y], y
+
+    xs, ys = draw(3000, [0.5, 0.3, 0.2])
+    model = LogisticRegression().fit(xs, ys)
+    xv, yv = draw(2000, [0.5, 0.3, 0.2])
+    est = PriorShiftEstimator(n_bootstrap=10).fit(model.predict_proba(xv), yv)
+    xt, yt = draw(3000, [0.2, 0.3, 0.5])
+    r = est.estimate(model.predict_proba(xt))
+    truth = np.bincount(yt, minlength=3) / len(yt)
+    assert np.abs(np.array(r.em) - truth).max() <= 0.03, (r.em, truth)
+    assert r.threshold is None  # no single threshold for K = 3
+    mon = DriftMonitor(bbsd="chi2", n_permutations=100).fit(xv, model.predict_proba(xv))
+    res = mon.test(xt[:256], model.predict_proba(xt[:256]))
+    assert set(res.p_values) == {"mmd", "chi2_labels"} and res.p_values["chi2_labels"] < 1e-3
