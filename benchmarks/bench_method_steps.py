@@ -9,7 +9,7 @@ other processes hits both alike. Goal on CPU: method / plain <= 1.3.
   ``bench_dann_step``;
 * self-training (FixMatch, own teacher) forwards ``[x_s, weak(x_t), strong(x_t)]``: 3B images
   against the plain step's 2B, i.e. 1.5x the forward work by design (stated, not hidden);
-  with an EMA teacher it forwards 2B with gradients plus B without;
+  with an EMA teacher it adds a B-image teacher forward without gradients;
 * source-free (SHOT, TENT): plain = a supervised step on one batch of B (their only stream).
   SHOT's per-epoch clustering pass and self-training's optional per-epoch pass over the
   target are not per-step costs and are not timed.
@@ -140,7 +140,7 @@ def main() -> None:
         if key == "self_training":
             note += "; forwards 3B images vs the plain step's 2B (weak + strong target views)"
         if key == "self_training_ema":
-            note += "; 2B forward with gradients + B teacher forward without"
+            note += "; 3B forward with gradients + B teacher forward without"
         rows.append(make_row(f"{key} step / plain step ({device.type}, {args.name}, {args.size}x{args.size}x"
                              f"{args.channels})", shiftkit=r["method_s"], baseline=r["plain_s"],
                              baseline_name="plain step", unit="s/step",
