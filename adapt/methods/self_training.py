@@ -35,6 +35,7 @@ quality can be tracked where labels exist.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,27 @@ def class_mix(x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, y_t: torc
     x = torch.where(paste[:, None], x_s, x_t)
     y = torch.where(paste, y_s, y_t)
     return x, y, paste
+
+
+@contextlib.contextmanager
+def _batch_statistics(net: nn.Module):
+    """Run ``net``'s BatchNorm layers on the batch's own statistics without updating their running ones.
+
+    The mean teacher labels a target batch as the student sees it (batch statistics, as in the
+    student's forward); with its running (source-dominated) statistics it labelled the
+    development seeds' shifted targets no better than the source model and self-training drifted.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in bns]
+    for m in bns:
+        m.train()
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield net
+    finally:
+        for m, (was, mom) in zip(bns, saved, strict=True):
+            m.train(was)
+            m.momentum = mom
 
 
 class SelfTraining(Method):
@@ -311,7 +333,7 @@ class SelfTraining(Method):
         logits = self.model_(torch.cat([source["image"], xt, strong], 0))
         s_logits = logits[ns + nt:]
         if "teacher" in self.extra_modules_:
-            with torch.no_grad():
+            with torch.no_grad(), _batch_statistics(self.extra_modules_["teacher"]):
                 t_logits = self.extra_modules_["teacher"](xt).float()
         else:
             t_logits = logits[ns:ns + nt].detach().float()
@@ -324,8 +346,9 @@ class SelfTraining(Method):
 
     def _dacs_step(self, source: dict, target: dict) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), _batch_statistics(self.extra_modules_["teacher"]):
             t_logits = self.extra_modules_["teacher"](target["image"]).float()
+        with torch.no_grad():
             conf, pseudo = F.softmax(t_logits, 1).max(1)  # (N, H, W)
             keep = conf >= self._thresholds_for(pseudo)
             quality = keep.float().mean(dim=(1, 2))  # DACS: share of confident pixels per image
