@@ -33,7 +33,7 @@ import torch
 
 from shiftkit.datasets.errors import ConfigError
 
-__all__ = ["MONAI_WHITELIST", "PreprocessingError", "build_pipeline", "describe_pipeline", "pipeline_of"]
+__all__ = ["IMAGE_KEY", "MONAI_WHITELIST", "PreprocessingError", "build_pipeline", "describe_pipeline", "pipeline_of"]
 
 IMAGE_KEY = "image"
 
@@ -44,8 +44,15 @@ MONAI_WHITELIST: tuple[str, ...] = (
     "Flipd", "Transposed", "RepeatChanneld", "EnsureTyped", "ToTensord", "CastToTyped", "AsChannelLastd",
     "SqueezeDimd", "ClipIntensityPercentilesd", "ThresholdIntensityd",
 )
-# Image readers MONAI's LoadImage may hold (monai.data).
-READER_WHITELIST: tuple[str, ...] = ("PILReader", "NibabelReader", "PydicomReader", "ITKReader", "NumpyReader")
+
+
+def _is_monai_reader(name: str, cls: type | None = None) -> bool:
+    """A reader class MONAI itself ships (``monai.data.<name>``, an ``ImageReader``)."""
+    import monai.data
+
+    found = getattr(monai.data, str(name), None)
+    return (isinstance(found, type) and issubclass(found, monai.data.ImageReader)
+            and (cls is None or found is cls))
 
 
 class PreprocessingError(ConfigError):
@@ -147,7 +154,7 @@ def _describe_one(t: Any, i: int) -> dict[str, Any] | str:
     args = _ctor_args(t, [t, *children], where, skip=("keys", "allow_missing_keys", "reader", "lazy"))
     # MapTransforms keep per-key values as tuples on themselves (ensure_tuple_rep): take the image's.
     for a in list(args):
-        if a in vars(t) and isinstance(vars(t)[a], tuple) and len(vars(t)[a]) == len(keys) and len(keys) > 1:
+        if a in vars(t) and isinstance(vars(t)[a], tuple) and len(vars(t)[a]) == len(keys):
             args[a] = _encode(vars(t)[a][k], f"{where}.{a}")
     desc: dict[str, Any] = {"name": name, "args": {"keys": [IMAGE_KEY], **args}}
     if name == "LoadImaged":
@@ -155,10 +162,13 @@ def _describe_one(t: Any, i: int) -> dict[str, Any] | str:
         readers = []
         for r in loader.readers:
             rname = type(r).__name__
-            if rname not in READER_WHITELIST or not type(r).__module__.startswith("monai.data"):
-                raise PreprocessingError("preprocessing", [f"{where}: reader {rname} is not a MONAI reader "
-                                                           f"shiftkit can rebuild ({', '.join(READER_WHITELIST)})"])
+            if not _is_monai_reader(rname, type(r)):
+                raise PreprocessingError("preprocessing", [f"{where}: reader {rname} is not one of MONAI's own "
+                                                           "readers (monai.data); shiftkit cannot rebuild it"])
             rargs = _ctor_args(r, [r], f"{where}.{rname}")
+            if rargs.get("allow_pickle"):
+                raise PreprocessingError("preprocessing", [f"{where}: {rname}(allow_pickle=True) would unpickle "
+                                                           "input files; shiftkit never records that"])
             extra = vars(r).get("kwargs") or {}
             rargs.update({kk: _encode(vv, f"{where}.{rname}.{kk}") for kk, vv in dict(extra).items()})
             if rargs.get("converter") is not None:
@@ -219,6 +229,7 @@ def build_pipeline(desc: dict[str, Any]) -> list[Callable[[dict], dict]]:
     """
     import monai.data
     import monai.transforms
+    from monai.utils import OptionalImportError
 
     out = []
     for i, d in enumerate(desc.get("transforms", [])):
@@ -237,12 +248,17 @@ def build_pipeline(desc: dict[str, Any]) -> list[Callable[[dict], dict]]:
         if name == "LoadImaged" and "readers" in d:
             readers = []
             for r in d["readers"]:
-                if r.get("name") not in READER_WHITELIST:
+                if not _is_monai_reader(r.get("name", "")):
                     raise PreprocessingError("preprocessing", [f"transform {i}: unknown reader {r.get('name')!r}"])
                 rcls = getattr(monai.data, r["name"])
+                rargs = {k: _decode(v) for k, v in r.get("args", {}).items()}
+                if "allow_pickle" in rargs:
+                    rargs["allow_pickle"] = False  # never unpickle an input file, whatever the sidecar says
                 try:
-                    readers.append(rcls(**{k: _decode(v) for k, v in r.get("args", {}).items()}))
-                except Exception as exc:  # optional reader packages (itk) may be missing here
+                    readers.append(rcls(**rargs))
+                except OptionalImportError:  # like LoadImage: a reader whose package is absent is skipped
+                    continue
+                except Exception as exc:
                     raise PreprocessingError("preprocessing", [
                         f"transform {i}: cannot rebuild reader {r['name']} ({type(exc).__name__}: {exc}); "
                         "install the package it needs"]) from None
