@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from shiftkit.adapt.config import RunConfig
-from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.errors import DataError, ImageReadError
 
 log = logging.getLogger("shiftkit")
 
@@ -67,6 +67,37 @@ def domains_for(config: RunConfig) -> tuple[str, str]:
     else:
         default_source = default_target = None  # validated: manifest configs name both
     return (config.data.source_domain or default_source, config.data.target_domain or default_target)
+
+
+def check_run(config: RunConfig) -> None:
+    """Everything about a run that can be checked before any export or training, at once.
+
+    The config's own schema (keys, types, backbone names for the task) was checked when it was
+    parsed; this adds what needs the file system or the benchmark: the manifest and checkpoint
+    exist, the benchmark knows the source and target domains, and they differ.
+
+    Raises:
+        ConfigError: listing every problem with its key.
+    """
+    import importlib
+
+    from shiftkit.datasets.errors import ConfigError
+
+    problems = []
+    if config.data.manifest is not None and not Path(config.data.manifest).is_file():
+        problems.append(f"data.manifest: file not found: {config.data.manifest}")
+    if config.model.checkpoint is not None and not Path(config.model.checkpoint).is_file():
+        problems.append(f"model.checkpoint: file not found: {config.model.checkpoint}")
+    source, target = domains_for(config)
+    if config.data.benchmark is not None:
+        known = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}").DOMAINS
+        for key, name in (("data.source_domain", source), ("data.target_domain", target)):
+            if name not in known:
+                problems.append(f"{key}: {name!r} is not a {config.data.benchmark} domain; choose from {list(known)}")
+    if source == target:
+        problems.append(f"data.source_domain and data.target_domain are both {source!r}")
+    if problems:
+        raise ConfigError(config.name, problems)
 
 
 def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
@@ -180,13 +211,45 @@ def _subsample(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def _datasets(splits: DomainSplits, skip_bad: bool) -> dict[str, Any]:
+    import warnings
+
     from shiftkit.datasets import ManifestDataset
 
     out: dict[str, Any] = {}
     for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
                  "target_train_labelled"):
-        out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
+        with warnings.catch_warnings():  # skipped rows are counted in metrics.json instead
+            warnings.simplefilter("ignore", UserWarning)
+            out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
     return out
+
+
+def skipped_rows(frame: pd.DataFrame, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows `skip_bad` dropped: manifest row (1-based), split and reason; never the file path."""
+    row_of = {path: i + 1 for i, path in enumerate(frame["image"].tolist())}
+    if "mask" in frame.columns:
+        row_of.update({m: i + 1 for i, m in enumerate(frame["mask"].tolist()) if isinstance(m, str) and m})
+    out: dict[int, dict[str, Any]] = {}
+    for name in ("source_train", "source_val", "source_test", "target_train", "target_test"):
+        for bad in getattr(data[name], "bad", []):
+            row = row_of.get(bad.path, -1)
+            out.setdefault(row, {"row": row, "split": name, "reason": bad.reason})
+    return [out[r] for r in sorted(out)]
+
+
+def _used_sizes(data: dict[str, Any]) -> dict[str, int]:
+    return {k: len(data[k]) for k in ("source_train", "source_val", "source_test", "target_train", "target_test")}
+
+
+def _image_error_with_row(exc: Exception, frame: pd.DataFrame) -> DataError:
+    """An unreadable file met during training, named by its manifest row, with the two remedies."""
+    path = str(getattr(exc, "path", ""))
+    rows = [i + 1 for i, p in enumerate(frame["image"].tolist()) if p == path]
+    if not rows and "mask" in frame.columns:
+        rows = [i + 1 for i, p in enumerate(frame["mask"].tolist()) if p == path]
+    where = f"manifest row {rows[0]}" if rows else "a manifest row"
+    return DataError(f"{where}: {exc}. Check every file before training with `shiftkit run --check-images` "
+                     "(data.check_images: true), or skip unreadable rows with data.skip_bad: true")
 
 
 def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int = 128) -> Any:
@@ -354,6 +417,7 @@ def run(config: RunConfig) -> RunResult:
     from shiftkit.evaluation import plots, report
 
     started = time.perf_counter()
+    check_run(config)  # before any export or training
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
@@ -363,12 +427,16 @@ def run(config: RunConfig) -> RunResult:
         prepare_manifest(config, run_dir)
     distributed.barrier()
     manifest_path = prepare_manifest(config, run_dir)  # now only checks the export stamp
-    frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
+    frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root,
+                          check_images=config.data.check_images)
     source, target = domains_for(config)
     splits = split_domains(frame, source, target, config.train.seed)
     data = _datasets(splits, config.data.skip_bad)
-    for role in ("source_test", "target_test"):
-        data[f"{role}_labels"] = _test_labels(data[role], config.task)
+    try:
+        for role in ("source_test", "target_test"):
+            data[f"{role}_labels"] = _test_labels(data[role], config.task)
+    except ImageReadError as exc:
+        raise _image_error_with_row(exc, frame) from None
     if config.task == "classification":
         num_classes = int(max(2, frame["label"].max() + 1))
     else:
@@ -376,21 +444,33 @@ def run(config: RunConfig) -> RunResult:
 
     results: dict[str, Any] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
+    skipped = skipped_rows(frame, data)
     warnings: list[str] = []
+    if skipped:
+        rows = ", ".join(str(r["row"]) for r in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
+        warnings.append(f"data.skip_bad: {len(skipped)} unreadable manifest row(s) skipped (rows {rows}); "
+                        "see run.skipped_rows")
     features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
-    in_channels = int(data["source_train"][0]["image"].shape[0])
+    try:
+        in_channels = int(data["source_train"][0]["image"].shape[0])
+    except ImageReadError as exc:
+        raise _image_error_with_row(exc, frame) from None
 
     def fit(name: str, source_model: Any = None) -> Any:
         log.info("fitting %s", name)
         method = build_method(name, config, num_classes, run_dir, in_channels, source_model=source_model)
         monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-        if name == "target_oracle":
-            return method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
-        if getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
-            return method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
-        return method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+        try:
+            if name == "target_oracle":
+                return method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
+            if getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
+                return method.fit(data["source_train"], data["target_train"], val=data["source_val"],
+                                  callback=monitor)
+            return method.fit(data["source_train"], val=data["source_val"], callback=monitor)
+        except ImageReadError as exc:
+            raise _image_error_with_row(exc, frame) from None
 
     fitted: dict[str, Any] = {}
     for name in config.methods:
@@ -418,7 +498,8 @@ def run(config: RunConfig) -> RunResult:
             "backbone": config.model.backbone,
             "seed": config.train.seed,
             "epochs": config.train.epochs,
-            "split_sizes": splits.counts(),
+            "split_sizes": _used_sizes(data),  # after skip_bad dropped unreadable rows
+            "skipped_rows": skipped,
             "target_labels_used_for": "evaluation only"
             + ("; the target_oracle method trains on them" if "target_oracle" in config.methods else ""),
             "machine": machine_summary(),

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from shiftkit.datasets.errors import ConfigError, DataError
 
 from ..backbones import SegModel, as_split_model, build_classifier, build_segmenter
-from ..data import as_dataset
+from ..data import as_dataset, check_compatible
 from ..trainer import TrainConfig, TrainResult, predict_loader, resolve_device, train
 
 __all__ = ["Method", "supervised_loss"]
@@ -166,6 +166,7 @@ class Method:
             target = as_dataset(target, name="target")
         if val is not None:
             val = as_dataset(val, name="val")
+        check_compatible(source, target, val)  # channels and size agree, before any model is built
         if self.uses_target and target is None:
             raise ConfigError(type(self).__name__, ["fit() needs an unlabelled target dataset"])
         self._build(source)
