@@ -105,6 +105,9 @@ class DANNConfig(_Section):
 class EvalConfig(_Section):
     n_permutations: int = Field(500, ge=50)
     max_gap_points: int = Field(1000, ge=50, description="subsample per domain for the MMD test")
+    overlays: bool | None = Field(
+        None, description="segmentation: prediction overlays in the report; default on for the dashcam "
+                          "benchmark only (never put patient images in a report)")
 
 
 class RunConfig(_Section):

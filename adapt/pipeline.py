@@ -441,6 +441,7 @@ def run(config: RunConfig) -> RunResult:
         num_classes = int(max(2, frame["label"].max() + 1))
     else:
         num_classes = 9 if config.data.benchmark == "dashcam" else int(frame.attrs.get("num_classes", 2))
+    class_names = segmentation_class_names(config, num_classes)
 
     results: dict[str, Any] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
@@ -481,7 +482,7 @@ def run(config: RunConfig) -> RunResult:
             source_model = fitted["source_only"].model_
         method = fitted[name] if name in fitted else fit(name, source_model)
         fitted[name] = method
-        results[name] = evaluate_method(method, data, config)
+        results[name] = evaluate_method(method, data, config, class_names=class_names)
         features[name] = results[name].pop("_features")
         scores[name] = results[name].pop("_target_proba")
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
@@ -518,8 +519,11 @@ def run(config: RunConfig) -> RunResult:
     except ImportError:
         analyse_history = None
     if analyse_history is not None:
+        # Segmentation learns from every labelled pixel, not from an image count.
+        n_samples, unit = ((labelled_pixels(splits.source_train), "labelled pixels") if config.task == "segmentation"
+                           else (len(data["source_train"]), "labelled images"))
         metrics["overfitting"] = {
-            name: analyse_history(h, n_params=n_params[name], n_samples=len(splits.source_train))
+            name: analyse_history(h, n_params=n_params[name], n_samples=max(n_samples, 1), sample_unit=unit)
             for name, h in histories.items() if h
         }
     if config.task == "classification" and is_main:
@@ -528,6 +532,11 @@ def run(config: RunConfig) -> RunResult:
         if bias_metrics:
             metrics["bias"] = bias_metrics
     figures = {}
+    if config.task == "segmentation" and is_main:
+        if class_names is not None:
+            metrics["run"]["class_names"] = class_names
+        if config.evaluation.overlays if config.evaluation.overlays is not None else config.data.benchmark == "dashcam":
+            figures.update(segmentation_overlays(fitted, data, config, num_classes, class_names))
     stages = {METHOD_TITLES.get(k, k): v for k, v in features.items()}
     if stages:
         figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
@@ -541,8 +550,53 @@ def run(config: RunConfig) -> RunResult:
                      histories=histories)
 
 
-def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """Score one fitted method on the source and target test splits, plus its feature gap."""
+def segmentation_class_names(config: RunConfig, num_classes: int) -> list[str] | None:
+    """Names of the mask classes: the dashcam benchmark's (road, sky, ...); None when unknown."""
+    if config.task != "segmentation" or config.data.benchmark != "dashcam":
+        return None
+    from shiftkit.datasets.synth.dashcam import CLASSES
+
+    return list(CLASSES) if len(CLASSES) == num_classes else None
+
+
+def labelled_pixels(frame: pd.DataFrame) -> int:
+    """Pixels with a class (mask >= 0) over the rows' masks: what a segmenter learns from."""
+    from shiftkit.datasets import read_mask
+
+    if "mask" not in frame.columns:
+        return 0
+    return int(sum(int((read_mask(m) >= 0).sum()) for m in frame["mask"].tolist() if isinstance(m, str) and m))
+
+
+def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: RunConfig, num_classes: int,
+                          class_names: list[str] | None, n: int = 2) -> dict[str, Any]:
+    """Prediction overlays on ``n`` source and ``n`` target test images, before adaptation (source
+    only) and after (each adapting method): ``{caption: Figure}``. Scene data only: the caller
+    leaves them out for medical images (``evaluation.overlays``)."""
+    from shiftkit.evaluation.plots import segmentation_overlay_figure
+
+    picks = [("source", data["source_test"], i) for i in range(min(n, len(data["source_test"])))]
+    picks += [("target", data["target_test"], i) for i in range(min(n, len(data["target_test"])))]
+    items = [ds[i] for _, ds, i in picks]
+    images = np.stack([np.asarray(it["image"]) for it in items])
+    truths = [np.asarray(it["mask"]) for it in items]
+    titles = [f"{role} {i + 1}" for role, _, i in picks]
+    out: dict[str, Any] = {}
+    for name, method in fitted.items():
+        if name == "target_oracle":
+            continue
+        stage = "before adaptation" if name == "source_only" else "after adaptation"
+        preds = list(method.predict(images))
+        out[f"Segmentation overlays: {METHOD_TITLES.get(name, name)} ({stage})"] = segmentation_overlay_figure(
+            images, truths, preds, num_classes=num_classes, titles=titles, class_names=class_names)
+    return out
+
+
+def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *,
+                    class_names: list[str] | None = None) -> dict[str, Any]:
+    """Score one fitted method on the source and target test splits, plus its feature gap.
+
+    ``class_names``: segmentation class names for the per-class IoU (default "0", "1", ...)."""
     from shiftkit.evaluation import gap, metrics
 
     out: dict[str, Any] = {}
@@ -555,7 +609,8 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
         if config.task == "classification":
             out[role] = metrics.classification_metrics(labels, proba)
         else:
-            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
+            names = class_names if class_names is not None and len(class_names) == proba.shape[1] else None
+            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)
     seed = config.train.seed
     feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
     feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)
