@@ -4,9 +4,18 @@ On disk a model is two files side by side:
 
 * ``<stem>.safetensors``: the weights, plus the adapted-on target feature statistics
   (``shift.mean`` ``(D,)`` and ``shift.precision`` ``(D, D)``);
-* ``<stem>.json``: the sidecar: format version, architecture (how to rebuild the network),
-  preprocessing (input size and channels), class names, library versions, a training-data
-  summary (counts and domain names only, never patient identifiers) and the shift threshold.
+* ``<stem>.json``: the sidecar (:class:`Sidecar`, format version 2): the sha256 of the weights
+  file, architecture (how to rebuild the network), preprocessing (input size, channels, minimum
+  size, and the reader or MONAI pipeline the training data went through, see
+  :mod:`shiftkit.adapt.preprocessing`), class names, library versions, a training-data summary
+  (counts and domain names only, never patient identifiers) and the shift threshold. A copy of
+  the sidecar (without the hash) is stored in the weights file's metadata.
+
+:func:`load` validates the sidecar completely, verifies the hash, compares the sidecar with the
+copy bound to the weights, and refuses non-finite weights, so a damaged or edited model raises
+:class:`ModelFileError` naming the file and key instead of answering. Predictions carry a status
+(``"error"``, with no label, when the output is not finite) and a three-valued shift flag
+(``"unknown"`` when the model stores no target statistics); ``to_dict()`` is strict JSON.
 
 Loading never unpickles: weights are read with ``safetensors`` and the sidecar with ``json``.
 A pickle (``.pt``/``.pth``/``.pkl``) handed to :func:`load` is refused before it is opened
@@ -14,8 +23,9 @@ by anything that could run code. :func:`load_weights` also accepts PyTorch state
 but only through ``torch.load(weights_only=True)``, which refuses pickled code.
 
 Shift score: the Mahalanobis distance of an image's encoder features to the target
-features the model was adapted on (Ledoit-Wolf shrunk covariance), and a flag when it
-exceeds the 99th percentile of those target images' own distances.
+features the model was adapted on (Ledoit-Wolf shrunk covariance),
+``d(x) = sqrt((f(x) - mu)^T P (f(x) - mu))``, and the flag ``"outside"`` when it exceeds the
+99th percentile of those target images' own held-out distances.
 """
 
 from __future__ import annotations
