@@ -397,6 +397,14 @@ def _raw_item(ds: Any) -> dict | None:
     return None
 
 
+def _unwrap_augmentation(ds: Any) -> Any:
+    """The dataset under shiftkit's training-time augmentation wrappers (augmentation is not
+    applied at inference, so it is not part of the recorded preprocessing)."""
+    while ds is not None and type(ds).__name__ == "AugmentedDataset" and "dataset" in vars(ds):
+        ds = vars(ds)["dataset"]
+    return ds
+
+
 def _describe_preprocessing(method_or_model: Any, preprocessing: Any, src: Any, tds: Any) -> dict:
     """The ``preprocessing`` reader/pipeline entries for the sidecar (see :class:`PreprocessingSpec`)."""
     from .preprocessing import describe_pipeline, pipeline_of
@@ -407,16 +415,18 @@ def _describe_preprocessing(method_or_model: Any, preprocessing: Any, src: Any, 
         inner = getattr(preprocessing, "transforms", preprocessing)
         desc = describe_pipeline(list(inner) if isinstance(inner, (list, tuple)) else [inner])
     else:
-        ds = src if src is not None else tds
+        from shiftkit.datasets import ManifestDataset
+
+        ds = _unwrap_augmentation(src if src is not None else tds)
+        tds = _unwrap_augmentation(tds)
         transforms = pipeline_of(ds) if ds is not None else None
         if not transforms:
-            from shiftkit.datasets import ManifestDataset
-
-            reader = "shiftkit" if ds is None or isinstance(ds, ManifestDataset) or hasattr(ds, "domain_name") else "arrays"
-            if ds is not None and not isinstance(ds, ManifestDataset) and getattr(ds, "reader", None) is not None:
-                raise ConfigError("save_model", ["the training data used a custom reader function; pass "
-                                                 "preprocessing=... (a MONAI pipeline) or preprocessing='none'"])
-            return {"reader": reader, "pipeline": None}
+            if isinstance(ds, ManifestDataset) and ds.reader is not None:
+                raise ConfigError("save_model", ["the training data was read by a custom reader function, which "
+                                                 "cannot be recorded; pass preprocessing=... (a MONAI pipeline that "
+                                                 "reads the files the same way) or preprocessing='none'"])
+            return {"reader": "shiftkit" if ds is None or isinstance(ds, ManifestDataset) else "arrays",
+                    "pipeline": None}
         desc = describe_pipeline(transforms, _raw_item(ds))
         if tds is not None and tds is not ds and pipeline_of(tds):
             other = describe_pipeline(pipeline_of(tds))

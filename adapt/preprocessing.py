@@ -141,7 +141,9 @@ def _describe_one(t: Any, i: int) -> dict[str, Any] | str:
     if isinstance(t, Randomizable):
         return f"{name}: random augmentation, training only"
     if not isinstance(t, MapTransform):
-        raise PreprocessingError("preprocessing", [f"{where}: only MONAI dictionary transforms can be recorded"])
+        raise PreprocessingError("preprocessing", [
+            f"{where}: only MONAI dictionary transforms can be recorded. Pass save_model(preprocessing=...) a MONAI "
+            "pipeline that does the same, or preprocessing='none' if the transform was training augmentation only"])
     keys = [str(k) for k in t.keys]
     if IMAGE_KEY not in keys:
         return f"{name}: does not touch '{IMAGE_KEY}'"
