@@ -278,3 +278,26 @@ def test_tampered_pipeline_name_is_refused(saved: Path, tmp_path: Path) -> None:
                                                            "transforms": [{"name": "Lambdad", "args": {}}]}))
     with pytest.raises(ModelFileError, match="preprocessing"):
         load(d)
+
+
+def test_monai_transforms_on_a_manifest_dataset_travel_too(tmp_path: Path) -> None:
+    """No loader in the pipeline: files are read by shiftkit's reader, then the recorded
+    per-image ScaleIntensityd and Resized run as in training."""
+    from monai.transforms import Compose, Resized, ScaleIntensityd
+
+    from shiftkit.adapt.methods import SourceOnly
+    from shiftkit.datasets import ManifestDataset, load_manifest
+
+    items = _png_items(tmp_path, 12)
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({"image": [Path(it["image"]).name for it in items], "label": [it["label"] for it in items],
+                  "domain": "a"}).to_csv(tmp_path / "m.csv", index=False)
+    frame = load_manifest(tmp_path / "m.csv")
+    pre = Compose([ScaleIntensityd(keys="image"), Resized(keys="image", spatial_size=(24, 24))])
+    m = SourceOnly("tiny", num_classes=2, epochs=1, batch_size=4, progress=False).fit(ManifestDataset(frame, pre))
+    _, j = save_model(m, tmp_path / "mf")
+    side = json.loads(j.read_text())["preprocessing"]
+    assert side["reader"] == "shiftkit" and side["image_size"] == [24, 24]
+    assert [t["name"] for t in side["pipeline"]["transforms"]] == ["ScaleIntensityd", "Resized"]
+    after = load(tmp_path / "mf").predict(frame["image"].tolist())
+    assert np.abs(after.proba - m.predict_proba(ManifestDataset(frame, pre))).max() < 1e-5
