@@ -125,13 +125,16 @@ class RunConfig(_Section):
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
     progress: bool = True
+    _defaulted_backbone: tuple[str, ...] = PrivateAttr(())
 
     @model_validator(mode="after")
     def _default_task(self) -> RunConfig:
         if self.task is None:
             object.__setattr__(self, "task", "segmentation" if self.data.benchmark == "dashcam" else "classification")
-        if self.model.backbone is None:
+        # A defaulted backbone follows the task when the task is changed later (validate_assignment).
+        if self.model.backbone is None or self.model.backbone in self._defaulted_backbone:
             object.__setattr__(self.model, "backbone", DEFAULT_BACKBONES[self.task])
+            self._defaulted_backbone = (self.model.backbone,)
         else:
             from shiftkit.adapt.backbones import CLASSIFIER_NAMES, SEGMENTER_NAMES
 
