@@ -40,7 +40,7 @@ IMAGE_KEY = "image"
 # Deterministic MONAI dictionary transforms that can be recorded and rebuilt (monai.transforms).
 MONAI_WHITELIST: tuple[str, ...] = (
     "LoadImaged", "EnsureChannelFirstd", "ScaleIntensityd", "ScaleIntensityRanged", "ScaleIntensityRangePercentilesd",
-    "NormalizeIntensityd", "Resized", "CenterSpatialCropd", "SpatialPadd", "ResizeWithPadOrCropd", "Rotate90d",
+    "NormalizeIntensityd", "Resized", "CenterSpatialCropd", "SpatialPadd", "Rotate90d",
     "Flipd", "Transposed", "RepeatChanneld", "EnsureTyped", "ToTensord", "CastToTyped", "AsChannelLastd",
     "SqueezeDimd", "ClipIntensityPercentilesd", "ThresholdIntensityd",
 )
@@ -53,6 +53,10 @@ def _is_monai_reader(name: str, cls: type | None = None) -> bool:
     found = getattr(monai.data, str(name), None)
     return (isinstance(found, type) and issubclass(found, monai.data.ImageReader)
             and (cls is None or found is cls))
+
+
+# Constructor arguments MONAI keeps under another attribute name: {transform: {argument: attribute}}.
+_ALIASES: dict[str, dict[str, str]] = {"EnsureChannelFirstd": {"channel_dim": "input_channel_dim"}}
 
 
 class PreprocessingError(ConfigError):
@@ -102,19 +106,29 @@ def _decode(value: Any) -> Any:
 
 
 def _ctor_args(obj: Any, holders: Sequence[Any], where: str, skip: Sequence[str] = ()) -> dict[str, Any]:
-    """Constructor arguments of ``obj`` read back from attributes of the objects in ``holders``."""
+    """Constructor arguments of ``obj`` read back from attributes of the objects in ``holders``.
+
+    An argument with a default that is found nowhere keeps its default (the rebuilt pipeline is
+    then compared with the original); a required one that is found nowhere is refused.
+    """
+    aliases = _ALIASES.get(type(obj).__name__, {})
     args: dict[str, Any] = {}
     for name, p in inspect.signature(type(obj).__init__).parameters.items():
         if name == "self" or name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
+        found = False
         for h in holders:
             attrs = vars(h)
-            if name in attrs:
-                args[name] = _encode(attrs[name], f"{where}.{name}")
+            for attr in (aliases.get(name, name), f"_{name}"):
+                if attr in attrs and not (attr.startswith("_") and callable(attrs[attr])):
+                    args[name] = _encode(attrs[attr], f"{where}.{name}")
+                    found = True
+                    break
+            if found:
                 break
-            if f"_{name}" in attrs and not callable(attrs[f"_{name}"]):
-                args[name] = _encode(attrs[f"_{name}"], f"{where}.{name}")
-                break
+        if not found and p.default is p.empty:
+            raise PreprocessingError("preprocessing", [f"{where}: cannot read back the required argument "
+                                                       f"{name!r}; pass save_model(preprocessing=...) explicitly"])
     return args
 
 
@@ -210,7 +224,13 @@ def describe_pipeline(transforms: Sequence[Any], raw_item: dict | None = None) -
         a: Any = dict(raw_item)
         b: Any = {IMAGE_KEY: raw_item[IMAGE_KEY]}
         for t, r, d in zip(kept_objs, rebuilt, kept, strict=True):
-            a, b = t(a), r(b)
+            try:
+                a, b = t(a), r(b)
+            except Exception as exc:
+                raise PreprocessingError("preprocessing", [
+                    f"{d['name']}: rebuilt from its recorded arguments {d['args']} it fails on a training item "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); pass save_model(preprocessing=...) an equivalent "
+                    "pipeline of known transforms"]) from None
             xa, xb = np.asarray(a[IMAGE_KEY], dtype=np.float64), np.asarray(b[IMAGE_KEY], dtype=np.float64)
             if xa.shape != xb.shape or not np.allclose(xa, xb, rtol=0, atol=1e-6):
                 raise PreprocessingError("preprocessing", [

@@ -301,3 +301,29 @@ def test_monai_transforms_on_a_manifest_dataset_travel_too(tmp_path: Path) -> No
     assert [t["name"] for t in side["pipeline"]["transforms"]] == ["ScaleIntensityd", "Resized"]
     after = load(tmp_path / "mf").predict(frame["image"].tolist())
     assert np.abs(after.proba - m.predict_proba(ManifestDataset(frame, pre))).max() < 1e-5
+
+
+def test_known_transforms_rebuild_with_their_non_default_arguments() -> None:
+    from monai import transforms as T
+
+    from shiftkit.adapt.preprocessing import build_pipeline, describe_pipeline
+
+    x = torch.rand(1, 20, 28, generator=torch.Generator().manual_seed(0))
+    pipeline = [T.ScaleIntensityRanged(keys="image", a_min=0.2, a_max=0.8, b_min=-1, b_max=1, clip=True),
+                T.NormalizeIntensityd(keys="image", subtrahend=0.3, divisor=0.2),
+                T.SpatialPadd(keys="image", spatial_size=(32, 32), mode="reflect"),
+                T.CenterSpatialCropd(keys="image", roi_size=(24, 30)),
+                T.Rotate90d(keys="image", k=3), T.Flipd(keys="image", spatial_axis=1),
+                T.Resized(keys="image", spatial_size=(16, 12), mode="bilinear"),
+                T.RepeatChanneld(keys="image", repeats=3)]
+    desc = json.loads(json.dumps(describe_pipeline(pipeline, {"image": x.clone()})))  # through JSON
+    a, b = {"image": x.clone()}, {"image": x.clone()}
+    for t in pipeline:
+        a = t(a)
+    for t in build_pipeline(desc):
+        b = t(b)
+    assert tuple(b["image"].shape) == (3, 16, 12)
+    np.testing.assert_allclose(np.asarray(b["image"]), np.asarray(a["image"]), atol=1e-6)
+    # Default arguments would give another image: the recorded ones matter.
+    assert not np.allclose(np.asarray(T.Resized(keys="image", spatial_size=(16, 12))({"image": x})["image"]),
+                           np.asarray(T.Resized(keys="image", spatial_size=(16, 12), mode="bilinear")({"image": x})["image"]))
