@@ -119,11 +119,12 @@ class ArrayDataset(Dataset):
         return item
 
 
-def check_item(item: object, name: str, index: int = 0) -> None:
+def check_item(item: object, name: str, index: int = 0, *, labels: bool = True) -> None:
     """Check one dataset item against the layout every method expects; explain what was expected.
 
     ``image``: tensor/array ``(C, H, W)`` (or ``(F,)`` vectors); ``label`` (optional): a 0-d
     integer class index; ``mask`` (optional): ``(H, W)`` integers matching the image.
+    ``labels=False`` checks the image only: a target's ``label`` and ``mask`` are never read.
     """
     where = f"{name}[{index}]"
     if not isinstance(item, dict) or "image" not in item:
@@ -141,7 +142,7 @@ def check_item(item: object, name: str, index: int = 0) -> None:
                         "e.g. image.permute(2, 0, 1) or MONAI EnsureChannelFirstd")
     if len(shape) not in (1, 3):
         raise DataError(f"{where}['image']: shape {shape}; expected (C, H, W) (2-D images) or (F,) (vectors)")
-    if "label" in item and item["label"] is not None:
+    if labels and "label" in item and item["label"] is not None:
         lab = item["label"]
         if isinstance(lab, (torch.Tensor, np.ndarray)):
             lshape = _shape(lab)
@@ -156,7 +157,7 @@ def check_item(item: object, name: str, index: int = 0) -> None:
                 raise DataError(f"{where}['label']: {float(lab)}; expected an integer class index")
         elif isinstance(lab, float) and lab != round(lab):
             raise DataError(f"{where}['label']: {lab}; expected an integer class index")
-    if "mask" in item and isinstance(item["mask"], (torch.Tensor, np.ndarray)) and len(shape) == 3:
+    if labels and "mask" in item and isinstance(item["mask"], (torch.Tensor, np.ndarray)) and len(shape) == 3:
         mshape = _shape(item["mask"])
         if mshape not in (tuple(shape[1:]), (1, *shape[1:])):
             raise DataError(f"{where}['mask']: shape {mshape}; expected (H, W) = {tuple(shape[1:])} like its image")
@@ -178,17 +179,20 @@ def check_compatible(source: Dataset | None, target: Dataset | None = None, val:
                             "(e.g. MONAI Resized) so they can share a model and a batch")
 
 
-def as_dataset(data: Dataset | np.ndarray | torch.Tensor, *, name: str = "data") -> Dataset:
+def as_dataset(data: Dataset | np.ndarray | torch.Tensor, *, name: str = "data",
+               check_labels: bool | None = None) -> Dataset:
     """Accept a dict-yielding Dataset, or an array/tensor of images ``(N, C, H, W)``.
 
-    The first item is checked with :func:`check_item` (layout, label shape and dtype).
+    The first item is checked with :func:`check_item` (layout; label shape and dtype unless
+    ``check_labels`` is False, which is the default for ``name="target"``: methods never read a
+    target's labels, not even to check them).
     """
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return ArrayDataset(data)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         if len(data) == 0:
             raise DataError(f"{name}: the dataset is empty")
-        check_item(data[0], name)
+        check_item(data[0], name, labels=check_labels if check_labels is not None else name != "target")
         return data
     raise DataError(f"{name}: expected a torch Dataset or an array of images, got {type(data).__name__}")
 
