@@ -397,11 +397,16 @@ def _raw_item(ds: Any) -> dict | None:
     return None
 
 
+# shiftkit's own training-time wrappers and the attribute holding the wrapped dataset:
+# augmentation, importance weights and the label-hiding target view do not happen at inference.
+_WRAPPERS = {"AugmentedDataset": "dataset", "WeightedSource": "base", "TargetView": "base"}
+
+
 def _unwrap_augmentation(ds: Any) -> Any:
-    """The dataset under shiftkit's training-time augmentation wrappers (augmentation is not
-    applied at inference, so it is not part of the recorded preprocessing)."""
-    while ds is not None and type(ds).__name__ == "AugmentedDataset" and "dataset" in vars(ds):
-        ds = vars(ds)["dataset"]
+    """The user's dataset under shiftkit's training-time wrappers (see ``_WRAPPERS``)."""
+    while ds is not None and type(ds).__module__.startswith("shiftkit.") and \
+            _WRAPPERS.get(type(ds).__name__) in vars(ds):
+        ds = vars(ds)[_WRAPPERS[type(ds).__name__]]
     return ds
 
 

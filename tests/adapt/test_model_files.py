@@ -252,6 +252,18 @@ def test_monai_pipeline_travels_with_the_model(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="pass image file paths"):
         p.predict(np.zeros((1, 32, 32), "f4"))
 
+    # Behind shiftkit's training-time wrappers (restyling, importance weights) the same is recorded.
+    from shiftkit.adapt.augment.dataset import AugmentedDataset
+    from shiftkit.adapt.reweight.importance_weighted import WeightedSource
+
+    class Wrapped:
+        model_ = m.model_
+        fit_source_ = AugmentedDataset(WeightedSource(train, np.ones(len(items))), lambda item: item)
+        fit_target_ = None
+
+    _, j2 = save_model(Wrapped(), tmp_path / "wrapped", class_names=["no finding", "finding"])
+    assert json.loads(j2.read_text())["preprocessing"] == side
+
 
 def test_unrecordable_pipeline_is_refused_at_save(tmp_path: Path) -> None:
     from monai.data import Dataset
