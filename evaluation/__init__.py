@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 _SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
-               "monitor", "performance_estimation", "prevalence")
+               "monitor", "performance_estimation", "prevalence", "transferability")
 
 __all__ = list(_SUBMODULES)
 
