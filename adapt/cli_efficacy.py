@@ -26,7 +26,9 @@ def _seeds(mode: str, seeds: str | None, n_seeds: int) -> list[int]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def benchmark(
-        methods: str = typer.Option("source_only,dann,augment,adabn,importance_weighted,oracle,selected",
+        methods: str = typer.Option(",".join(("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan",
+                                              "mcc", "deep_coral", "self_training", "tent", "shot", "oracle",
+                                              "selected")),
                                     "--methods", help="comma list; 'selected' adds the candidate grid and "
                                     "the label-free choice; settings as name[key=value]"),
         benchmarks: str = typer.Option("radiograph,dashcam", "--benchmarks"),

@@ -134,9 +134,11 @@ QUICK: dict[str, BenchmarkSpec] = {
                        epochs=2, adapt_epochs=1, size=(32, 32)),
 }
 
-#: What `make efficacy` runs (every method the harness knows; `selected` is computed from the
-#: candidate cells, not trained).
-DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "oracle")
+#: What `make efficacy` runs (every registered method, each with its own defaults; `selected` is
+#: computed from the candidate cells, not trained). Methods that cannot do a benchmark's task
+#: (CDAN, MCC, Deep CORAL, SHOT on segmentation) are left out of that benchmark's grid.
+DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan", "mcc", "deep_coral",
+                   "self_training", "tent", "shot", "oracle")
 
 #: Candidate grid of the label-free selection, per benchmark: the method and its key settings.
 #: Values bracket the shipped defaults by a factor ~3 either side (a grid fixed before any
@@ -242,8 +244,21 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
                 parse_method(e)
                 if e not in names:
                     names.append(e)
+        names = [m for m in names if _supports(m, BENCHMARKS[b])]
         out += [Cell(m, b, s) for s in seeds for m in names]
     return out
+
+
+def _supports(method: str, spec: BenchmarkSpec) -> bool:
+    """False when the method declares it cannot do the benchmark's task (its `check_params`),
+    e.g. CDAN or SHOT on segmentation; such pairs are left out of the grid, not failed."""
+    name, _ = parse_method(method)
+    get_method = _registry()
+    if name in ("oracle", "dann") or get_method is None:  # the harness builds these itself
+        return True
+    cls = get_method(name)
+    check = getattr(cls(spec.backbone, task=spec.task, num_classes=spec.num_classes), "check_params", None)
+    return not (check() if check is not None else [])
 
 
 # --------------------------------------------------------------------------------------------- data
