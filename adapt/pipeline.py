@@ -50,6 +50,10 @@ class RunResult:
     def report_path(self) -> Path:
         return self.run_dir / "report.html"
 
+    def model_dir(self, name: str) -> Path:
+        """Where method ``name``'s fitted model lies (read it with ``shiftkit.adapt.load``)."""
+        return self.run_dir / "models" / name
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -357,8 +361,9 @@ def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
 def run(config: RunConfig) -> RunResult:
     """Run the whole job described by `config`; return the metrics and the run folder.
 
-    Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically) and, for embedded
-    benchmarks, the exported data under `run_dir/data/`.
+    Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically), every method's
+    fitted model under `run_dir/models/<name>/` (`shiftkit.adapt.load` reads it) and, for
+    embedded benchmarks, the exported data under `run_dir/data/`.
     """
     from shiftkit.adapt import distributed
     from shiftkit.adapt.methods import method_title
@@ -460,10 +465,27 @@ def run(config: RunConfig) -> RunResult:
         )
     metrics["run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     if is_main:
+        save_models(fitted, config, run_dir, (source, target))
         report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
     distributed.barrier()
     return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()),
                      histories=histories)
+
+
+def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domains: tuple[str, str]) -> dict[str, Path]:
+    """Save each method of ``config.methods`` under ``run_dir/models/<name>/`` with
+    :func:`shiftkit.adapt.save_model` (safetensors + JSON sidecar, the target feature statistics
+    for the shift score), so ``shiftkit.adapt.load(run_dir / "models" / name)`` predicts what
+    the method predicted in the run."""
+    from shiftkit.adapt.predictor import save_model
+
+    out = {}
+    for name in config.methods:
+        folder = run_dir / "models" / name
+        save_model(fitted[name], folder, training_summary={
+            "run": config.name, "registry_method": name, "source_domain": domains[0], "target_domain": domains[1]})
+        out[name] = folder
+    return out
 
 
 def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig) -> dict[str, Any]:
