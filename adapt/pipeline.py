@@ -19,7 +19,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ import torch
 
 from shiftkit.adapt.config import RunConfig
 from shiftkit.datasets.errors import DataError
+from shiftkit.evaluation.results import MethodResult, RunResult
+
+__all__ = ["BuildContext", "RunResult", "build_method", "evaluate_method", "fit_method", "run", "save_models"]
 
 log = logging.getLogger("shiftkit")
 
@@ -36,23 +39,6 @@ BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
 }
-
-
-@dataclass
-class RunResult:
-    """What `run` returns: the metrics dict written to metrics.json and where it lies."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def report_path(self) -> Path:
-        return self.run_dir / "report.html"
-
-    def model_dir(self, name: str) -> Path:
-        """Where method ``name``'s fitted model lies (read it with ``shiftkit.adapt.load``)."""
-        return self.run_dir / "models" / name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -391,11 +377,9 @@ def run(config: RunConfig) -> RunResult:
     else:
         num_classes = 9 if config.data.benchmark == "dashcam" else int(frame.attrs.get("num_classes", 2))
 
-    results: dict[str, Any] = {}
+    results: dict[str, MethodResult] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
-    features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
     in_channels = int(data["source_train"][0]["image"].shape[0])
 
@@ -411,65 +395,55 @@ def run(config: RunConfig) -> RunResult:
 
     for name in config.methods:
         method = fit(name)
-        results[name] = evaluate_method(method, data, config)
-        features[name] = results[name].pop("_features")
-        scores[name] = results[name].pop("_target_proba")
+        results[name] = evaluate_method(method, data, config, name=name)
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
-    metrics: dict[str, Any] = {
-        "run": {
-            "run_name": config.name,
-            "task": config.task,
-            "benchmark": config.data.benchmark,
-            "source_domain": source,
-            "target_domain": target,
-            "backbone": config.model.backbone,
-            "seed": config.train.seed,
-            "epochs": config.train.epochs,
-            "split_sizes": splits.counts(),
-            "target_labels_used_for": "evaluation only"
-            + "".join(f"; the {n} method trains on them" for n in config.methods
-                      if fitted[n].requires.target == "labelled"),
-            "machine": machine_summary(),
-        },
-        "methods": results,
-        "histories": histories,
-        "warnings": warnings,
+    run_info = {
+        "run_name": config.name,
+        "task": config.task,
+        "benchmark": config.data.benchmark,
+        "source_domain": source,
+        "target_domain": target,
+        "backbone": config.model.backbone,
+        "seed": config.train.seed,
+        "epochs": config.train.epochs,
+        "split_sizes": splits.counts(),
+        "target_labels_used_for": "evaluation only"
+        + "".join(f"; the {n} method trains on them" for n in config.methods
+                  if fitted[n].requires.target == "labelled"),
+        "machine": machine_summary(),
     }
-    if "source_only" in features:
-        metrics["gap"] = {"before (source only)": results["source_only"]["gap"]}
+    gaps = None
+    if "source_only" in results:
+        gaps = {"before (source only)": results["source_only"].gap}
         for name in config.methods:
             if name != "source_only" and fitted[name].requires.target != "labelled":
-                metrics["gap"][f"after ({name})"] = results[name]["gap"]
-    try:
-        from shiftkit.evaluation.overfitting import analyse_history
-    except ImportError:
-        analyse_history = None
-    if analyse_history is not None:
-        metrics["overfitting"] = {
-            name: analyse_history(h, n_params=n_params[name], n_samples=len(splits.source_train))
-            for name, h in histories.items() if h
-        }
+                gaps[f"after ({name})"] = results[name].gap
+    from shiftkit.evaluation.overfitting import analyse_history
+
+    overfitting = {name: analyse_history(h, n_params=n_params[name], n_samples=len(splits.source_train))
+                   for name, h in histories.items() if h}
+    bias_metrics = None
     if config.task == "classification" and is_main:
-        binary = {k: v[:, 1] for k, v in scores.items() if v.ndim == 2 and v.shape[1] == 2}
-        bias_metrics = bias_section({"target_test": splits.target_test}, binary, config.train.seed)
-        if bias_metrics:
-            metrics["bias"] = bias_metrics
+        binary = {k: r.target_proba[:, 1] for k, r in results.items()
+                  if r.target_proba.ndim == 2 and r.target_proba.shape[1] == 2}
+        bias_metrics = bias_section({"target_test": splits.target_test}, binary, config.train.seed) or None
     figures = {}
-    stages = {method_title(k): v for k, v in features.items()}
+    stages = {method_title(k): r.features for k, r in results.items()}
     if stages:
         figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
             stages, seed=config.train.seed
         )
-    metrics["run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    run_info["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result = RunResult(run=run_info, methods=results, histories=histories, gap=gaps,
+                       overfitting=overfitting or None, bias=bias_metrics, warnings=tuple(warnings), run_dir=run_dir)
     if is_main:
         save_models(fitted, config, run_dir, (source, target))
-        report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
+        report.write_report(run_dir, result, figures=figures, title=f"shiftkit: {config.name}")
     distributed.barrier()
-    return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()),
-                     histories=histories)
+    return RunResult.load(run_dir)  # the saved form, as a later reader of the run folder sees it
 
 
 def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domains: tuple[str, str]) -> dict[str, Path]:
@@ -488,24 +462,29 @@ def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domain
     return out
 
 
-def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """Score one fitted method on the source and target test splits, plus its feature gap."""
+def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *,
+                    name: str = "method") -> MethodResult:
+    """Score one fitted method on the source and target test splits, plus its feature gap.
+
+    The result also holds (in memory only) the gap's feature samples and the target test
+    probabilities, for the embedding figure and the bias audit.
+    """
     from shiftkit.evaluation import gap, metrics
 
-    out: dict[str, Any] = {}
+    scores: dict[str, dict[str, Any]] = {}
     feats: dict[str, np.ndarray] = {}
+    target_proba = None
     for role in ("source", "target"):
         proba, feats[role] = method.predict_proba_and_features(splits_data[f"{role}_test"])
         labels = splits_data[f"{role}_test_labels"]
         if role == "target":
-            out["_target_proba"] = proba
+            target_proba = proba
         if config.task == "classification":
-            out[role] = metrics.classification_metrics(labels, proba)
+            scores[role] = metrics.classification_metrics(labels, proba)
         else:
-            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
+            scores[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
     seed = config.train.seed
     feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
     feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)
-    out["gap"] = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
-    out["_features"] = (feats_s, feats_t)
-    return out
+    summary = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
+    return MethodResult(name=name, splits=scores, gap=summary, features=(feats_s, feats_t), target_proba=target_proba)

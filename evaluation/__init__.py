@@ -3,7 +3,8 @@ target-risk estimates and reports. Works on numpy arrays, torch tensors and Data
 imports shiftkit.adapt.
 
 Import the submodules you need (`from shiftkit.evaluation import gap, metrics, report`): they
-are loaded lazily so that `import shiftkit.evaluation` stays cheap.
+are loaded lazily so that `import shiftkit.evaluation` stays cheap. `MethodResult` and
+`RunResult` (typed run results, :mod:`.results`) are importable from the package.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders")
+_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
+               "results")
+#: Classes importable from the package itself: name -> submodule.
+_EXPORTS = {"MethodResult": "results", "RunResult": "results"}
 
-__all__ = list(_SUBMODULES)
+__all__ = [*_SUBMODULES, *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
