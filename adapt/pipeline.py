@@ -29,6 +29,7 @@ import torch
 
 from shiftkit.adapt.config import RunConfig
 from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.files import atomic_write_text
 from shiftkit.evaluation.results import MethodResult, RunResult
 
 __all__ = ["BuildContext", "RunResult", "build_method", "evaluate_method", "fit_method", "run", "save_models"]
@@ -39,12 +40,6 @@ BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def domains_for(config: RunConfig) -> tuple[str, str]:
@@ -82,7 +77,7 @@ def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
         data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size,
         progress=config.progress,
     )
-    _atomic_write_text(stamp, json.dumps(wanted))
+    atomic_write_text(stamp, json.dumps(wanted))
     return Path(manifest)
 
 
@@ -141,13 +136,6 @@ def split_domains(frame: pd.DataFrame, source: str, target: str, seed: int) -> D
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def machine_summary() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -181,7 +169,7 @@ def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int 
     `target_*` early-stopping key unless the run is an explicit oracle."""
     from torch.utils.data import DataLoader
 
-    from shiftkit.adapt.trainer import predict_loader
+    from shiftkit.adapt.inference import predict_loader
     from shiftkit.evaluation import metrics
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -224,27 +212,6 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
     return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from disk without unpickling: safetensors, or a state dict via weights_only."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model.checkpoint does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # e.g. a pickle renamed .safetensors: SafetensorError, never unpickled
-            raise DataError(f"{path}: not a valid safetensors file ({type(exc).__name__}: {exc})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything that would run code
-        raise DataError(f"{path}: not a plain state dict ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
-
-
 def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
     """The backbone name, or a module holding the user's source checkpoint."""
     if config.model.checkpoint is None:
@@ -254,7 +221,12 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
     torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
     model = build(config.model.backbone, in_channels, num_classes)
-    missing, unexpected = model.load_state_dict(load_state_dict(config.model.checkpoint), strict=False)
+    from shiftkit.adapt.checkpoint import read_weights
+
+    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

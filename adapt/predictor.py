@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
+from shiftkit.datasets.errors import ConfigError, DataError
+from shiftkit.datasets.files import atomic_write_bytes
 
 from .backbones import SegModel, as_split_model, build_classifier, build_mlp, build_segmenter
+from .checkpoint import UnsafeModelFileError, is_safetensors, read_weights
 from .trainer import predict_loader
 
 __all__ = ["FORMAT_VERSION", "Prediction", "Predictor", "UnsafeModelFileError", "load", "load_weights", "save_model"]
@@ -46,10 +47,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 # Keys a training summary may not carry: anything that could identify a patient.
 _IDENTIFYING = ("patient", "name", "mrn", "accession", "birth", "dob", "ssn", "address", "phone", "study_uid",
                 "studyinstanceuid", "seriesinstanceuid", "sopinstanceuid", "path", "file")
-
-
-class UnsafeModelFileError(ShiftkitError, ValueError):
-    """The file is not a safetensors model (e.g. a pickle); it was not deserialised."""
 
 
 # --------------------------------------------------------------------------------------
@@ -69,26 +66,10 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data)  # the one atomic writer (shiftkit.datasets.files)
 
 
-def _is_safetensors(path: Path) -> bool:
-    """Header check: 8-byte little-endian length, then a JSON object (no code can run)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-            size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
-            return len(head) == 9 and head[8:9] == b"{" and 0 < size < os.path.getsize(path)
-    except OSError:
-        return False
+_is_safetensors = is_safetensors  # one header check (shiftkit.adapt.checkpoint)
 
 
 def _check_safe(path: Path) -> None:
@@ -113,18 +94,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     ``key`` selects a sub-dict (e.g. ``"state_dict"``).
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: checkpoint not found")
-    if _is_safetensors(p):
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(p))
-    else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError for code-carrying pickles
-            raise UnsafeModelFileError(f"{p}: refused: not a plain state dict ({type(exc).__name__}: "
-                                       f"{str(exc).splitlines()[0][:200]})") from None
+    state: Any = read_weights(p)  # the one safe loader: safetensors or weights_only state dicts
     if key is not None:
         state = state[key]
     elif isinstance(state, dict) and "modules" in state and "model" in state.get("modules", {}):

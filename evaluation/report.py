@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.files import atomic_write_bytes
 
 from . import plots
 from .results import SCHEMA_VERSION, MethodResult, RunResult
@@ -93,21 +93,6 @@ def to_jsonable(obj: Any, *, _key: str | None = None) -> Any:
     if isinstance(obj, (list, tuple, set)):
         return [to_jsonable(v) for v in obj]
     return str(obj)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- figures
@@ -405,8 +390,8 @@ def write_report(
         figs.update(figures)
     page = render_html(result, figs, title=title)
     json_path, html_path = run / "metrics.json", run / "report.html"
-    _atomic_write(json_path, (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-    _atomic_write(html_path, page.encode("utf-8"))
+    atomic_write_bytes(json_path, (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(html_path, page.encode("utf-8"))
     return json_path, html_path
 
 

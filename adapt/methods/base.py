@@ -44,8 +44,10 @@ from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
 from ..adapters import apply_source_adapters
 from ..backbones import SegModel, as_split_model, build_classifier, build_segmenter
 from ..data import as_dataset
+from ..inference import predict_loader, resolve_device
 from ..losses import supervised_loss
-from ..trainer import TrainConfig, TrainResult, predict_loader, resolve_device, train
+from ..train_config import TrainConfig
+from ..trainer import TrainResult, train
 
 if TYPE_CHECKING:
     from ..pipeline import BuildContext
