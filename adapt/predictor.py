@@ -353,24 +353,9 @@ class Predictor:
             from shiftkit.datasets import read_image
 
             return read_image(item, channels=self.in_channels)
-        arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-        if np.issubdtype(arr.dtype, np.integer):
-            arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)  # 8/16-bit -> [0, 1]
-        arr = arr.astype(np.float32)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise DataError(f"{where}: expected an image (H, W) or (C, H, W), got shape {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise DataError(f"{where}: image holds NaN/Inf values")
-        if self.in_channels and arr.shape[0] != self.in_channels:
-            if self.in_channels == 1 and arr.shape[0] == 3:
-                arr = (0.299 * arr[0] + 0.587 * arr[1] + 0.114 * arr[2])[None]
-            elif self.in_channels == 3 and arr.shape[0] == 1:
-                arr = np.repeat(arr, 3, 0)
-            else:
-                raise DataError(f"{where}: {arr.shape[0]} channels, the model expects {self.in_channels}")
-        return arr
+        from shiftkit.datasets.io import coerce_image  # the one image-coercion helper
+
+        return coerce_image(item, channels=self.in_channels, where=where)
 
     def _inputs(self, data: Any) -> list[np.ndarray]:
         if isinstance(data, (str, os.PathLike)):

@@ -12,17 +12,32 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# One style for the three packages: public names map to the module that defines them and are
+# imported on first use; the submodules themselves load lazily too.
 _SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
                "results")
-#: Classes importable from the package itself: name -> submodule.
-_EXPORTS = {"MethodResult": "results", "RunResult": "results"}
+_EXPORTS = {
+    "MethodResult": ".results",
+    "RunResult": ".results",
+    "SCHEMA_VERSION": ".results",
+    "classification_metrics": ".metrics",
+    "segmentation_metrics": ".metrics",
+    "gap_summary": ".gap",
+    "mmd_test": ".gap",
+    "proxy_a_distance": ".gap",
+    "expected_calibration_error": ".calibration",
+    "analyse_history": ".overfitting",
+    "audit": ".bias",
+    "write_report": ".report",
+    "terminal_summary": ".report",
+}
 
-__all__ = [*_SUBMODULES, *_EXPORTS]
+__all__ = sorted([*_SUBMODULES, *_EXPORTS])
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
