@@ -389,8 +389,9 @@ class Method(BaseEstimator):
         self.config_ = self._train_config()
         if source is not None:
             adapter = self.source_adapter if self.source_adapter is not None else self.default_source_adapter()
-            source, self.source_adapter_ = apply_source_adapters(
-                adapter, source, target, seed=self.seed, owner=type(self).__name__)
+            images_only = target if target is None or isinstance(target, TargetView) else TargetView(target)
+            source, self.source_adapter_ = apply_source_adapters(  # adapters never see target labels
+                adapter, source, images_only, seed=self.seed, owner=type(self).__name__)
         else:
             self.source_adapter_ = []
         self.model_ = self._build_model(source if source is not None else target)
