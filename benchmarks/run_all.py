@@ -46,7 +46,7 @@ START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 DEFAULT_TIMEOUT_S = 420.0
 #: Scripts that need longer than the default (seconds); overridable with --timeout-for.
-TIMEOUTS: dict[str, float] = {"demo": 600.0}
+TIMEOUTS: dict[str, float] = {"demo": 600.0, "monitor": 600.0}
 #: Arguments per script, to keep `make bench` near 15 minutes on 2 cores (full grids: run the
 #: script yourself). bench_reweight's default grid goes to n = 100,000 and skada at 20,000.
 SCRIPT_ARGS: dict[str, list[str]] = {"reweight": ["--sizes", "1000", "5000"]}

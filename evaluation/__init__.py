@@ -15,7 +15,7 @@ from typing import Any
 # One style for the three packages: public names map to the module that defines them and are
 # imported on first use; the submodules themselves load lazily too.
 _SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
-               "results")
+               "results", "monitor", "performance_estimation", "prevalence")
 _EXPORTS = {
     "MethodResult": ".results",
     "RunResult": ".results",
@@ -30,6 +30,9 @@ _EXPORTS = {
     "audit": ".bias",
     "write_report": ".report",
     "terminal_summary": ".report",
+    "DriftMonitor": ".monitor",
+    "PerformanceEstimator": ".performance_estimation",
+    "PriorShiftEstimator": ".prevalence",
 }
 
 __all__ = sorted([*_SUBMODULES, *_EXPORTS])
