@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shiftkit.datasets.errors import ConfigError
 from shiftkit.evaluation.metrics import auroc, segmentation_metrics
+from shiftkit.evaluation.risk import prediction_entropy
 
 from . import distributed as dist_utils
 
@@ -151,11 +152,9 @@ def label_free_metrics(
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     proba = predict_loader(model, loader, device, amp=amp, channels_last=channels_last)["proba"]
     k = proba.shape[1]
-    p = np.clip(proba, 1e-12, 1.0)
     out = {}
-    if "entropy" in names:
-        ent = -(p * np.log(p)).sum(1) / math.log(k)
-        out["target_entropy"] = float(ent.mean())
+    if "entropy" in names:  # per image (or pixel), normalised by log K to [0, 1]
+        out["target_entropy"] = prediction_entropy(np.moveaxis(proba, 1, -1).reshape(-1, k)) / math.log(k)
     if "confidence" in names:
         out["target_confidence"] = float(proba.max(1).mean())
     return out
