@@ -51,7 +51,7 @@ TIMEOUTS: dict[str, float] = {"demo": 600.0, "monitor": 600.0}
 #: script yourself). bench_reweight's default grid goes to n = 100,000 and skada at 20,000.
 SCRIPT_ARGS: dict[str, list[str]] = {"reweight": ["--sizes", "1000", "5000"]}
 #: Order in the table: the issue's headline rows first, then anything else alphabetically.
-ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "omp", "gpu")
+ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "transferability", "demo", "omp", "gpu")
 GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
 
 
@@ -229,9 +229,9 @@ def update_readme(block: str, path: Path = README) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from shiftkit.datasets.files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,8 @@ from shiftkit.datasets.files import atomic_write_bytes
 from . import plots
 from .results import SCHEMA_VERSION, MethodResult, RunResult
 
-__all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures"]
+__all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures",
+           "segmentation_section"]
 
 # Keys whose values would identify a patient or point at a patient's file.
 _ID_KEYS = {"image", "mask", "path", "paths", "file", "filename", "patient", "patient_id", "patientid",
@@ -299,6 +300,28 @@ def _methods_section(methods: Mapping[str, MethodResult]) -> str:
     return out
 
 
+def segmentation_section(metrics: Mapping[str, Any] | RunResult) -> str:
+    """Per-class IoU of every method on each split as one visible table (rows = classes, named
+    when the run knows the names, e.g. road, sky, ...; columns = method / split). Empty string
+    when no method reports ``per_class_iou``."""
+    result = _as_result(metrics)
+    cols: dict[str, Mapping[str, Any]] = {
+        f"{name} / {split}": vals["per_class_iou"]
+        for name, m in result.methods.items() for split, vals in m.splits.items()
+        if isinstance(vals.get("per_class_iou"), Mapping)
+    }
+    if not cols:
+        return ""
+    classes: list[str] = []
+    for c in cols.values():
+        classes += [k for k in c if k not in classes]
+    head = '<th class="k">class</th>' + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(f'<tr><td class="k">{html.escape(str(k))}</td>'
+                   + "".join(f"<td>{_fmt(c.get(k))}</td>" for c in cols.values()) + "</tr>" for k in classes)
+    return ("<h3>Per-class IoU (n/a: class absent from truth and prediction)</h3>"
+            f"<table class='per-class-iou'><tr>{head}</tr>{body}</table>")
+
+
 def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, Any], *,
                 title: str = "shiftkit report") -> str:
     """The report page as one HTML string (CSS inline, images as data: URIs, no scripts).
@@ -321,7 +344,7 @@ def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, An
     if result.run:
         parts.append("<h2>Run</h2>" + _kv_table(result.run))
     if result.methods:
-        parts.append("<h2>Results</h2>" + _methods_section(result.methods))
+        parts.append("<h2>Results</h2>" + _methods_section(result.methods) + segmentation_section(result))
     if figures:
         parts.append("<h2>Figures</h2>")
         for cap, fig in figures.items():
