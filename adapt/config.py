@@ -20,6 +20,14 @@ from pydantic import (
     model_validator,
 )
 
+from shiftkit.adapt.config_methods import (
+    CDANConfig,
+    CORALConfig,
+    MCCConfig,
+    SelfTrainingConfig,
+    SHOTConfig,
+    TENTConfig,
+)
 from shiftkit.adapt.methods.registry import BUILTIN_METHODS, method_names
 from shiftkit.datasets.errors import ConfigError
 
@@ -147,6 +155,12 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainSection = TrainSection()
     dann: DANNConfig = DANNConfig()
+    cdan: CDANConfig = CDANConfig()
+    mcc: MCCConfig = MCCConfig()
+    deep_coral: CORALConfig = CORALConfig()
+    self_training: SelfTrainingConfig = SelfTrainingConfig()
+    tent: TENTConfig = TENTConfig()
+    shot: SHOTConfig = SHOTConfig()
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
     progress: bool = True

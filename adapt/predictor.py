@@ -826,6 +826,30 @@ class Predictor:
         """``(N, K)`` probabilities only (rows of NaN where ``status`` is ``"error"``)."""
         return self.predict(data).proba
 
+    def adapt(self, target_images: Any, *, method: str = "tent", **kwargs: Any) -> Any:
+        """Adapt the loaded model to a new site's unlabelled images, with no source data.
+
+        Delegates to :func:`shiftkit.adapt.methods.source_free.adapt_source_free` (``"tent"``
+        or ``"shot"``; ``kwargs`` go to the method), then re-centres the shift score on the new
+        images. ``target_images``: anything :meth:`predict` accepts. Returns the fitted method
+        (its ``warnings_`` say whether the stream looked label-correlated or collapsed).
+
+        >>> p = load("models/dann"); p.adapt(new_site_images)  # doctest: +SKIP
+        """
+        from .methods.source_free import adapt_source_free
+
+        x = torch.from_numpy(np.stack(self._inputs(target_images)))
+        if self.image_size and tuple(x.shape[-2:]) != tuple(self.image_size):
+            x = F.interpolate(x, size=tuple(self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        kwargs.setdefault("device", str(self.device))
+        fitted = adapt_source_free(self.model, x, method, **kwargs)
+        self.model = fitted.model_.eval().to(self.device)  # methods adapt a copy
+        if self._mean is not None and self.task == "classification" and len(x) >= 10:
+            with torch.no_grad():
+                feats = torch.cat([self.model.encoder(b.to(self.device)).float().cpu() for b in x.split(128)]).numpy()
+            self._mean, self._prec, self.threshold = _shift_stats(feats)
+        return fitted
+
     # ---- monitoring after deployment (implemented in shiftkit.adapt.monitoring) ----------
     def set_reference(self, data: Any, labels: Any = None, *, save: str | os.PathLike[str] | None = None,
                       **monitor_kwargs: Any) -> Any:
