@@ -53,10 +53,11 @@ def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
 
 
 def test_every_adaptation_default_records_how_it_was_chosen() -> None:
-    from shiftkit.adapt.config import DEFAULT_PROVENANCE, DANNConfig, TrainConfig
+    from shiftkit.adapt.config import DEFAULT_PROVENANCE, RunConfig
     from shiftkit.adapt.efficacy import BENCHMARKS
 
-    fields = [f"train.{k}" for k in TrainConfig.model_fields] + [f"dann.{k}" for k in DANNConfig.model_fields]
+    config = RunConfig()
+    fields = [f"{sec}.{k}" for sec in ("train", "dann") for k in type(getattr(config, sec)).model_fields]
     missing = [f for f in fields if f not in DEFAULT_PROVENANCE]
     assert not missing, f"defaults without a recorded origin: {missing}"
     kinds = ("dev data", "label-free", "literature", "convention", "cost")
