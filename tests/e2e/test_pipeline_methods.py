@@ -45,7 +45,8 @@ def test_dann_adapts_a_copy_of_the_source_model_and_never_changes_it(tmp_path: P
     assert method.lr == config.train.lr * config.dann.lr_mult
     assert method.adversary == "confusion"
     x = np.random.default_rng(0).random((8, 1, 32, 32)).astype("f4")
-    method.set_params(epochs=1, batch_size=4, progress=False, checkpoint_dir=None)
+    # no val set here, so no early stopping (the demo config early-stops on source validation)
+    method.set_params(epochs=1, batch_size=4, progress=False, checkpoint_dir=None, early_stopping=None)
     method.fit(ArrayDataset(x, [0, 1] * 4), ArrayDataset(x + 0.1))
     assert method.model_ is not source.model_
     for k, v in source.model_.state_dict().items():  # the source model never moves
