@@ -78,7 +78,7 @@ def _is_manifest(path: Path) -> bool:
 def _manifest_features(path: Path, domain: str | None, max_images: int, seed: int) -> tuple:
     """Image-statistics features of (a sample of) the images a manifest lists."""
     import numpy as np
-    from tqdm import tqdm
+    from shiftkit.datasets.progress import progress_bar
 
     from shiftkit.datasets import load_manifest, read_image
     from shiftkit.evaluation.loaders import image_statistics_features
@@ -92,7 +92,7 @@ def _manifest_features(path: Path, domain: str | None, max_images: int, seed: in
     if len(frame) > max_images:
         frame = frame.sample(n=max_images, random_state=seed)
     feats = [image_statistics_features(read_image(p))
-             for p in tqdm(frame["image"], desc=f"image statistics {path.name}", leave=False)]
+             for p in progress_bar(frame["image"], desc=f"image statistics {path.name}")]
     return np.stack(feats), len(frame)
 
 
