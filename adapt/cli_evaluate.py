@@ -78,9 +78,9 @@ def _is_manifest(path: Path) -> bool:
 def _manifest_features(path: Path, domain: str | None, max_images: int, seed: int) -> tuple:
     """Image-statistics features of (a sample of) the images a manifest lists."""
     import numpy as np
-    from shiftkit.datasets.progress import progress_bar
 
     from shiftkit.datasets import load_manifest, read_image
+    from shiftkit.datasets.progress import progress_bar
     from shiftkit.evaluation.loaders import image_statistics_features
 
     frame = load_manifest(path)

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from shiftkit.datasets.progress import progress_bar
 
 from shiftkit.adapt.augment.families import FAMILIES, build_family, family_names
 from shiftkit.adapt.augment.features import shift_features
 from shiftkit.adapt.augment.pipeline import Augmenter
 from shiftkit.adapt.augment.restyle import load_target_pool
 from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.progress import progress_bar
 
 __all__ = ["rank_shift_families", "describe_ranking"]
 
