@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders")
+_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders", "jobs")
 
 __all__ = list(_SUBMODULES)
 
