@@ -11,7 +11,7 @@ true difference of the two groups it names; "old" is the percentile interval of 
 max - min (what audits reported before), judged against the true max - min.
 
     .venv/bin/python scripts/gap_interval_coverage.py --reps 1000
-    .venv/bin/python scripts/gap_interval_coverage.py --reps 1000 --mu 1,1,1 --delta -1,-1,-1
+    .venv/bin/python scripts/gap_interval_coverage.py --reps 500 --mu=1,1,1 --delta=-1,-1,-1
 """
 
 from __future__ import annotations
