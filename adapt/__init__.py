@@ -3,8 +3,10 @@
 Public entry points (imported lazily so the CLI starts fast):
 ``load`` / ``save_model`` (:mod:`.predictor`), ``build_classifier`` / ``build_segmenter``
 (:mod:`.backbones`), ``train`` / ``TrainConfig`` (:mod:`.trainer`) and the methods
-``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``, and the
-end-to-end job ``RunConfig`` / ``load_config`` (:mod:`.config`) and ``run`` (:mod:`.pipeline`).
+``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``,
+``TargetOracle`` with their contract (``Method``, ``Requires``, ``NotFittedError``), registry
+(``register``, ``get_method``, ``method_names``) and source adapters (``SourceAdapter``,
+``ImportanceWeighting``, ``TargetStyle``), and the end-to-end job ``RunConfig`` / ``load_config`` (:mod:`.config`) and ``run`` (:mod:`.pipeline`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ _EXPORTS = {
     "train": ".trainer",
     "TrainConfig": ".trainer",
     "ArrayDataset": ".data",
+    "Method": ".methods",
+    "Requires": ".methods",
+    "NotFittedError": ".methods",
+    "register": ".methods",
+    "get_method": ".methods",
+    "method_names": ".methods",
+    "SourceAdapter": ".adapters",
+    "ImportanceWeighting": ".reweight",
+    "TargetStyle": ".augment",
     "SourceOnly": ".methods",
+    "TargetOracle": ".methods",
     "DANN": ".methods",
     "SegDANN": ".methods",
     "FineTune": ".methods",

@@ -44,6 +44,8 @@ _COMMAND_MODULES = (
     "shiftkit.adapt.cli_synth",     # synth
     "shiftkit.adapt.cli_evaluate",  # audit, gap
     "shiftkit.adapt.cli_augment",   # augment preview
+    "shiftkit.adapt.cli_rank",      # rank
+    "shiftkit.adapt.cli_monitor",   # monitor, synth-stream
 )
 
 for _name in _COMMAND_MODULES:

@@ -61,6 +61,19 @@ def register(app: typer.Typer) -> None:
         config.resume = resume
         _execute(config)
 
+    @app.command("methods")
+    def methods_command() -> None:
+        """List the registered adaptation methods (the names a run config's `methods` takes)."""
+        from shiftkit.adapt.methods import get_method, method_names
+
+        for name in method_names():
+            cls = get_method(name)
+            req = cls.requires
+            adapter = cls().default_source_adapter()
+            extra = f" (+ source adapter {type(adapter).__name__}, reads target images)" if adapter is not None else ""
+            typer.echo(f"{name:20s} {cls.__name__:22s} source: {req.source:9s} target: {req.target:10s} "
+                       f"{cls.title}{extra}")
+
     @app.command("run")
     def run_command(
         config_path: Path = typer.Argument(..., help="YAML run config (see examples/demo.yaml)"),

@@ -7,14 +7,28 @@ setting; `load_config` reports every problem at once with its dotted key path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shiftkit.adapt.methods.registry import BUILTIN_METHODS, method_names
 from shiftkit.datasets.errors import ConfigError
 
-METHOD_NAMES = ("source_only", "dann", "importance_weighted", "augment", "adabn", "target_oracle")
+#: The built-in method names (``shiftkit.adapt.methods.registry``); methods registered at run
+#: time are accepted too.
+METHOD_NAMES = tuple(BUILTIN_METHODS)
+
+
+def _registered(name: str) -> str:
+    known = method_names()
+    if name not in known:
+        raise ValueError(f"unknown method {name!r}; registered methods are {list(known)}")
+    return name
+
+
+#: A registered method name (checked when the config is validated, so run-time registrations count).
+MethodName = Annotated[str, AfterValidator(_registered)]
 
 
 class _Section(BaseModel):
@@ -102,7 +116,8 @@ class RunConfig(_Section):
     out_dir: Path = Path("runs")
     task: Literal["classification", "segmentation"] | None = Field(
         None, description="default: segmentation for the dashcam benchmark, else classification")
-    methods: list[Literal[METHOD_NAMES]] = ["source_only", "dann"]  # type: ignore[valid-type]
+    methods: list[MethodName] = Field(
+        ["source_only", "dann"], description="registered method names, fitted and reported in this order")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

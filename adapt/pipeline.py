@@ -3,18 +3,22 @@
 data -> source-only model -> adaptation methods -> evaluation on the target test split ->
 `runs/<name>/metrics.json`, `report.html` and a terminal summary.
 
+Every method comes from the registry (`shiftkit.adapt.methods.get_method`), builds itself
+from the run config (`from_config`) and is fitted on what its `requires` declares.
+
 Target labels are hidden from every method (the target training split is handed over with
-its label column removed); they are used only to score the finished models, and only the
-`target_oracle` method, which says so in its name and in the report, trains on them.
+its label column removed); they are used only to score the finished models, and only a
+method that declares a labelled target (`target_oracle`, which says so in its name and in the
+report) trains on them.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +35,6 @@ log = logging.getLogger("shiftkit")
 BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
-}
-METHOD_TITLES = {
-    "source_only": "Source only",
-    "dann": "DANN",
-    "importance_weighted": "Importance weighted",
-    "augment": "Target-style augmentation",
-    "adabn": "AdaBN",
-    "target_oracle": "Target oracle (uses target labels)",
 }
 
 
@@ -275,72 +271,87 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
     return model
 
 
-def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
-                 in_channels: int | None = None, source_model: Any = None) -> Any:
-    """Instantiate one method from the run config (lazy imports keep `shiftkit run --help` fast).
+@dataclass
+class BuildContext:
+    """What a method's ``from_config`` gets to build itself for one run.
 
-    `source_model`: the fitted source-only network; DANN adapts a copy of it when
-    `config.dann.start == "source_only"`.
+    Attributes:
+        name: the registry name being built.
+        config: the validated :class:`RunConfig` (a method reads its own section, e.g.
+            ``config.dann``).
+        num_classes, in_channels: read from the data.
+        run_dir: the run folder (checkpoints go under ``run_dir/checkpoints/<name>``).
+        fit_method: ``fit_method(name) -> fitted method``; fits another registered method once
+            (e.g. DANN's source-only starting point) and returns it.
     """
-    from shiftkit.adapt import methods
 
-    train = config.train
-    common: dict[str, Any] = {
-        "num_classes": num_classes,
-        "task": config.task,
-        "epochs": train.epochs,
-        "batch_size": train.batch_size,
-        "lr": train.lr,
-        "optimizer": train.optimizer,
-        "weight_decay": train.weight_decay,
-        "seed": train.seed,
-        "device": None if train.device == "auto" else train.device,
-        "num_workers": config.data.num_workers,
-        "checkpoint_dir": str(run_dir / "checkpoints" / name),
-        "resume": config.resume,
-        "progress": config.progress,
-    }
-    if train.early_stopping_patience is not None:
-        common.update(early_stopping="val_loss", patience=train.early_stopping_patience)
-    backbone = _initial_model(config, in_channels or 1, num_classes)
-    if name in ("source_only", "target_oracle"):
-        method = methods.SourceOnly(backbone, **common)
-    elif name == "dann":
-        dann_common = dict(common)
-        if config.dann.epochs is not None:
-            dann_common["epochs"] = config.dann.epochs
-        dann_backbone = backbone
-        if config.dann.start == "source_only":
-            if source_model is None:
-                raise ValueError("dann.start='source_only' needs the fitted source-only model")
-            # Adaptation starts where the source hospital's model is (the clinical workflow),
-            # at a fine-tuning learning rate; the source model itself stays untouched.
-            dann_backbone = copy.deepcopy(source_model)
-            dann_common["lr"] = train.lr * config.dann.lr_mult
-        hidden = (config.dann.discriminator_hidden, config.dann.discriminator_hidden)
-        adv = dict(disc_hidden=hidden, lambda_max=config.dann.lambda_max,
-                   disc_lr_mult=config.dann.discriminator_lr_mult, adversary=config.dann.adversary)
-        if config.task == "classification":
-            method = methods.DANN(dann_backbone, **adv, **dann_common)
-        else:
-            # Output space at a small weight (as ADVENT): on the dashcam benchmark the feature-level
-            # discriminator at weight 1 cost source mIoU without closing the gap (docs/adapt.md).
-            method = methods.SegDANN(dann_backbone, feature_level=config.dann.seg_feature_level, output_level=True,
-                                     lambda_output=config.dann.seg_output_lambda, **adv, **dann_common)
-    elif name == "adabn":
-        method = methods.AdaBN(backbone, **common)
-    elif name == "importance_weighted":
-        from shiftkit.adapt.reweight import ClassifierRatio, ImportanceWeighted
+    name: str
+    config: RunConfig
+    num_classes: int
+    in_channels: int
+    run_dir: Path
+    fit_method: Callable[[str], Any] | None = None
 
-        # Weights from a calibrated domain classifier on pooled pixels: needs no kernel width.
-        method = ImportanceWeighted(backbone, estimator=ClassifierRatio(), **common)
-    elif name == "augment":
-        from shiftkit.adapt.augment import TargetStyleSourceOnly
+    def train_params(self) -> dict[str, Any]:
+        """The training options every method shares, from ``config.train`` (keyword arguments)."""
+        train = self.config.train
+        params: dict[str, Any] = {
+            "num_classes": self.num_classes,
+            "task": self.config.task,
+            "epochs": train.epochs,
+            "batch_size": train.batch_size,
+            "lr": train.lr,
+            "optimizer": train.optimizer,
+            "weight_decay": train.weight_decay,
+            "seed": train.seed,
+            "device": None if train.device == "auto" else train.device,
+            "num_workers": self.config.data.num_workers,
+            "checkpoint_dir": str(self.run_dir / "checkpoints" / self.name),
+            "resume": self.config.resume,
+            "progress": self.config.progress,
+        }
+        if train.early_stopping_patience is not None:
+            params.update(early_stopping="val_loss", patience=train.early_stopping_patience)
+        return params
 
-        method = TargetStyleSourceOnly(backbone, **common)
-    else:  # validated by RunConfig
-        raise ValueError(name)
-    return method
+    def backbone(self) -> Any:
+        """The initial model: the backbone name, or a module holding ``model.checkpoint``."""
+        return _initial_model(self.config, self.in_channels, self.num_classes)
+
+    def fitted(self, name: str) -> Any:
+        """Another registered method, fitted on this run's data (once)."""
+        if self.fit_method is None:
+            raise ValueError(f"{self.name} needs the fitted {name!r} method; build it inside run()")
+        return self.fit_method(name)
+
+
+def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
+                 in_channels: int | None = None, fit_method: Callable[[str], Any] | None = None) -> Any:
+    """Instantiate the registered method ``name`` from the run config (its ``from_config``).
+
+    ``fit_method(name)`` returns another fitted method when this one starts from it (DANN
+    adapts the fitted source-only model when ``config.dann.start == "source_only"``).
+    """
+    from shiftkit.adapt.methods import get_method
+
+    context = BuildContext(name=name, config=config, num_classes=num_classes, in_channels=in_channels or 1,
+                           run_dir=run_dir, fit_method=fit_method)
+    return get_method(name).from_config(context)
+
+
+def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
+    """Fit ``method`` on the run's data as its ``requires`` declares.
+
+    Target labels reach only methods that declare a labelled target (the oracle); every other
+    method gets the target training split without its label column (and ``fit`` hides any
+    ``label``/``mask`` key left).
+    """
+    req = method.requires
+    source = data["source_train"] if req.source != "none" else None
+    # Unlabelled target images go to every method: a source adapter may read them, and
+    # save_model stores their feature statistics for the shift score.
+    target = data["target_train_labelled"] if req.target == "labelled" else data["target_train"]
+    return method.fit(source, target, val=data["source_val"], callback=callback)
 
 
 def run(config: RunConfig) -> RunResult:
@@ -350,6 +361,7 @@ def run(config: RunConfig) -> RunResult:
     benchmarks, the exported data under `run_dir/data/`.
     """
     from shiftkit.adapt import distributed
+    from shiftkit.adapt.methods import method_title
     from shiftkit.datasets import load_manifest
     from shiftkit.evaluation import plots, report
 
@@ -382,25 +394,18 @@ def run(config: RunConfig) -> RunResult:
     n_params: dict[str, int] = {}
     in_channels = int(data["source_train"][0]["image"].shape[0])
 
-    def fit(name: str, source_model: Any = None) -> Any:
-        log.info("fitting %s", name)
-        method = build_method(name, config, num_classes, run_dir, in_channels, source_model=source_model)
-        monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-        if name == "target_oracle":
-            return method.fit(data["target_train_labelled"], val=data["source_val"], callback=monitor)
-        if getattr(method, "uses_target", False) or name in ("augment", "importance_weighted"):
-            return method.fit(data["source_train"], data["target_train"], val=data["source_val"], callback=monitor)
-        return method.fit(data["source_train"], val=data["source_val"], callback=monitor)
-
     fitted: dict[str, Any] = {}
+
+    def fit(name: str) -> Any:
+        if name not in fitted:
+            log.info("fitting %s", name)
+            method = build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit)
+            monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+            fitted[name] = fit_method(method, data, monitor)
+        return fitted[name]
+
     for name in config.methods:
-        source_model = None
-        if name == "dann" and config.dann.start == "source_only":
-            if "source_only" not in fitted:  # dann's starting point, scored only if asked for
-                fitted["source_only"] = fit("source_only")
-            source_model = fitted["source_only"].model_
-        method = fitted[name] if name in fitted else fit(name, source_model)
-        fitted[name] = method
+        method = fit(name)
         results[name] = evaluate_method(method, data, config)
         features[name] = results[name].pop("_features")
         scores[name] = results[name].pop("_target_proba")
@@ -420,7 +425,8 @@ def run(config: RunConfig) -> RunResult:
             "epochs": config.train.epochs,
             "split_sizes": splits.counts(),
             "target_labels_used_for": "evaluation only"
-            + ("; the target_oracle method trains on them" if "target_oracle" in config.methods else ""),
+            + "".join(f"; the {n} method trains on them" for n in config.methods
+                      if fitted[n].requires.target == "labelled"),
             "machine": machine_summary(),
         },
         "methods": results,
@@ -430,7 +436,7 @@ def run(config: RunConfig) -> RunResult:
     if "source_only" in features:
         metrics["gap"] = {"before (source only)": results["source_only"]["gap"]}
         for name in config.methods:
-            if name not in ("source_only", "target_oracle"):
+            if name != "source_only" and fitted[name].requires.target != "labelled":
                 metrics["gap"][f"after ({name})"] = results[name]["gap"]
     try:
         from shiftkit.evaluation.overfitting import analyse_history
@@ -447,7 +453,7 @@ def run(config: RunConfig) -> RunResult:
         if bias_metrics:
             metrics["bias"] = bias_metrics
     figures = {}
-    stages = {METHOD_TITLES.get(k, k): v for k, v in features.items()}
+    stages = {method_title(k): v for k, v in features.items()}
     if stages:
         figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
             stages, seed=config.train.seed

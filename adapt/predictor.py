@@ -463,6 +463,33 @@ class Predictor:
         """``(N, K)`` probabilities only."""
         return self.predict(data).proba
 
+    # ---- monitoring after deployment (implemented in shiftkit.adapt.monitoring) ----------
+    def set_reference(self, data: Any, labels: Any = None, *, save: str | os.PathLike[str] | None = None,
+                      **monitor_kwargs: Any) -> Any:
+        """Fit drift monitoring and label-free estimates on reference images (and labels);
+        ``save=model_dir`` keeps them next to the model. See :mod:`shiftkit.adapt.monitoring`."""
+        from .monitoring import set_reference
+
+        return set_reference(self, data, labels, save=save, **monitor_kwargs)
+
+    def load_reference(self, folder: str | os.PathLike[str], **monitor_kwargs: Any) -> Any:
+        """Attach the reference saved in ``folder`` by ``set_reference(..., save=folder)``."""
+        from .monitoring import load_reference
+
+        return load_reference(self, folder, **monitor_kwargs)
+
+    def monitor(self, batch: Any, *, attributes: Any = None, online: bool = True) -> Any:
+        """Drift verdict of one incoming batch: :class:`shiftkit.evaluation.monitor.BatchDrift`."""
+        from .monitoring import monitor
+
+        return monitor(self, batch, attributes=attributes, online=online)
+
+    def estimate_performance(self, batch: Any) -> dict:
+        """Label-free accuracy estimates (ATC, DoC, CBPE) and the estimated class prior of a batch."""
+        from .monitoring import estimate_performance
+
+        return estimate_performance(self, batch)
+
 
 def _rebuild(arch: dict) -> nn.Module:
     kind = arch.get("kind")

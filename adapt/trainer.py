@@ -196,27 +196,29 @@ class TrainResult:
 
 
 class TrainTask(Protocol):
-    """What a method gives the loop (``methods/base.py`` implements it).
+    """What a method gives the loop (:class:`shiftkit.adapt.methods.Method` implements it).
 
-    ``modules``: name -> module; all are moved to the device, trained and checkpointed.
-    ``model``: the predictor (``modules["model"]``), evaluated each epoch.
-    ``uses_target``: whether steps need target batches.
-    ``task``: ``"classification"`` or ``"segmentation"``.
+    ``modules_``: name -> module; all are moved to the device, trained and checkpointed.
+    ``model_``: the predictor (``modules_["model"]``), evaluated each epoch.
+    ``task_``: ``"classification"`` or ``"segmentation"``.
+    ``requires``: the method's :class:`~shiftkit.adapt.methods.Requires`: which dataset drives
+    the epochs (the source, or the target when the source is ``"optional"``/``"none"``) and
+    whether every step gets a target batch.
     """
 
-    modules: dict[str, nn.Module]
-    uses_target: bool
-    task: str
+    modules_: dict[str, nn.Module]
+    task_: str
+    requires: Any
 
     @property
-    def model(self) -> nn.Module: ...
+    def model_(self) -> nn.Module: ...
 
     def param_groups(self, lr: float) -> list[dict]: ...
 
     def lr_factor(self, p: float) -> float: ...
 
     def training_step(
-        self, source: dict, target: dict | None, p: float
+        self, source: dict | None, target: dict | None, p: float
     ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]: ...
 
     def epoch_warnings(self, epoch_logs: dict[str, float]) -> list[str]: ...
@@ -529,16 +531,31 @@ class _StepModule(nn.Module):
 
     def __init__(self, task: Any):
         super().__init__()
-        self.mods = nn.ModuleDict(task.modules)
+        self.mods = nn.ModuleDict(task.modules_)
         self._task = task
 
-    def forward(self, source: dict, target: dict | None, p: float):  # type: ignore[override]
+    def forward(self, source: dict | None, target: dict | None, p: float):  # type: ignore[override]
         return self._task.training_step(source, target, p)
 
 
-def _trains_on_target(task: Any) -> bool:
-    """Whether training steps need target batches (AdaBN uses the target only afterwards)."""
-    return bool(getattr(task, "trains_on_target", task.uses_target))
+def _streams(task: Any, source: Dataset | None, target: Dataset | None) -> tuple[str, str | None]:
+    """Which dataset drives the epochs and which one (if any) is cycled beside it.
+
+    Read from ``task.requires`` alone: a method that needs a labelled source iterates the
+    source (plus target batches when ``steps_on_target``); one whose source is optional or
+    absent iterates the target (plus source batches when a source is passed).
+    """
+    req = task.requires
+    name = type(task).__name__
+    if req.source == "labelled":
+        if source is None:
+            raise ConfigError("train", [f"{name} needs a labelled source dataset"])
+        if req.steps_on_target and target is None:
+            raise ConfigError("train", [f"{name} needs an (unlabelled) target dataset"])
+        return "source", ("target" if req.steps_on_target else None)
+    if target is None:
+        raise ConfigError("train", [f"{name} trains on the target: pass a target dataset"])
+    return "target", ("source" if source is not None else None)
 
 
 def _to_float(v: Any) -> float:
@@ -559,8 +576,9 @@ def train(
     Args:
         task: a method implementing :class:`TrainTask`.
         source: labelled dataset yielding ``{"image", "label" | "mask", ...}``.
-        target: unlabelled target dataset (its labels are never read); needed when
-            ``task.uses_target`` or ``config.target_metrics`` is set.
+        target: target dataset; which of the two drives the epochs and whether steps get
+            target batches follows ``task.requires`` (see :func:`_streams`). Also needed by
+            ``config.target_metrics``.
         val: labelled source-domain validation set (``val_*`` metrics).
         config: :class:`TrainConfig`.
         callback: ``callback(epoch, model) -> dict | None`` called after each epoch on rank 0
@@ -581,8 +599,9 @@ def train(
 
     cfg = config or TrainConfig()
     cfg.validate()
-    if _trains_on_target(task) and target is None:
-        raise ConfigError("train", [f"{type(task).__name__} needs an (unlabelled) target dataset"])
+    driver_name, other_name = _streams(task, source, target)
+    data = {"source": source, "target": target}
+    driver, other = data[driver_name], (data[other_name] if other_name else None)
     if cfg.target_metrics and target is None:
         raise ConfigError("train", ["target_metrics were requested but no target dataset was given"])
     if cfg.early_stopping and cfg.early_stopping.startswith("val_") and val is None:
@@ -595,13 +614,13 @@ def train(
     rank, world = dist_utils.rank(), dist_utils.world_size()
     is_main = rank == 0
 
-    for m in task.modules.values():
+    for m in task.modules_.values():
         m.to(device)
         if channels_last:
             m.to(memory_format=torch.channels_last)
     if world > 1 and cfg.sync_batchnorm and device.type == "cuda":
-        for k in list(task.modules):
-            task.modules[k] = nn.SyncBatchNorm.convert_sync_batchnorm(task.modules[k])
+        for m in task.modules_.values():
+            nn.SyncBatchNorm.convert_sync_batchnorm(m)  # swaps the BatchNorm children in place
 
     groups = task.param_groups(cfg.lr)
     for g in groups:
@@ -616,7 +635,7 @@ def train(
     if world > 1:
         step_module = dist_utils.wrap_ddp(step_module, device)
 
-    n_src = len(source)
+    n_src = len(driver)
     steps = cfg.steps_per_epoch or (
         n_src // cfg.batch_size if n_src >= cfg.batch_size else 1
     )
@@ -643,7 +662,7 @@ def train(
                     f"{ck.get('fingerprint')} != {fingerprint}; delete it or use another checkpoint_dir"
                 ],
             )
-        for name, m in task.modules.items():
+        for name, m in task.modules_.items():
             m.load_state_dict(ck["modules"][name])
         opt.load_state_dict(ck["optimizer"])
         history = list(ck["history"])
@@ -673,14 +692,14 @@ def train(
         np.random.seed(_epoch_seed(cfg.seed, epoch, 1) % 2**32)
         src_sampler = _GlobalBatchSampler(n_src, cfg.batch_size, _epoch_seed(cfg.seed, epoch, 2), rank, world,
                                           drop_last=True, cycle=True, n_batches=steps)
-        src_iter = iter(_loader(source, src_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 3), device))
+        src_iter = iter(_loader(driver, src_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 3), device))
         tgt_iter = None
-        if _trains_on_target(task):
-            tgt_sampler = _GlobalBatchSampler(len(target), cfg.batch_size, _epoch_seed(cfg.seed, epoch, 4), rank, world,
+        if other is not None:
+            tgt_sampler = _GlobalBatchSampler(len(other), cfg.batch_size, _epoch_seed(cfg.seed, epoch, 4), rank, world,
                                               drop_last=True, cycle=True, n_batches=steps)
-            tgt_iter = iter(_loader(target, tgt_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 5), device))
+            tgt_iter = iter(_loader(other, tgt_sampler, cfg.num_workers, _epoch_seed(cfg.seed, epoch, 5), device))
 
-        for m in task.modules.values():
+        for m in task.modules_.values():
             m.train()
         sums: dict[str, float] = {}
         count = 0
@@ -694,8 +713,9 @@ def train(
             factor = task.lr_factor(p)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            sb = batch_to(next(src_iter), device, channels_last)
-            tb = batch_to(next(tgt_iter), device, channels_last) if tgt_iter is not None else None
+            db = batch_to(next(src_iter), device, channels_last)
+            ob = batch_to(next(tgt_iter), device, channels_last) if tgt_iter is not None else None
+            sb, tb = (db, ob) if driver_name == "source" else (ob, db)
             opt.zero_grad(set_to_none=True)
             with autocast_ctx(device, amp):
                 loss, logs = step_module(sb, tb, p)
@@ -729,7 +749,7 @@ def train(
                 continue
             consecutive_skips = 0
             opt.step()
-            n = int(sb["image"].shape[0])
+            n = int(db["image"].shape[0])
             count += n
             sums["train_loss"] = sums.get("train_loss", 0.0) + loss_value * n
             for k, v in logs.items():
@@ -740,7 +760,7 @@ def train(
 
         if world > 1:
             sums, count = dist_utils.reduce_sums(sums, count, device)
-            dist_utils.broadcast_buffers(task.modules, device)
+            dist_utils.broadcast_buffers(task.modules_, device)
         rec: dict[str, Any] = {"epoch": epoch + 1}
         for k, v in sums.items():
             rec[k] = v / max(count, 1)
@@ -754,9 +774,9 @@ def train(
             raise NonFiniteLossError(f"epoch {epoch + 1}: every batch was non-finite; stopping")
         epoch_warnings.extend(task.epoch_warnings({k: v for k, v in rec.items() if isinstance(v, (int, float))}))
 
-        model = task.model
+        model = task.model_
         if val is not None:
-            rec.update(evaluate(model, val, task=task.task, device=device, batch_size=cfg.eval_batch_size,
+            rec.update(evaluate(model, val, task=task.task_, device=device, batch_size=cfg.eval_batch_size,
                                 amp=amp, channels_last=channels_last))
         if cfg.target_metrics:
             rec.update(label_free_metrics(model, target, tuple(cfg.target_metrics), device=device,
@@ -787,7 +807,7 @@ def train(
             )
             if improved:
                 best_value, best_epoch, bad_epochs = value, epoch + 1, 0
-                best_state = _state_dicts(task.modules) if cfg.restore_best else None
+                best_state = _state_dicts(task.modules_) if cfg.restore_best else None
             else:
                 bad_epochs += 1
                 if bad_epochs >= cfg.patience:
@@ -805,7 +825,7 @@ def train(
             _atomic_torch_save(
                 {
                     "epoch": epoch + 1,
-                    "modules": _state_dicts(task.modules),
+                    "modules": _state_dicts(task.modules_),
                     "optimizer": opt.state_dict(),
                     "history": history,
                     "best_value": best_value,
@@ -823,7 +843,7 @@ def train(
     epoch_bar.close()
 
     if cfg.early_stopping and cfg.restore_best and best_state is not None:
-        for name, m in task.modules.items():
+        for name, m in task.modules_.items():
             m.load_state_dict(best_state[name])
     return TrainResult(
         history=history,

@@ -82,9 +82,8 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
     else:
         method = DANN(name, num_classes=num_classes, in_channels=channels, device=str(device), adversary=adversary)
     fake = [{"image": torch.zeros(channels, *size)}]
-    method._build(fake)
-    method._extra = method.extra_modules()
-    for m in method.modules.values():
+    method.setup(fake)
+    for m in method.modules_.values():
         m.to(device)
         if cl:
             m.to(memory_format=torch.channels_last)
@@ -101,7 +100,7 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
     tgt = batch_to({"image": xt}, device, cl)
     x_cat = torch.cat([src["image"], tgt["image"]], 0)
     params_plain = list(model.parameters())
-    params_dann = [p for m in method.modules.values() for p in m.parameters()]
+    params_dann = [p for m in method.modules_.values() for p in m.parameters()]
     opt_plain = torch.optim.AdamW(params_plain, lr=1e-4)
     opt_dann = torch.optim.AdamW(params_dann, lr=1e-4)
 

@@ -204,7 +204,7 @@ def dann_step_rate(method, xs, xt, ys, seg: bool, device, *, amp: bool, channels
 
     from shiftkit.adapt.trainer import autocast_ctx
 
-    for m in method.modules.values():
+    for m in method.modules_.values():
         _prepare(m, device, channels_last).train()
     opt = torch.optim.AdamW([g for g in method.param_groups(1e-4)])
     source = {"image": xs, ("mask" if seg else "label"): ys}
@@ -323,7 +323,7 @@ def bench_backbone(name: str, seg: bool, args, device, amp: bool, channels_last:
     common = dict(num_classes=k, in_channels=channels, batch_size=b, epochs=1, device=str(device), amp=amp,
                   channels_last=channels_last, progress=False, num_workers=args.trainer_workers, seed=0)
     probe = cls(build(), **common, steps_per_epoch=1)
-    probe._extra = probe.extra_modules()  # the discriminator(s) the trainer would build
+    probe.setup([{"image": xs_cpu[0]}])  # the model copy and discriminator(s) the trainer would train
     step_rate, step_all = dann_step_rate(probe, xs, xt, ys, seg, device, amp=amp, channels_last=channels_last, **timing)
     out["dann_step_img_s"], out["dann_step_samples"] = step_rate, step_all
     out["method_class"] = f"{type(probe).__module__}.{type(probe).__name__}"

@@ -46,12 +46,12 @@ START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 DEFAULT_TIMEOUT_S = 420.0
 #: Scripts that need longer than the default (seconds); overridable with --timeout-for.
-TIMEOUTS: dict[str, float] = {"demo": 600.0}
+TIMEOUTS: dict[str, float] = {"demo": 600.0, "monitor": 600.0}
 #: Arguments per script, to keep `make bench` near 15 minutes on 2 cores (full grids: run the
 #: script yourself). bench_reweight's default grid goes to n = 100,000 and skada at 20,000.
 SCRIPT_ARGS: dict[str, list[str]] = {"reweight": ["--sizes", "1000", "5000"]}
 #: Order in the table: the issue's headline rows first, then anything else alphabetically.
-ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "demo", "omp", "gpu")
+ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "transferability", "demo", "omp", "gpu")
 GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
 
 

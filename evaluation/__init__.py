@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders", "jobs")
+_SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
+               "monitor", "performance_estimation", "prevalence", "transferability", "jobs")
 
 __all__ = list(_SUBMODULES)
 

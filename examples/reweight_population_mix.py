@@ -6,8 +6,8 @@ image, patient) is the same: only the mix differs (covariate shift). With no tar
 
 1. estimate density ratios w = p_target / p_source from patient attributes (age, sex, portable),
    which the target's DICOM headers give;
-2. train a small classifier with the weighted loss (``ImportanceWeighted``) and compare it with
-   source-only training;
+2. train a small classifier with the weighted loss (``SourceOnly`` with an
+   ``ImportanceWeighting`` adapter) and compare it with source-only training;
 3. estimate each model's target risk by importance-weighted validation (IWCV) on held-out
    source data. The plain source-validation loss is shown beside it.
 
@@ -31,7 +31,7 @@ from shiftkit.adapt.backbones import build_mlp
 from shiftkit.adapt.data import ArrayDataset, CachedDataset
 from shiftkit.adapt.reweight import (
     ClassifierRatio,
-    ImportanceWeighted,
+    ImportanceWeighting,
     dataset_features,
     iwcv_risk,
     pooled_pixels,
@@ -85,8 +85,8 @@ def main() -> None:
                   progress=False)
     source = ArrayDataset(x["train"], y["train"])
     models = {"source-only": SourceOnly(build_mlp(9, (), 2), **common).fit(source),
-              "importance-weighted": ImportanceWeighted(build_mlp(9, (), 2), weights=est.weights_,
-                                                        **common).fit(source)}
+              "importance-weighted": SourceOnly(build_mlp(9, (), 2), **common,
+                                                source_adapter=ImportanceWeighting(weights=est.weights_)).fit(source)}
 
     # 3. Label-free target-risk estimates vs the truth (target labels used only here).
     w_val = est.weight(dataset_features(val, attrs))

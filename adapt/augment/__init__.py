@@ -4,8 +4,9 @@
   on numpy H x W x C images, and on shiftkit dict items via `.apply_item` / `.item_transform()`.
 - `target_restyle(target_pool, method=...)`: FDA / HistogramMatching / PixelDistributionAdaptation
   toward unlabeled target images; `load_target_pool` reads a manifest, Dataset or array.
-- `AugmentedDataset(source_dataset, transform)`; `AugmentedSourceOnly` (= `TargetStyleSourceOnly`)
-  and `AugmentedDANN`: augmentation-based adaptation.
+- `AugmentedDataset(source_dataset, transform)`; `TargetStyle(...)`: the source adapter any
+  method takes (`DANN(..., source_adapter=TargetStyle("fda"))`); `TargetStyleSourceOnly`: the
+  registered source-only baseline that uses it.
 - `rank_shift_families(source_images, target_images)`: which kind of shift is this?
 
 `NO_ALBUMENTATIONS_UPDATE` is set before anything imports albumentations, so it never tries to
@@ -27,8 +28,7 @@ from shiftkit.adapt.augment.presets import PRESETS, driving_conditions, get_pres
 from shiftkit.adapt.augment.restyle import RESTYLE_METHODS, load_target_pool, target_restyle  # noqa: E402
 
 _LAZY = {
-    "AugmentedSourceOnly": ".method", "TargetStyleSourceOnly": ".method", "AugmentedDANN": ".method",
-    "TargetStyleMixin": ".method",
+    "TargetStyle": ".adapter", "TargetStyleSourceOnly": ".adapter",
     "rank_shift_families": ".rank", "describe_ranking": ".rank",
     "shift_features": ".features",
 }

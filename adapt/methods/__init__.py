@@ -1,6 +1,6 @@
-"""Adaptation methods behind one interface (see ``base.Method``).
+"""Adaptation methods behind one contract (see ``base.Method``) and the registry of names.
 
-Imported lazily so ``import shiftkit.adapt.methods`` stays cheap.
+Imported lazily so ``import shiftkit.adapt.methods`` stays cheap (the registry needs no torch).
 """
 
 from __future__ import annotations
@@ -8,18 +8,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .registry import BUILTIN_METHODS, get_method, method_names, method_title, register
+
 _EXPORTS = {
     "Method": ".base",
+    "NotFittedError": ".base",
+    "Requires": ".base",
+    "TargetView": ".base",
     "SourceOnly": ".source_only",
+    "TargetOracle": ".source_only",
     "DANN": ".dann",
     "DomainDiscriminator": ".dann",
     "SegDANN": ".dann_seg",
+    "OutputDiscriminator": ".dann_seg",
     "FineTune": ".finetune",
     "LinearProbe": ".linear_probe",
     "AdaBN": ".adabn",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AdaBN", "BUILTIN_METHODS", "DANN", "DomainDiscriminator", "FineTune", "LinearProbe", "Method", "NotFittedError",
+    "OutputDiscriminator", "Requires", "SegDANN", "SourceOnly", "TargetOracle", "TargetView", "get_method",
+    "method_names", "method_title", "register",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ from shiftkit.datasets.errors import ConfigError
 
 from ..data import as_dataset
 from ..trainer import batch_to, resolve_device
+from .base import Requires, TargetView
 from .source_only import SourceOnly
 
 __all__ = ["AdaBN", "recompute_bn_stats"]
@@ -56,14 +57,17 @@ class AdaBN(SourceOnly):
 
     Args:
         model: backbone name or split-protocol module (already trained when
-            ``train_source=False``).
+            ``train_source=False``; it is copied, not changed).
         train_source: run source-only training first.
         bn_batch_size: batch size of the statistics pass.
-        **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
+        **kwargs: :class:`Method` arguments.
+
+    After ``fit``: ``n_bn_layers_``, the number of BatchNorm layers re-estimated.
     """
 
-    uses_target = True  # needs the unlabelled target (for BN statistics) ...
-    trains_on_target = False  # ... but its training steps are source-only
+    # The unlabelled target is needed for the statistics pass, not by the training steps.
+    requires = Requires(source="labelled", target="unlabelled", target_batches=False)
+    title = "AdaBN"
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, train_source: bool = True, bn_batch_size: int = 64,
                  **kwargs: Any):
@@ -71,19 +75,22 @@ class AdaBN(SourceOnly):
         self.train_source = train_source
         self.bn_batch_size = bn_batch_size
 
-    def fit(self, source: Dataset | None, target: Dataset | None = None, *, val: Dataset | None = None,
-            callback: Any = None) -> AdaBN:
-        """Train on ``source`` (if asked), then recompute BN statistics on unlabelled ``target``."""
-        if target is None:
-            raise ConfigError("AdaBN", ["fit() needs an unlabelled target dataset"])
-        target = as_dataset(target, name="target")
+    def check_params(self) -> list[str]:
+        if not self.train_source and isinstance(self.model, str):
+            return ["train_source=False needs a trained model (a module), not a backbone name"]
+        return []
+
+    def _check_data(self, source: Any, target: Any, val: Any) -> tuple[Any, Any, Any]:
         if self.train_source:
-            # Source-only steps: the target is only used for the statistics pass below.
-            super().fit(source, target, val=val, callback=callback)
-        elif self.model_ is None:
-            raise ConfigError("AdaBN", ["train_source=False needs a trained model"])
-        self.fit_target_ = target
-        n = recompute_bn_stats(self.model_, target, batch_size=self.bn_batch_size,
-                               device=resolve_device(self.config.device))
-        self.n_bn_layers_ = n
-        return self
+            return super()._check_data(source, target, val)
+        if target is None:  # nothing is trained: only the target is read
+            raise ConfigError("AdaBN", ["fit() needs an unlabelled target dataset"])
+        return None, TargetView(as_dataset(target, name="target")), None
+
+    def _fit_model(self, source: Dataset | None, target: Dataset | None, val: Dataset | None, callback: Any) -> None:
+        if self.train_source:
+            super()._fit_model(source, target, val, callback)  # source-only steps
+        else:
+            self._set_result(None)
+        self.n_bn_layers_ = recompute_bn_stats(self.model_, target, batch_size=self.bn_batch_size,
+                                               device=resolve_device(self.device))

@@ -10,38 +10,49 @@ One step on a source batch ``(x_s, y_s)`` and an unlabelled target batch ``x_t``
 
 ``adversary`` picks how the encoder is trained against ``D``:
 
-* ``"grl"`` (the paper): the encoder maximises the discriminator's BCE through the reversal.
-  That objective is unbounded: an encoder faster than its discriminator can *swap* the domains
-  (discriminator accuracy near 0) instead of merging them, and the game oscillates.
-* ``"confusion"`` (Tzeng et al. 2015, "Simultaneous deep transfer across domains and
-  tasks"): ``D`` learns on detached features while the encoder minimises
+* ``"confusion"`` (the default; Tzeng et al. 2015, "Simultaneous deep transfer across
+  domains and tasks"): ``D`` learns on detached features while the encoder minimises
   ``lambda * BCE(D(f), 1/2)``, whose minimum is exactly "``D`` cannot tell" - it cannot
   overshoot, so the features settle where the domains overlap.
+* ``"grl"`` (the paper): the encoder maximises the discriminator's BCE through the reversal.
+  That objective is unbounded: an encoder faster than its discriminator can *swap* the domains
+  (discriminator accuracy near 0: source features now look like target ones and vice versa)
+  instead of merging them, and the game oscillates.
 
 Schedules follow the paper: ``lambda_p = 2 / (1 + exp(-10 p)) - 1`` and
 ``lr_p = lr0 / (1 + 10 p) ** 0.75`` on training progress ``p`` in [0, 1].
 
 Each epoch's history carries ``domain_loss``, ``disc_acc`` (discriminator accuracy on the
 training batches), ``disc_logit_std`` and ``lambda``; a discriminator that wins outright
-(saturated: features stay separable) or outputs a constant (collapsed) is reported in
-``warnings``.
+(saturated: features stay separable), outputs a constant (collapsed) or is right far less
+often than chance late in training (swapped domains) is reported in ``warnings``.
+
+Source weights (``batch["weight"]``, from a source adapter such as
+:class:`~shiftkit.adapt.reweight.ImportanceWeighting`) weight the source rows of both the
+classification and the domain loss (the importance-weighted adversarial nets idea, Zhang et
+al. CVPR 2018), for either adversary.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..grl import grad_reverse
+from ..losses import ADVERSARIES, adversarial_loss, supervised_loss
 from ..schedules import dann_lambda, dann_lr_factor
-from .base import Method, supervised_loss
+from .base import Method, Requires
 
-__all__ = ["DANN", "DomainDiscriminator"]
+if TYPE_CHECKING:
+    from ..pipeline import BuildContext
+
+__all__ = ["DANN", "DomainDiscriminator", "adversarial_loss"]
+
+#: Discriminator accuracy below which, in the last half of training, the domains count as
+#: swapped (chance is 0.5; a discriminator that merely lost the game hovers near it).
+SWAP_ACCURACY = 0.2
 
 
 class DomainDiscriminator(nn.Module):
@@ -70,42 +81,6 @@ class DomainDiscriminator(nn.Module):
         return self.net(f)
 
 
-def adversarial_loss(
-    disc: nn.Module, f: torch.Tensor, n_source: int, lam: float, adversary: str = "grl"
-) -> tuple[torch.Tensor, dict]:
-    """Discriminator loss plus the encoder's adversarial term on ``f`` ``(N, ...)``.
-
-    Rows ``[:n_source]`` are source (domain 0), the rest target (1). ``disc`` maps ``f`` to
-    logits of any shape ``(N, ...)`` (one per sample or one per spatial cell). Returns the
-    loss to add to the task loss and the logs ``domain_loss`` (the discriminator's BCE),
-    ``disc_acc`` and ``disc_logit_std``.
-    """
-    if adversary == "grl":
-        d = disc(grad_reverse(f, lam)).float()
-        dom = _domain_labels(d, n_source)
-        loss = disc_loss = F.binary_cross_entropy_with_logits(d, dom)
-    else:
-        d = disc(f.detach()).float()  # trains D only
-        dom = _domain_labels(d, n_source)
-        disc_loss = F.binary_cross_entropy_with_logits(d, dom)
-        # The encoder's term sees D with frozen parameters, so it moves only the features.
-        frozen = {k: v.detach() for k, v in disc.named_parameters()}
-        d_enc = torch.func.functional_call(disc, frozen, (f,)).float()
-        confusion = F.binary_cross_entropy_with_logits(d_enc, torch.full_like(d_enc, 0.5))
-        # Minus the entropy of a fair coin: the term is 0 when D outputs 1/2 everywhere.
-        loss = disc_loss + lam * (confusion - math.log(2.0))
-    with torch.no_grad():
-        acc = ((d > 0).float() == dom).float().mean()
-        std = d.std() if d.numel() > 1 else torch.zeros((), device=d.device)
-    return loss, {"domain_loss": disc_loss.detach(), "disc_acc": acc, "disc_logit_std": std}
-
-
-def _domain_labels(d: torch.Tensor, n_source: int) -> torch.Tensor:
-    dom = torch.zeros_like(d)
-    dom[n_source:] = 1.0
-    return dom
-
-
 class DANN(Method):
     """Domain-adversarial neural network on encoder features (classification).
 
@@ -113,16 +88,19 @@ class DANN(Method):
         model: backbone name or split-protocol module (see :class:`Method`).
         disc_hidden: discriminator hidden widths.
         disc_dropout: discriminator dropout.
-        lambda_max: scale of the reversal weight (``lambda = lambda_max * lambda_p``).
+        lambda_max: scale of the adversarial weight (``lambda = lambda_max * lambda_p``).
         gamma: steepness of the ``lambda_p`` ramp (10 in the paper).
         lr_schedule: apply ``lr_p = lr0 / (1 + 10 p) ** 0.75``; ``False`` keeps ``lr0``.
         disc_lr_mult: discriminator learning rate relative to ``lr``.
-        adversary: ``"grl"`` (gradient reversal, the paper) or ``"confusion"`` (the encoder
-            drives the discriminator's output to 1/2; see the module docstring).
-        **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
+        adversary: ``"confusion"`` (default: the encoder drives the discriminator's output to
+            1/2) or ``"grl"`` (gradient reversal, the paper; can swap the domains instead of
+            merging them, see the module docstring).
+        **kwargs: :class:`Method` arguments (training options, ``source_adapter``, ...).
     """
 
-    uses_target = True
+    requires = Requires(source="labelled", target="unlabelled")
+    title = "DANN"
+    config_section = "dann"
 
     def __init__(
         self,
@@ -134,30 +112,63 @@ class DANN(Method):
         gamma: float = 10.0,
         lr_schedule: bool = True,
         disc_lr_mult: float = 1.0,
-        adversary: Literal["grl", "confusion"] = "grl",
+        adversary: Literal["grl", "confusion"] = "confusion",
         **kwargs,
     ):
         super().__init__(model, **kwargs)
-        if adversary not in ("grl", "confusion"):
-            raise ValueError(f"adversary must be 'grl' or 'confusion', got {adversary!r}")
-        self.adversary = adversary
-        self.disc_hidden = tuple(disc_hidden)
+        self.disc_hidden = disc_hidden
         self.disc_dropout = disc_dropout
-        self.lambda_max = float(lambda_max)
-        self.gamma = float(gamma)
+        self.lambda_max = lambda_max
+        self.gamma = gamma
         self.lr_schedule = lr_schedule
-        self.disc_lr_mult = float(disc_lr_mult)
+        self.disc_lr_mult = disc_lr_mult
+        self.adversary = adversary
+
+    @classmethod
+    def from_config(cls, context: BuildContext) -> Method:
+        """``dann`` section: adversary, lambda_max, discriminator width and lr; with
+        ``start="source_only"`` it adapts a copy of the fitted source-only model at
+        ``train.lr * lr_mult`` (the clinical workflow: start where the source hospital's model is)."""
+        dc = context.config.dann
+        train = context.train_params()
+        if dc.epochs is not None:
+            train["epochs"] = dc.epochs
+        model = context.backbone()
+        if dc.start == "source_only":
+            model = context.fitted("source_only").model_  # copied by fit: the source model stays as is
+            train["lr"] = context.config.train.lr * dc.lr_mult
+        adv = dict(disc_hidden=(dc.discriminator_hidden, dc.discriminator_hidden), lambda_max=dc.lambda_max,
+                   disc_lr_mult=dc.discriminator_lr_mult, adversary=dc.adversary)
+        if context.config.task == "segmentation":
+            from .dann_seg import SegDANN
+
+            # Output space at a small weight (as ADVENT): on the dashcam benchmark the feature-level
+            # discriminator at weight 1 cost source mIoU without closing the gap (docs/adapt.md).
+            return SegDANN(model, feature_level=dc.seg_feature_level, output_level=True,
+                           lambda_output=dc.seg_output_lambda, **adv, **train)
+        return cls(model, **adv, **train)
+
+    def check_params(self) -> list[str]:
+        problems = []
+        if self.adversary not in ADVERSARIES:
+            problems.append(f"adversary must be 'grl' or 'confusion', got {self.adversary!r}")
+        if not (isinstance(self.lambda_max, (int, float)) and self.lambda_max >= 0):
+            problems.append(f"lambda_max must be >= 0, got {self.lambda_max!r}")
+        if not (isinstance(self.disc_lr_mult, (int, float)) and self.disc_lr_mult > 0):
+            problems.append(f"disc_lr_mult must be > 0, got {self.disc_lr_mult!r}")
+        return problems
 
     @property
     def discriminator(self) -> nn.Module | None:
-        return self._extra.get("discriminator")
+        """The fitted domain discriminator (``extra_modules_["discriminator"]``)."""
+        return getattr(self, "extra_modules_", {}).get("discriminator")
 
     def extra_modules(self) -> dict[str, nn.Module]:
-        torch.manual_seed(self.config.seed + 1)
+        torch.manual_seed(self.seed + 1)
         dim = getattr(self.model_, "feature_dim", -1)
         if dim is None or dim < 1:
             raise ValueError("DANN needs model.feature_dim (the encoder's output width D)")
-        return {"discriminator": DomainDiscriminator(dim, self.disc_hidden, self.disc_dropout)}
+        return {"discriminator": DomainDiscriminator(dim, tuple(self.disc_hidden), self.disc_dropout)}
 
     def param_groups(self, lr: float) -> list[dict]:
         return [
@@ -175,17 +186,19 @@ class DANN(Method):
         f = self.model_.encoder(x)
         return f, self.model_.head(f)
 
-    def domain_loss(self, f: torch.Tensor, n_source: int, lam: float) -> tuple[torch.Tensor, dict]:
-        """Adversarial loss on features ``f`` ``(N, D)`` (source rows first); see ``adversary``."""
-        return adversarial_loss(self.discriminator, f, n_source, lam, self.adversary)
+    def domain_loss(self, f: torch.Tensor, n_source: int, lam: float,
+                    weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Adversarial loss on features ``f`` ``(N, D)`` (source rows first, weighted by
+        ``weight`` ``(n_source,)``); see ``adversary``."""
+        return adversarial_loss(self.discriminator, f, n_source, lam, self.adversary, weight=weight)
 
-    def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
+    def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]
         x = torch.cat([source["image"], target["image"]], 0)
         f, logits = self._features_and_logits(x)
-        cls, acc = supervised_loss(logits[:ns], source, self.task)
+        cls, acc = supervised_loss(logits[:ns], source, self.task_)
         lam = self.current_lambda(p)
-        dloss, logs = self.domain_loss(f, ns, lam)
+        dloss, logs = self.domain_loss(f, ns, lam, weight=source.get("weight"))
         logs.update({"train_acc": acc, "cls_loss": cls.detach(), "lambda": lam})
         return cls + dloss, logs
 
@@ -194,7 +207,14 @@ class DANN(Method):
         e = int(epoch_logs.get("epoch", 0))
         acc = epoch_logs.get("disc_acc")
         std = epoch_logs.get("disc_logit_std")
-        if std is not None and std < 1e-4:
+        late = e > self.epochs / 2  # early on a discriminator below chance is still learning
+        if acc is not None and late and acc < SWAP_ACCURACY and (std is None or std >= 1e-4):
+            out.append(
+                f"epoch {e}: DANN discriminator accuracy {acc:.3f} is far below chance: the encoder swapped "
+                "the domains (source features look like target ones and vice versa) instead of merging "
+                "them; use adversary='confusion' or lower lambda_max"
+            )
+        elif std is not None and std < 1e-4:
             out.append(
                 f"epoch {e}: DANN discriminator collapsed (constant output, logit std {std:.2e}); "
                 "the adversarial signal is gone - lower lr or lambda_max"

@@ -1,7 +1,7 @@
 """DANN for segmentation: feature-level and output-space adversarial alignment.
 
 Two discriminators, both trained against the segmenter with the DANN ``lambda_p`` ramp
-(gradient reversal, or the bounded confusion loss with ``adversary="confusion"``):
+(the bounded confusion loss, or gradient reversal with ``adversary="grl"``):
 
 * feature level: an MLP (one logit) on the globally pooled bottleneck features ``(N, D)``;
 * output space (as ADVENT, Vu et al. 2019): a fully convolutional discriminator on the
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import SegModel
-from .base import supervised_loss
-from .dann import DANN, DomainDiscriminator, adversarial_loss
+from ..losses import adversarial_loss, supervised_loss
+from .dann import DANN, DomainDiscriminator
 
 __all__ = ["OutputDiscriminator", "SegDANN", "self_information"]
 
@@ -80,25 +80,30 @@ class SegDANN(DANN):
         out_disc_width: int = 64,
         disc_hidden: Sequence[int] = (256,),
         num_classes: int = 9,
+        task: str | None = "segmentation",
         **kwargs,
     ):
-        kwargs.setdefault("task", "segmentation")
-        super().__init__(model, disc_hidden=disc_hidden, num_classes=num_classes, **kwargs)
-        if not (feature_level or output_level):
-            raise ValueError("SegDANN needs feature_level or output_level (or both)")
+        super().__init__(model, disc_hidden=disc_hidden, num_classes=num_classes, task=task, **kwargs)
         self.feature_level = feature_level
         self.output_level = output_level
-        self.lambda_feature = float(lambda_feature)
-        self.lambda_output = float(lambda_output)
+        self.lambda_feature = lambda_feature
+        self.lambda_output = lambda_output
         self.out_disc_width = out_disc_width
+
+    def check_params(self) -> list[str]:
+        problems = super().check_params()
+        if not (self.feature_level or self.output_level):
+            problems.append("SegDANN needs feature_level or output_level (or both)")
+        return problems
 
     def extra_modules(self) -> dict[str, nn.Module]:
         if not isinstance(self.model_, SegModel):
             raise TypeError("SegDANN needs a SegModel (see shiftkit.adapt.backbones.build_segmenter)")
-        torch.manual_seed(self.config.seed + 1)
+        torch.manual_seed(self.seed + 1)
         mods: dict[str, nn.Module] = {}
         if self.feature_level:
-            mods["discriminator"] = DomainDiscriminator(self.model_.feature_dim, self.disc_hidden, self.disc_dropout)
+            mods["discriminator"] = DomainDiscriminator(self.model_.feature_dim, tuple(self.disc_hidden),
+                                                        self.disc_dropout)
         if self.output_level:
             k = int(self.model_.arch.get("num_classes", self.num_classes))
             mods["out_discriminator"] = OutputDiscriminator(k, self.out_disc_width)
@@ -107,12 +112,13 @@ class SegDANN(DANN):
     def param_groups(self, lr: float) -> list[dict]:
         groups = [{"params": [p for p in self.model_.parameters() if p.requires_grad], "lr": lr}]
         for name in ("discriminator", "out_discriminator"):
-            if name in self._extra:
-                groups.append({"params": list(self._extra[name].parameters()), "lr": lr * self.disc_lr_mult})
+            if name in self.extra_modules_:
+                groups.append({"params": list(self.extra_modules_[name].parameters()), "lr": lr * self.disc_lr_mult})
         return groups
 
-    def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
+    def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         ns = source["image"].shape[0]
+        w = source.get("weight")
         x = torch.cat([source["image"], target["image"]], 0)
         logits, fmap = self.model_.forward_with_features(x)
         seg, acc = supervised_loss(logits[:ns], source, "segmentation")
@@ -121,13 +127,13 @@ class SegDANN(DANN):
         logs: dict = {"train_acc": acc, "cls_loss": seg.detach(), "lambda": lam}
         if self.feature_level:
             pooled = fmap.mean(dim=(2, 3))
-            dloss, dl = self.domain_loss(pooled, ns, lam * self.lambda_feature)
+            dloss, dl = self.domain_loss(pooled, ns, lam * self.lambda_feature, weight=w)
             loss = loss + dloss
             logs.update(dl)
         if self.output_level:
             oloss, ol = adversarial_loss(
-                self._extra["out_discriminator"], self_information(logits), ns, lam * self.lambda_output,
-                self.adversary,
+                self.extra_modules_["out_discriminator"], self_information(logits), ns, lam * self.lambda_output,
+                self.adversary, weight=w,
             )
             loss = loss + oloss
             logs["out_domain_loss"] = ol["domain_loss"]

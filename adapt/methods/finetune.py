@@ -9,20 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from shiftkit.datasets.errors import ConfigError, DataError
+from shiftkit.datasets.errors import ConfigError
 
-from ..data import as_dataset
+from ..losses import supervised_loss
 from ..trainer import train
-from .base import Method, supervised_loss
+from .base import Method, Requires, labelled_count
 
 __all__ = ["FineTune", "labelled_count"]
-
-
-def labelled_count(ds: Dataset, task: str) -> int:
-    """Number of items carrying a label (classification) or a mask (segmentation)."""
-    if task == "segmentation":
-        return sum(1 for i in range(len(ds)) if "mask" in ds[i])
-    return sum(1 for i in range(len(ds)) if int(ds[i]["label"]) >= 0)
 
 
 class FineTune(Method):
@@ -30,22 +23,23 @@ class FineTune(Method):
 
     ``fit(source, target)`` trains on the labelled ``target`` items (this method uses target
     labels by design: it is the few-shot supervised baseline, not unsupervised adaptation);
-    with ``source_weight > 0`` each step adds ``source_weight`` x the source loss so the
-    model does not forget the source domain.
+    with ``source_weight > 0`` each step adds ``source_weight`` x the loss on a source batch
+    so the model does not forget the source domain (``source`` is then needed).
 
     Args:
-        model: a trained split-protocol module (typically ``SourceOnly(...).model_``) or a
-            backbone name.
+        model: a trained split-protocol module (typically ``SourceOnly(...).model_``; it is
+            copied, not changed) or a backbone name.
         freeze: parameter-name prefixes whose parameters stay fixed, e.g. ``("encoder",)``
             or ``("encoder.net.features.denseblock1", ...)``. Frozen BatchNorm layers keep
             their running statistics.
         encoder_lr_mult: learning-rate multiplier for unfrozen encoder parameters
             (fine-tuning usually moves the encoder less than the head).
         source_weight: weight of a source supervised loss term (0 = target only).
-        **kwargs: :class:`Method` / :class:`TrainConfig` arguments.
+        **kwargs: :class:`Method` arguments.
     """
 
-    uses_target = False
+    requires = Requires(source="optional", target="labelled")
+    title = "Fine-tune (uses target labels)"
 
     def __init__(
         self,
@@ -57,21 +51,27 @@ class FineTune(Method):
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
-        self.freeze = tuple(freeze)
-        self.encoder_lr_mult = float(encoder_lr_mult)
-        self.source_weight = float(source_weight)
+        self.freeze = freeze
+        self.encoder_lr_mult = encoder_lr_mult
+        self.source_weight = source_weight
+
+    def check_params(self) -> list[str]:
+        if isinstance(self.freeze, str):
+            return [f"freeze: expected a list of parameter-name prefixes, got the string {self.freeze!r}"]
+        return []
 
     def _apply_freeze(self) -> list[nn.Module]:
         frozen_modules = []
         names = dict(self.model_.named_parameters())
-        for prefix in self.freeze:
+        prefixes = tuple(self.freeze)
+        for prefix in prefixes:
             if not any(n == prefix or n.startswith(prefix + ".") for n in names):
                 raise ConfigError(type(self).__name__, [f"freeze prefix {prefix!r} matches no parameter"])
         for n, p in names.items():
-            if any(n == f or n.startswith(f + ".") for f in self.freeze):
+            if any(n == f or n.startswith(f + ".") for f in prefixes):
                 p.requires_grad_(False)
         for n, m in self.model_.named_modules():
-            if any(n == f or n.startswith(f + ".") for f in self.freeze) and isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if any(n == f or n.startswith(f + ".") for f in prefixes) and isinstance(m, nn.modules.batchnorm._BatchNorm):
                 frozen_modules.append(m)
         return frozen_modules
 
@@ -86,46 +86,22 @@ class FineTune(Method):
             raise ConfigError(type(self).__name__, ["every parameter is frozen; nothing to train"])
         return groups
 
-    def training_step(self, source: dict, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
-        for m in self._frozen_bn:
+    def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
+        for m in self.frozen_modules_:
             m.eval()  # frozen layers keep their statistics too
-        # `source` here is the labelled target stream (see fit); `target` the optional source.
-        logits = self.model_(source["image"])
-        loss, acc = supervised_loss(logits, source, self.task)
+        logits = self.model_(target["image"])
+        loss, acc = supervised_loss(logits, target, self.task_)
         logs = {"train_acc": acc}
-        if target is not None and self.source_weight > 0:
-            sl, _ = supervised_loss(self.model_(target["image"]), target, self.task)
+        if source is not None and self.source_weight > 0:
+            sl, _ = supervised_loss(self.model_(source["image"]), source, self.task_)
             loss = loss + self.source_weight * sl
             logs["source_loss"] = sl.detach()
         return loss, logs
 
-    def _labelled_data(self, source: Dataset | None, target: Dataset | None) -> Dataset:
-        if target is None:
-            raise ConfigError(type(self).__name__, ["fit() needs labelled target images (target=...)"])
-        n = labelled_count(target, self.task)
-        if n < len(target):
-            raise DataError(
-                f"{type(self).__name__}: {len(target) - n} of {len(target)} target items have no label/mask; "
-                "pass only the labelled target subset"
-            )
-        return target
-
-    def fit(self, source: Dataset | None = None, target: Dataset | None = None, *, val: Dataset | None = None,
-            callback: Any = None) -> FineTune:
-        """Fine-tune on labelled ``target`` (plus ``source`` when ``source_weight > 0``)."""
-        target = as_dataset(target, name="target") if target is not None else None
-        if source is not None:
-            source = as_dataset(source, name="source")
-        labelled = self._labelled_data(source, target)
-        if val is not None:
-            val = as_dataset(val, name="val")
-        self._build(labelled)
-        self.fit_source_, self.fit_target_ = source, labelled
-        self._frozen_bn = self._apply_freeze()
-        self._extra = {}
-        use_source = self.source_weight > 0 and source is not None
-        self.uses_target = use_source
-        # The labelled target set drives the epochs; the source (if mixed in) is cycled.
-        result = train(self, labelled, source if use_source else None, val, self.config, callback=callback)
-        self.result_, self.history_, self.warnings_ = result, result.history, result.warnings
-        return self
+    def _fit_model(self, source: Dataset | None, target: Dataset | None, val: Dataset | None, callback: Any) -> None:
+        self.frozen_modules_ = self._apply_freeze()
+        if self.source_weight > 0 and source is None:
+            raise ConfigError(type(self).__name__, ["source_weight > 0 needs the labelled source: fit(source, target)"])
+        # The labelled target set drives the epochs; the source (if mixed in) is cycled beside it.
+        use_source = source if self.source_weight > 0 else None
+        self._set_result(train(self, use_source, target, val, self.config_, callback=callback))

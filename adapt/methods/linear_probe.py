@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,20 +21,23 @@ class LinearProbe(FineTune):
     feature space.
 
     Args:
-        model: trained split-protocol module.
+        model: trained split-protocol module (copied, not changed).
+        freeze: parameter-name prefixes kept fixed (default the whole encoder).
         reset_head: re-initialise the head's linear layers before training.
-        **kwargs: :class:`FineTune` / :class:`TrainConfig` arguments.
+        **kwargs: :class:`FineTune` / :class:`Method` arguments.
     """
 
-    def __init__(self, model: str | nn.Module | tuple = "tiny", *, reset_head: bool = False, **kwargs: Any):
-        kwargs.setdefault("freeze", ("encoder",))
-        super().__init__(model, **kwargs)
+    title = "Linear probe (uses target labels)"
+
+    def __init__(self, model: str | nn.Module | tuple = "tiny", *, freeze: Sequence[str] = ("encoder",),
+                 reset_head: bool = False, **kwargs: Any):
+        super().__init__(model, freeze=freeze, **kwargs)
         self.reset_head = reset_head
 
     def _apply_freeze(self) -> list[nn.Module]:
         frozen = super()._apply_freeze()
         if self.reset_head:
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(self.seed)
             for m in self.model_.head.modules():
                 if isinstance(m, nn.Linear):
                     m.reset_parameters()

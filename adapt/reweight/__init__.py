@@ -8,8 +8,10 @@ inductive ones ``weight(X_new)``:
 - :class:`KLIEP` (converging L-BFGS optimiser, likelihood-CV kernel width),
 - :class:`ClassifierRatio` p(t|x)/p(s|x) * n_s/n_t from a calibrated domain classifier.
 
-Use the weights in training (:class:`ImportanceWeighted`, :class:`WeightedDANN`,
-:class:`DistributedWeightedSampler`) and in label-free model selection (:func:`iwcv_risk`).
+Use the weights in training (the source adapter :class:`ImportanceWeighting`, which any
+method takes, e.g. ``DANN(..., source_adapter=ImportanceWeighting(ClassifierRatio()))``; the
+registered IW-ERM method :class:`ImportanceWeighted`; :class:`DistributedWeightedSampler`) and
+in label-free model selection (:func:`iwcv_risk`).
 See docs/reweight.md.
 """
 
@@ -24,7 +26,7 @@ from .sampler import DistributedWeightedSampler
 def __getattr__(name: str):
     # The training methods pull in the trainer and MONAI backbones: import them only when
     # asked for, so the estimators stay light to import.
-    if name in ("ImportanceWeighted", "WeightedDANN", "WeightedSource", "dataset_features", "pooled_pixels"):
+    if name in ("ImportanceWeighted", "ImportanceWeighting", "WeightedSource", "dataset_features", "pooled_pixels"):
         from . import importance_weighted
 
         return getattr(importance_weighted, name)
@@ -36,7 +38,7 @@ __all__ = [
     "ClassifierRatio",
     "DistributedWeightedSampler",
     "ImportanceWeighted",
-    "WeightedDANN",
+    "ImportanceWeighting",
     "WeightedSource",
     "KLIEP",
     "KMM",

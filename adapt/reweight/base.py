@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from shiftkit.datasets.errors import DataError
 
@@ -98,8 +99,11 @@ def clip_and_normalize(
     return np.minimum(hi * w, clip), hi
 
 
-class BaseWeighter:
+class BaseWeighter(BaseEstimator):
     """Base class: input checks, clipping/normalisation and the effective sample size.
+
+    A scikit-learn estimator as far as parameters go (``__init__`` stores them as given), so
+    ``get_params``/``set_params`` and ``sklearn.base.clone`` work on every weighter.
 
     Subclasses implement ``_fit(xs, xt) -> raw source weights`` and, when inductive,
     ``_raw_weight(x) -> raw weights``. Attributes after ``fit``: ``weights_`` (n_s,),

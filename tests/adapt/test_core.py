@@ -168,8 +168,8 @@ def test_unlabelled_source_is_a_clear_error() -> None:
     x, _ = blobs(32)
     with pytest.raises(DataError, match="unlabelled"):
         SourceOnly("tiny", epochs=1, batch_size=16, progress=False).fit(ArrayDataset(x))
-    with pytest.raises(ConfigError, match="unknown argument 'epoch'"):
-        SourceOnly("tiny", epoch=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        SourceOnly("tiny", epoch=3)  # parameters are named arguments: a typo fails at once
 
 
 def test_segmenter_can_be_deepcopied_after_a_forward_and_the_copy_hooks_itself() -> None:

@@ -27,10 +27,13 @@ def test_adabn_sets_bn_statistics_to_the_target_statistics() -> None:
     torch.manual_seed(0)
     model = build_classifier("tiny", 1, 2)
     xt, _ = _imgs(48, offset=2.0)
-    AdaBN(model, train_source=False, bn_batch_size=16).fit(None, ArrayDataset(xt))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = AdaBN(model, train_source=False, bn_batch_size=16).fit(None, ArrayDataset(xt)).model_
+    for k, v in model.state_dict().items():  # the module passed in is copied, never changed
+        assert torch.equal(v, before[k]), k
     with torch.no_grad():
-        a = model.encoder.conv1(torch.from_numpy(xt))  # input of the first BN layer
-    bn = model.encoder.bn1
+        a = adapted.encoder.conv1(torch.from_numpy(xt))  # input of the first BN layer
+    bn = adapted.encoder.bn1
     torch.testing.assert_close(bn.running_mean, a.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     # cumulative average of per-batch unbiased variances (equal batches) ~ the pooled variance
     assert torch.allclose(bn.running_var, a.var(dim=(0, 2, 3)), rtol=0.05)
@@ -44,8 +47,7 @@ def test_linear_probe_moves_only_the_head() -> None:
     model = build_classifier("tiny", 1, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = _imgs(32)
-    LinearProbe(model, epochs=2, batch_size=8, lr=1e-2, progress=False).fit(None, ArrayDataset(x, y))
-    after = model.state_dict()
+    after = LinearProbe(model, epochs=2, batch_size=8, lr=1e-2, progress=False).fit(None, ArrayDataset(x, y)).model_.state_dict()
     for k in before:
         if k.startswith("encoder."):
             assert torch.equal(before[k], after[k]), f"{k} moved"  # weights and BN statistics
@@ -59,7 +61,7 @@ def test_finetune_freezes_prefixes_and_scales_encoder_lr() -> None:
     x, y = _imgs(32)
     ft = FineTune(model, freeze=("encoder.conv1", "encoder.layer1"), encoder_lr_mult=0.1, epochs=1,
                   batch_size=8, lr=1e-2, progress=False).fit(None, ArrayDataset(x, y))
-    after = model.state_dict()
+    after = ft.model_.state_dict()
     assert torch.equal(before["encoder.layer1.0.conv1.weight"], after["encoder.layer1.0.conv1.weight"])
     assert torch.equal(before["encoder.conv1.weight"], after["encoder.conv1.weight"])
     assert not torch.equal(before["encoder.layer4.0.conv1.weight"], after["encoder.layer4.0.conv1.weight"])
@@ -87,7 +89,7 @@ def test_segdann_step_trains_model_and_both_discriminators() -> None:
     tgt = {"image": torch.from_numpy(x[4:] + 0.5)}
     loss, _ = m.training_step(src, tgt, 0.5)
     loss.backward()
-    for name, mod in m.modules.items():
+    for name, mod in m.modules_.items():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters()), name
 
 
@@ -110,7 +112,8 @@ def test_dann_warns_when_the_discriminator_saturates() -> None:
 def test_confusion_adversary_trains_d_on_detached_features_and_the_encoder_towards_one_half() -> None:
     import torch.nn.functional as F
 
-    from shiftkit.adapt.methods.dann import DomainDiscriminator, adversarial_loss
+    from shiftkit.adapt.losses import adversarial_loss
+    from shiftkit.adapt.methods.dann import DomainDiscriminator
 
     torch.manual_seed(0)
     disc = DomainDiscriminator(4, (8,))
@@ -145,5 +148,6 @@ def test_confusion_adversary_trains_d_on_detached_features_and_the_encoder_towar
         wrong_direction = torch.cat([logit_change[:3] > 0, logit_change[3:] < 0])
         # every row: further from the boundary under GRL, back towards it under confusion
         assert bool((wrong_direction == further).all()), (adversary, logit_change)
+    bad = DANN(build_mlp(2, [4], 2), adversary="minimax")  # stored as given; fit validates
     with pytest.raises(ValueError, match="adversary"):
-        DANN(build_mlp(2, [4], 2), adversary="minimax")
+        bad.fit(ArrayDataset(np.zeros((4, 2), "f4"), [0, 1, 0, 1]), ArrayDataset(np.zeros((4, 2), "f4")))

@@ -48,7 +48,7 @@ from shiftkit.adapt.data import ArrayDataset, CachedDataset
 from shiftkit.adapt.methods.source_only import SourceOnly
 from shiftkit.adapt.reweight import (
     ClassifierRatio,
-    ImportanceWeighted,
+    ImportanceWeighting,
     dataset_features,
     iwcv_risk,
     pooled_pixels,
@@ -107,7 +107,7 @@ def _nll(method, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def population_mix_run(seed: int, *, pool_size: int = 3, n_pool: int = 6000, lr: float = 0.01) -> dict[str, float]:
-    """One seed: source-only vs ImportanceWeighted on the target, and IWCV vs source validation.
+    """One seed: source-only vs importance-weighted training on the target, and IWCV vs source validation.
 
     Returns target accuracy and NLL of both models, the estimated weights' ESS and their Pearson
     correlation with the true ratio, and for each model the true target NLL, its IWCV estimate
@@ -130,7 +130,7 @@ def population_mix_run(seed: int, *, pool_size: int = 3, n_pool: int = 6000, lr:
     d = x["train"].shape[1]
     source = ArrayDataset(x["train"].astype(np.float32), y["train"])
     plain = SourceOnly(build_mlp(d, (), 2), **common).fit(source)
-    weighted = ImportanceWeighted(build_mlp(d, (), 2), weights=w_train, **common).fit(source)
+    weighted = SourceOnly(build_mlp(d, (), 2), source_adapter=ImportanceWeighting(weights=w_train), **common).fit(source)
 
     out = {"n_train": float(len(tr)), "n_target": float(len(tg)), "ess": est.ess_,
            "w_corr": float(np.corrcoef(w_train, data["train"]["true_w"])[0, 1]),

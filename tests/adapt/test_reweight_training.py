@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from shiftkit.adapt.backbones import build_mlp
 from shiftkit.adapt.data import ArrayDataset
+from shiftkit.adapt.methods.dann import DANN
 from shiftkit.adapt.methods.source_only import SourceOnly
-from shiftkit.adapt.reweight import KLIEP, ImportanceWeighted, WeightedDANN, iwcv_risk
+from shiftkit.adapt.reweight import KLIEP, ImportanceWeighted, ImportanceWeighting, iwcv_risk
 from shiftkit.datasets.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -44,7 +45,7 @@ def test_importance_weighted_beats_source_only_on_target():
         xs, ys, xt, yt = cubic_shift(seed)
         w = KLIEP(cv=3, n_centers=100, seed=seed).fit(xs, xt).weights_
         plain = _fit(SourceOnly, xs, ys, xt, seed)
-        weighted = _fit(ImportanceWeighted, xs, ys, xt, seed, weights=w)
+        weighted = _fit(ImportanceWeighted, xs, ys, xt, seed, source_adapter=ImportanceWeighting(weights=w))
         gains.append(_acc(weighted, xt, yt) - _acc(plain, xt, yt))
         # IWCV vs plain source validation as estimates of the source-only model's target loss
         xv, yv, _, _ = cubic_shift(seed + 100)
@@ -61,10 +62,14 @@ def test_importance_weighted_beats_source_only_on_target():
 
 def test_weighted_methods_run_and_validate():
     xs, ys, xt, _ = cubic_shift(0, n=128)
-    m = _fit(ImportanceWeighted, xs, ys, xt, 0, estimator=KLIEP(cv=2, n_centers=20), mode="resample")
+    m = _fit(ImportanceWeighted, xs, ys, xt, 0,
+             source_adapter=ImportanceWeighting(KLIEP(cv=2, n_centers=20), mode="resample"))
     assert m.weights_.shape == (128,) and abs(m.weights_.mean() - 1) < 1e-9 and m.ess_ < 128
-    d = WeightedDANN(build_mlp(1, (8,), 2), weights=np.ones(128), epochs=1, batch_size=32, progress=False)
+    d = DANN(build_mlp(1, (8,), 2), source_adapter=ImportanceWeighting(weights=np.ones(128)), epochs=1,
+             batch_size=32, progress=False)
     d.fit(ArrayDataset(xs.astype(np.float32), ys), ArrayDataset(xt.astype(np.float32)))
     assert "domain_loss" in d.history_[-1]
-    with pytest.raises(ConfigError):
-        ImportanceWeighted(build_mlp(1, (), 2))
+    with pytest.raises(ConfigError, match="target"):  # the default estimate needs the target images
+        ImportanceWeighted(build_mlp(1, (), 2), progress=False).fit(ArrayDataset(xs.astype(np.float32), ys))
+    with pytest.raises(ConfigError, match="mode"):
+        _fit(ImportanceWeighted, xs, ys, xt, 0, source_adapter=ImportanceWeighting(mode="sometimes"))

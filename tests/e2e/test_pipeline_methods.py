@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,23 +29,31 @@ def test_importance_weighted_runs_through_the_pipeline_with_skip_bad(tmp_path: P
 def test_dann_adapts_a_copy_of_the_source_model_and_never_changes_it(tmp_path: Path) -> None:
     """dann.start=source_only: DANN starts from the fitted source-only weights (a copy, at
     lr * dann.lr_mult); asked for alone, dann still gets its starting point, unscored."""
+    import numpy as np
     import torch
 
     from shiftkit.adapt.backbones import build_classifier
+    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.pipeline import build_method
 
     config = demo_config(True, out_dir=tmp_path)
-    source = build_classifier("tiny", 1, 2)
-    method = build_method("dann", config, 2, tmp_path, 1, source_model=source)
-    assert method.model_spec is not source
-    for a, b in zip(method.model_spec.state_dict().values(), source.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert method.config.lr == config.train.lr * config.dann.lr_mult
+    source = SimpleNamespace(model_=build_classifier("tiny", 1, 2))
+    before = {k: v.clone() for k, v in source.model_.state_dict().items()}
+    asked: list[str] = []
+    method = build_method("dann", config, 2, tmp_path, 1, fit_method=lambda name: asked.append(name) or source)
+    assert asked == ["source_only"] and method.model is source.model_  # stored as given
+    assert method.lr == config.train.lr * config.dann.lr_mult
     assert method.adversary == "confusion"
-    with pytest.raises(ValueError, match="source-only model"):
+    x = np.random.default_rng(0).random((8, 1, 32, 32)).astype("f4")
+    method.set_params(epochs=1, batch_size=4, progress=False, checkpoint_dir=None)
+    method.fit(ArrayDataset(x, [0, 1] * 4), ArrayDataset(x + 0.1))
+    assert method.model_ is not source.model_
+    for k, v in source.model_.state_dict().items():  # the source model never moves
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="source_only"):
         build_method("dann", config, 2, tmp_path, 1)
     config.dann.start = "scratch"
-    assert build_method("dann", config, 2, tmp_path, 1).model_spec == config.model.backbone
+    assert build_method("dann", config, 2, tmp_path, 1).model == config.model.backbone
 
     config.dann.start = "source_only"
     config.data.n_per_domain = 40

@@ -1,0 +1,95 @@
+"""Augmentation-based adaptation as a source adapter: train on source images restyled toward
+the target.
+
+:class:`TargetStyle` wraps the source in an :class:`AugmentedDataset` whose augmenter restyles
+each source image toward a random unlabelled target image (FDA / histogram matching /
+pixel-distribution adaptation), optionally followed by a preset. Target labels are never read:
+the pool holds target images only. Any method takes it::
+
+    SourceOnly("tiny", source_adapter=TargetStyle("fda"))
+    DANN("tiny", source_adapter=TargetStyle(preset="radiograph_acquisition"))
+
+:class:`TargetStyleSourceOnly` is the registered baseline (``"augment"`` in a run config):
+source-only training with ``TargetStyle()`` as its default adapter.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from shiftkit.adapt.adapters import SourceAdapter
+from shiftkit.adapt.augment.dataset import AugmentedDataset
+from shiftkit.adapt.augment.pipeline import Augmenter, combine
+from shiftkit.adapt.augment.presets import get_preset
+from shiftkit.adapt.augment.restyle import load_target_pool, target_restyle
+from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.datasets.errors import ConfigError
+
+__all__ = ["TargetStyle", "TargetStyleSourceOnly"]
+
+
+class TargetStyle(SourceAdapter):
+    """Source adapter: restyle source images toward the target, then (optionally) a preset.
+
+    Args:
+        restyle: ``"fda"``, ``"histogram"``, ``"pda"``, ``"mixed"`` (default) or ``None``
+            (preset only).
+        strength: 0..1 (see :func:`target_restyle`).
+        p: probability a source image is restyled (the rest stay as they are).
+        preset: ``None``, ``"radiograph_acquisition"`` or ``"driving_conditions"``, applied after
+            restyling.
+        preset_strength: 0..1.
+        augmenter: a ready :class:`Augmenter` to use instead of building one (the target pool
+            is then up to you).
+        max_target_images: size of the target pool (seeded subset of the target set).
+
+    After the method's ``fit``, its ``source_adapter_[i].augmenter_`` is the augmenter used.
+    """
+
+    def __init__(self, restyle: str | None = "mixed", *, strength: float = 1.0, p: float = 0.8,
+                 preset: str | None = None, preset_strength: float = 0.3, augmenter: Augmenter | None = None,
+                 max_target_images: int = 256):
+        self.restyle = restyle
+        self.strength = strength
+        self.p = p
+        self.preset = preset
+        self.preset_strength = preset_strength
+        self.augmenter = augmenter
+        self.max_target_images = max_target_images
+
+    def needs_target(self) -> bool:
+        return self.augmenter is None and self.restyle is not None
+
+    def build_augmenter(self, target: Dataset | None, seed: int = 0) -> Augmenter:
+        """The augmenter: restyle toward ``target`` (images only), then the preset."""
+        if self.augmenter is not None:
+            return self.augmenter
+        if self.restyle is None and self.preset is None:
+            raise ConfigError("TargetStyle", ["give restyle=..., preset=... or augmenter=..."])
+        parts = []
+        if self.restyle is not None:
+            if target is None:
+                raise ConfigError("TargetStyle", ["restyling needs fit(source, target) with target images"])
+            pool = load_target_pool(target, max_images=self.max_target_images, seed=seed)
+            parts.append(target_restyle(pool, method=self.restyle, strength=self.strength, p=self.p, seed=seed))
+        if self.preset is not None:
+            parts.append(get_preset(self.preset, self.preset_strength, seed=seed))
+        return combine(*parts, seed=seed)
+
+    def fit_transform(self, source: Dataset, target: Dataset | None = None, *, seed: int = 0) -> Dataset:
+        self.augmenter_ = self.build_augmenter(target, seed)
+        return AugmentedDataset(source, self.augmenter_, seed=seed)
+
+
+class TargetStyleSourceOnly(SourceOnly):
+    """Source-only training on target-styled source images (target images, never labels).
+
+    :class:`SourceOnly` whose ``source_adapter`` defaults to ``TargetStyle()`` (mixed
+    restyling toward the target); pass ``source_adapter=TargetStyle(...)`` to choose.
+    """
+
+    # requires: as SourceOnly; the default adapter reads the target images (fit(source, target)).
+    title = "Target-style augmentation"
+
+    def default_source_adapter(self) -> TargetStyle:
+        return TargetStyle()
