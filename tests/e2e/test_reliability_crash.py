@@ -25,7 +25,8 @@ def test_twenty_sigkills_leave_no_corrupt_file_and_resume_exactly(tmp_path: Path
     out = tmp_path / "crash.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--kills", "20", "--mode", "fork", "--parallel", "2", "--seed", "1",
+        [sys.executable, str(SCRIPT), "--kills", "20", "--kills-per-episode", "5", "--mode", "fork", "--parallel", "2",
+         "--seed", "1",
          "--work", str(tmp_path / "work"), "--json", str(out)],
         capture_output=True, text=True, timeout=1200, env=env,
     )
