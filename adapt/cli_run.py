@@ -78,6 +78,10 @@ def register(app: typer.Typer) -> None:
     def run_command(
         config_path: Path = typer.Argument(..., help="YAML run config (see examples/demo.yaml)"),
         resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoints"),
+        check_images: bool = typer.Option(
+            False, "--check-images",
+            help="decode every image and mask when the manifest is loaded; a bad file is reported with its row "
+                 "before any training (same as data.check_images: true)"),
     ) -> None:
         """Run the job a YAML config describes."""
         from shiftkit.adapt.config import load_config
@@ -90,4 +94,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
         if resume:
             config.resume = True
+        if check_images:
+            config.data.check_images = True
         _execute(config)

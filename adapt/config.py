@@ -10,8 +10,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
+from shiftkit.adapt.config_methods import (
+    CDANConfig,
+    CORALConfig,
+    MCCConfig,
+    SelfTrainingConfig,
+    SHOTConfig,
+    TENTConfig,
+)
 from shiftkit.adapt.methods.registry import BUILTIN_METHODS, method_names
 from shiftkit.datasets.errors import ConfigError
 
@@ -43,7 +59,8 @@ class DataConfig(_Section):
     a user `manifest` (CSV/Parquet; paths relative to its folder).
     """
 
-    benchmark: Literal["radiograph", "dashcam"] | None = "radiograph"
+    benchmark: Literal["radiograph", "dashcam"] | None = Field(
+        None, description="default: radiograph, unless data.manifest is given")
     manifest: Path | None = None
     source_domain: str | None = Field(None, description="defaults to the benchmark's source")
     target_domain: str | None = Field(None, description="defaults to the benchmark's target")
@@ -51,12 +68,19 @@ class DataConfig(_Section):
     image_size: int = Field(64, ge=16, le=1024, description="side in pixels (benchmark only)")
     num_workers: int = Field(0, ge=0)
     skip_bad: bool = False
+    check_images: bool = Field(False, description="read every image and mask at manifest load; a file that "
+                                                  "does not decode is reported with its row before any training")
     allow_outside_root: bool = False
+    _benchmark_defaulted: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
+        # The embedded benchmark is the default only while no manifest is given.
+        if self.manifest is not None and self._benchmark_defaulted:
+            object.__setattr__(self, "benchmark", None)
         if self.benchmark is None and self.manifest is None:
-            raise ValueError("give either data.benchmark or data.manifest")
+            object.__setattr__(self, "benchmark", "radiograph")
+            self._benchmark_defaulted = True
         if self.benchmark is not None and self.manifest is not None:
             raise ValueError("give data.benchmark or data.manifest, not both")
         if self.manifest is not None and (self.source_domain is None or self.target_domain is None):
@@ -64,8 +88,12 @@ class DataConfig(_Section):
         return self
 
 
+# Per-task default backbones (a segmentation run needs a segmenter, a classification run a classifier).
+DEFAULT_BACKBONES = {"classification": "resnet10", "segmentation": "unet"}
+
+
 class ModelConfig(_Section):
-    backbone: str = "resnet10"
+    backbone: str | None = Field(None, description="default: resnet10 (classification), unet (segmentation)")
     checkpoint: Path | None = Field(None, description="source weights on disk (.safetensors or state dict)")
 
 
@@ -107,6 +135,9 @@ class DANNConfig(_Section):
 class EvalConfig(_Section):
     n_permutations: int = Field(500, ge=50)
     max_gap_points: int = Field(1000, ge=50, description="subsample per domain for the MMD test")
+    overlays: bool | None = Field(
+        None, description="segmentation: prediction overlays in the report; default on for the dashcam "
+                          "benchmark only (never put patient images in a report)")
 
 
 class RunConfig(_Section):
@@ -122,14 +153,35 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     dann: DANNConfig = DANNConfig()
+    cdan: CDANConfig = CDANConfig()
+    mcc: MCCConfig = MCCConfig()
+    deep_coral: CORALConfig = CORALConfig()
+    self_training: SelfTrainingConfig = SelfTrainingConfig()
+    tent: TENTConfig = TENTConfig()
+    shot: SHOTConfig = SHOTConfig()
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
     progress: bool = True
+    _defaulted_backbone: tuple[str, ...] = PrivateAttr(())
 
     @model_validator(mode="after")
     def _default_task(self) -> RunConfig:
         if self.task is None:
-            self.task = "segmentation" if self.data.benchmark == "dashcam" else "classification"
+            object.__setattr__(self, "task", "segmentation" if self.data.benchmark == "dashcam" else "classification")
+        # A defaulted backbone follows the task when the task is changed later (validate_assignment).
+        if self.model.backbone is None or self.model.backbone in self._defaulted_backbone:
+            object.__setattr__(self.model, "backbone", DEFAULT_BACKBONES[self.task])
+            self._defaulted_backbone = (self.model.backbone,)
+        else:
+            from shiftkit.adapt.backbones import CLASSIFIER_NAMES, SEGMENTER_NAMES
+
+            names = SEGMENTER_NAMES if self.task == "segmentation" else CLASSIFIER_NAMES
+            if self.model.backbone.lower() not in names:
+                other = CLASSIFIER_NAMES if self.task == "segmentation" else SEGMENTER_NAMES
+                hint = (f" ({self.model.backbone!r} is a {'classifier' if self.task == 'segmentation' else 'segmenter'})"
+                        if self.model.backbone.lower() in other else "")
+                raise ValueError(f"model.backbone: {self.model.backbone!r} is not a {self.task} backbone{hint}; "
+                                 f"choose from {list(names)}")
         return self
 
     @property
@@ -143,6 +195,9 @@ def _format_errors(exc: ValidationError) -> list[str]:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             problems.append(f"{where}: unknown key")
+        elif err["type"] == "value_error":  # our own cross-field checks: the message names its keys
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(msg if not err["loc"] else f"{where}: {msg}")
         else:
             problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
     return problems

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from shiftkit.adapt.config import RunConfig
-from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.errors import DataError, ImageReadError
 
 log = logging.getLogger("shiftkit")
 
@@ -63,6 +63,37 @@ def domains_for(config: RunConfig) -> tuple[str, str]:
     else:
         default_source = default_target = None  # validated: manifest configs name both
     return (config.data.source_domain or default_source, config.data.target_domain or default_target)
+
+
+def check_run(config: RunConfig) -> None:
+    """Everything about a run that can be checked before any export or training, at once.
+
+    The config's own schema (keys, types, backbone names for the task) was checked when it was
+    parsed; this adds what needs the file system or the benchmark: the manifest and checkpoint
+    exist, the benchmark knows the source and target domains, and they differ.
+
+    Raises:
+        ConfigError: listing every problem with its key.
+    """
+    import importlib
+
+    from shiftkit.datasets.errors import ConfigError
+
+    problems = []
+    if config.data.manifest is not None and not Path(config.data.manifest).is_file():
+        problems.append(f"data.manifest: file not found: {config.data.manifest}")
+    if config.model.checkpoint is not None and not Path(config.model.checkpoint).is_file():
+        problems.append(f"model.checkpoint: file not found: {config.model.checkpoint}")
+    source, target = domains_for(config)
+    if config.data.benchmark is not None:
+        known = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}").DOMAINS
+        for key, name in (("data.source_domain", source), ("data.target_domain", target)):
+            if name not in known:
+                problems.append(f"{key}: {name!r} is not a {config.data.benchmark} domain; choose from {list(known)}")
+    if source == target:
+        problems.append(f"data.source_domain and data.target_domain are both {source!r}")
+    if problems:
+        raise ConfigError(config.name, problems)
 
 
 def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
@@ -176,13 +207,45 @@ def _subsample(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def _datasets(splits: DomainSplits, skip_bad: bool) -> dict[str, Any]:
+    import warnings
+
     from shiftkit.datasets import ManifestDataset
 
     out: dict[str, Any] = {}
     for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
                  "target_train_labelled"):
-        out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
+        with warnings.catch_warnings():  # skipped rows are counted in metrics.json instead
+            warnings.simplefilter("ignore", UserWarning)
+            out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
     return out
+
+
+def skipped_rows(frame: pd.DataFrame, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows `skip_bad` dropped: manifest row (1-based), split and reason; never the file path."""
+    row_of = {path: i + 1 for i, path in enumerate(frame["image"].tolist())}
+    if "mask" in frame.columns:
+        row_of.update({m: i + 1 for i, m in enumerate(frame["mask"].tolist()) if isinstance(m, str) and m})
+    out: dict[int, dict[str, Any]] = {}
+    for name in ("source_train", "source_val", "source_test", "target_train", "target_test"):
+        for bad in getattr(data[name], "bad", []):
+            row = row_of.get(bad.path, -1)
+            out.setdefault(row, {"row": row, "split": name, "reason": bad.reason})
+    return [out[r] for r in sorted(out)]
+
+
+def _used_sizes(data: dict[str, Any]) -> dict[str, int]:
+    return {k: len(data[k]) for k in ("source_train", "source_val", "source_test", "target_train", "target_test")}
+
+
+def _image_error_with_row(exc: Exception, frame: pd.DataFrame) -> DataError:
+    """An unreadable file met during training, named by its manifest row, with the two remedies."""
+    path = str(getattr(exc, "path", ""))
+    rows = [i + 1 for i, p in enumerate(frame["image"].tolist()) if p == path]
+    if not rows and "mask" in frame.columns:
+        rows = [i + 1 for i, p in enumerate(frame["mask"].tolist()) if p == path]
+    where = f"manifest row {rows[0]}" if rows else "a manifest row"
+    return DataError(f"{where}: {exc}. Check every file before training with `shiftkit run --check-images` "
+                     "(data.check_images: true), or skip unreadable rows with data.skip_bad: true")
 
 
 def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int = 128) -> Any:
@@ -366,6 +429,7 @@ def run(config: RunConfig) -> RunResult:
     from shiftkit.evaluation import plots, report
 
     started = time.perf_counter()
+    check_run(config)  # before any export or training
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
@@ -375,24 +439,37 @@ def run(config: RunConfig) -> RunResult:
         prepare_manifest(config, run_dir)
     distributed.barrier()
     manifest_path = prepare_manifest(config, run_dir)  # now only checks the export stamp
-    frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root)
+    frame = load_manifest(manifest_path, allow_outside_root=config.data.allow_outside_root,
+                          check_images=config.data.check_images)
     source, target = domains_for(config)
     splits = split_domains(frame, source, target, config.train.seed)
     data = _datasets(splits, config.data.skip_bad)
-    for role in ("source_test", "target_test"):
-        data[f"{role}_labels"] = _test_labels(data[role], config.task)
+    try:
+        for role in ("source_test", "target_test"):
+            data[f"{role}_labels"] = _test_labels(data[role], config.task)
+    except ImageReadError as exc:
+        raise _image_error_with_row(exc, frame) from None
     if config.task == "classification":
         num_classes = int(max(2, frame["label"].max() + 1))
     else:
         num_classes = 9 if config.data.benchmark == "dashcam" else int(frame.attrs.get("num_classes", 2))
+    class_names = segmentation_class_names(config, num_classes)
 
     results: dict[str, Any] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
+    skipped = skipped_rows(frame, data)
     warnings: list[str] = []
+    if skipped:
+        rows = ", ".join(str(r["row"]) for r in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
+        warnings.append(f"data.skip_bad: {len(skipped)} unreadable manifest row(s) skipped (rows {rows}); "
+                        "see run.skipped_rows")
     features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
-    in_channels = int(data["source_train"][0]["image"].shape[0])
+    try:
+        in_channels = int(data["source_train"][0]["image"].shape[0])
+    except ImageReadError as exc:
+        raise _image_error_with_row(exc, frame) from None
 
     fitted: dict[str, Any] = {}
 
@@ -401,12 +478,15 @@ def run(config: RunConfig) -> RunResult:
             log.info("fitting %s", name)
             method = build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit)
             monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-            fitted[name] = fit_method(method, data, monitor)
+            try:
+                fitted[name] = fit_method(method, data, monitor)
+            except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
+                raise _image_error_with_row(exc, frame) from None
         return fitted[name]
 
     for name in config.methods:
         method = fit(name)
-        results[name] = evaluate_method(method, data, config)
+        results[name] = evaluate_method(method, data, config, class_names=class_names)
         features[name] = results[name].pop("_features")
         scores[name] = results[name].pop("_target_proba")
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
@@ -423,7 +503,8 @@ def run(config: RunConfig) -> RunResult:
             "backbone": config.model.backbone,
             "seed": config.train.seed,
             "epochs": config.train.epochs,
-            "split_sizes": splits.counts(),
+            "split_sizes": _used_sizes(data),  # after skip_bad dropped unreadable rows
+            "skipped_rows": skipped,
             "target_labels_used_for": "evaluation only"
             + "".join(f"; the {n} method trains on them" for n in config.methods
                       if fitted[n].requires.target == "labelled"),
@@ -443,8 +524,11 @@ def run(config: RunConfig) -> RunResult:
     except ImportError:
         analyse_history = None
     if analyse_history is not None:
+        # Segmentation learns from every labelled pixel, not from an image count.
+        n_samples, unit = ((labelled_pixels(splits.source_train), "labelled pixels") if config.task == "segmentation"
+                           else (len(data["source_train"]), "labelled images"))
         metrics["overfitting"] = {
-            name: analyse_history(h, n_params=n_params[name], n_samples=len(splits.source_train))
+            name: analyse_history(h, n_params=n_params[name], n_samples=max(n_samples, 1), sample_unit=unit)
             for name, h in histories.items() if h
         }
     if config.task == "classification" and is_main:
@@ -453,6 +537,11 @@ def run(config: RunConfig) -> RunResult:
         if bias_metrics:
             metrics["bias"] = bias_metrics
     figures = {}
+    if config.task == "segmentation" and is_main:
+        if class_names is not None:
+            metrics["run"]["class_names"] = class_names
+        if config.evaluation.overlays if config.evaluation.overlays is not None else config.data.benchmark == "dashcam":
+            figures.update(segmentation_overlays(fitted, data, config, num_classes, class_names))
     stages = {method_title(k): v for k, v in features.items()}
     if stages:
         figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
@@ -466,8 +555,55 @@ def run(config: RunConfig) -> RunResult:
                      histories=histories)
 
 
-def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """Score one fitted method on the source and target test splits, plus its feature gap."""
+def segmentation_class_names(config: RunConfig, num_classes: int) -> list[str] | None:
+    """Names of the mask classes: the dashcam benchmark's (road, sky, ...); None when unknown."""
+    if config.task != "segmentation" or config.data.benchmark != "dashcam":
+        return None
+    from shiftkit.datasets.synth.dashcam import CLASSES
+
+    return list(CLASSES) if len(CLASSES) == num_classes else None
+
+
+def labelled_pixels(frame: pd.DataFrame) -> int:
+    """Pixels with a class (mask >= 0) over the rows' masks: what a segmenter learns from."""
+    from shiftkit.datasets import read_mask
+
+    if "mask" not in frame.columns:
+        return 0
+    return int(sum(int((read_mask(m) >= 0).sum()) for m in frame["mask"].tolist() if isinstance(m, str) and m))
+
+
+def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: RunConfig, num_classes: int,
+                          class_names: list[str] | None, n: int = 2) -> dict[str, Any]:
+    """Prediction overlays on ``n`` source and ``n`` target test images, before adaptation (source
+    only) and after (each adapting method): ``{caption: Figure}``. Scene data only: the caller
+    leaves them out for medical images (``evaluation.overlays``)."""
+    from shiftkit.evaluation.plots import segmentation_overlay_figure
+
+    picks = [("source", data["source_test"], i) for i in range(min(n, len(data["source_test"])))]
+    picks += [("target", data["target_test"], i) for i in range(min(n, len(data["target_test"])))]
+    items = [ds[i] for _, ds, i in picks]
+    images = np.stack([np.asarray(it["image"]) for it in items])
+    truths = [np.asarray(it["mask"]) for it in items]
+    titles = [f"{role} {i + 1}" for role, _, i in picks]
+    out: dict[str, Any] = {}
+    from shiftkit.adapt.methods import method_title
+
+    for name, method in fitted.items():
+        if method.requires.target == "labelled":  # the oracle is not an adaptation
+            continue
+        stage = "before adaptation" if name == "source_only" else "after adaptation"
+        preds = list(method.predict(images))
+        out[f"Segmentation overlays: {method_title(name)} ({stage})"] = segmentation_overlay_figure(
+            images, truths, preds, num_classes=num_classes, titles=titles, class_names=class_names)
+    return out
+
+
+def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *,
+                    class_names: list[str] | None = None) -> dict[str, Any]:
+    """Score one fitted method on the source and target test splits, plus its feature gap.
+
+    ``class_names``: segmentation class names for the per-class IoU (default "0", "1", ...)."""
     from shiftkit.evaluation import gap, metrics
 
     out: dict[str, Any] = {}
@@ -480,7 +616,8 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig)
         if config.task == "classification":
             out[role] = metrics.classification_metrics(labels, proba)
         else:
-            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
+            names = class_names if class_names is not None and len(class_names) == proba.shape[1] else None
+            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)
     seed = config.train.seed
     feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
     feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)

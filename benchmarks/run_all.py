@@ -51,7 +51,7 @@ TIMEOUTS: dict[str, float] = {"demo": 600.0, "monitor": 600.0}
 #: script yourself). bench_reweight's default grid goes to n = 100,000 and skada at 20,000.
 SCRIPT_ARGS: dict[str, list[str]] = {"reweight": ["--sizes", "1000", "5000"]}
 #: Order in the table: the issue's headline rows first, then anything else alphabetically.
-ORDER = ("dann_step", "augment", "synth", "reweight", "mmd", "transferability", "demo", "omp", "gpu")
+ORDER = ("dann_step", "method_steps", "augment", "synth", "reweight", "mmd", "transferability", "demo", "omp", "gpu")
 GPU_COMMAND = ".venv/bin/python benchmarks/gpu_bench.py --device cuda"
 
 

@@ -103,6 +103,28 @@ def _row_of(problem: str) -> int:
     return int(head[4:]) if head.startswith("row ") and head[4:].isdigit() else 0
 
 
+def _deep_check(images: list[str | None], masks: list[str | None] | None) -> list[str]:
+    """Decode every image and mask once; one problem per row that fails, naming row and file."""
+    from .errors import ImageReadError
+    from .io import read_image, read_mask
+
+    problems = []
+    for i, img in enumerate(images, start=1):
+        if img is None:
+            continue
+        mask = masks[i - 1] if masks is not None else None
+        try:
+            arr = read_image(img)
+            if mask is not None:
+                m = read_mask(mask)
+                if m.shape != arr.shape[1:]:
+                    problems.append(f"row {i}: mask {mask} is {m.shape[0]}x{m.shape[1]}, its image "
+                                    f"{arr.shape[1]}x{arr.shape[2]}")
+        except ImageReadError as exc:
+            problems.append(f"row {i}: {exc.path}: {exc.reason}")
+    return problems
+
+
 def validate_frame(
     frame: pd.DataFrame,
     root: str | os.PathLike[str],
@@ -111,6 +133,7 @@ def validate_frame(
     check_files: bool = True,
     allow_outside_root: bool = False,
     num_classes: int | None = None,
+    check_images: bool = False,
 ) -> pd.DataFrame:
     """Validate a raw manifest table and return it normalised (see `load_manifest`).
 
@@ -210,6 +233,9 @@ def validate_frame(
                 problems.append(f"row {i}: unknown split {value!r} (expected one of {', '.join(SPLIT_VALUES)})")
             splits.append(v)
 
+    if check_images and check_files and not problems:
+        problems += _deep_check(images, masks)
+
     seen: dict[tuple[str | None, str | None], int] = {}
     for i, img in enumerate(images, start=1):
         if img is None:
@@ -244,6 +270,7 @@ def load_manifest(
     check_files: bool = True,
     allow_outside_root: bool = False,
     num_classes: int | None = None,
+    check_images: bool = False,
 ) -> pd.DataFrame:
     """Read and validate a manifest (CSV, TSV or Parquet).
 
@@ -254,6 +281,9 @@ def load_manifest(
         allow_outside_root: accept paths (absolute or with ``..``) that leave ``root``; off by
             default so a manifest cannot make a reader open arbitrary files.
         num_classes: if given, labels must lie in 0..num_classes-1 (or be -1 / empty).
+        check_images: also decode every image and mask (and compare their sizes), so a corrupt
+            or truncated file is reported with its row now rather than mid-training. Costs one
+            read of every file.
 
     Returns:
         DataFrame with ``image`` (absolute path str), ``label`` (int64, -1 = unlabelled) if
@@ -270,4 +300,5 @@ def load_manifest(
     frame = _read_table(p)
     base = Path(root) if root is not None else p.resolve().parent
     return validate_frame(frame, base, source=str(p), check_files=check_files,
-                          allow_outside_root=allow_outside_root, num_classes=num_classes)
+                          allow_outside_root=allow_outside_root, num_classes=num_classes,
+                          check_images=check_images)

@@ -55,6 +55,7 @@ def analyse_history(
     n_params: int | None = None,
     n_samples: int | None = None,
     params_per_sample_warn: float = 100.0,
+    sample_unit: str = "labelled images",
 ) -> dict[str, Any]:
     """Diagnose one training run.
 
@@ -62,8 +63,10 @@ def analyse_history(
     "val_acc"/"val_auroc"); lower is better for *_loss, higher for accuracy-like keys.
     patience / min_delta: the early-stopping rule whose outcome is reported (the epoch where it
     would have stopped). window: epochs at the end used for trend warnings (default max(3, n//3)).
-    n_params / n_samples: model size and number of labelled training images, for the
-    small-data warning (n_params / n_samples > params_per_sample_warn).
+    n_params / n_samples: model size and number of labelled training samples, for the
+    small-data warning (n_params / n_samples > params_per_sample_warn). sample_unit names what
+    n_samples counts ("labelled images" for classification; a segmenter learns from each labelled
+    pixel, so segmentation passes the labelled-pixel count and "labelled pixels").
 
     Returns a JSON-ready dict: n_epochs, monitor, mode, best_epoch, best_value, stop_epoch
     (early stopping), epochs_after_best, curves {key: [values]}, generalisation_gap
@@ -160,8 +163,11 @@ def analyse_history(
             raise DataError(f"argument 'n_samples' must be positive; got {n_samples}")
         ratio = n_params / n_samples
         out["params_per_sample"] = float(ratio)
+        out["n_samples"] = int(n_samples)
+        out["sample_unit"] = sample_unit
         if ratio > params_per_sample_warn:
-            warnings.append(f"{n_params:,} parameters for {n_samples:,} labelled images ({ratio:,.0f} per image): "
+            per = sample_unit.split()[-1].rstrip("s")
+            warnings.append(f"{n_params:,} parameters for {n_samples:,} {sample_unit} ({ratio:,.0f} per {per}): "
                             "small data for this model; prefer a smaller backbone, a linear probe / frozen "
                             "encoder, stronger augmentation or early stopping")
     if best_i == n - 1:

@@ -263,14 +263,19 @@ def segmentation_overlay_figure(
     num_classes: int,
     alpha: float = 0.5,
     titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Rows of image | truth overlay | prediction overlay. images: (C, H, W) or (H, W) in [0, 1];
-    masks: int (H, W). Meant for scene data (dashcam); do not put patient images in reports."""
+    masks: int (H, W), pixels < 0 (unlabelled) left uncovered. ``class_names`` adds a colour
+    legend. Meant for scene data (dashcam); do not put patient images in reports."""
     from matplotlib import colormaps
+    from matplotlib.patches import Patch
 
     cmap = colormaps["tab10" if num_classes <= 10 else "tab20"]
     n = len(images)
-    fig, axes = new_figure((9.0, 3.0 * n), nrows=n, ncols=3)
+    h, w = np.asarray(images[0]).shape[-2:] if n else (1, 1)
+    row_height = 3.0 * h / max(w, 1) + 0.4  # wide dashcam frames get short rows
+    fig, axes = new_figure((9.0 + (1.6 if class_names else 0.0), row_height * n), nrows=n, ncols=3)
     axes = np.asarray(axes, dtype=object).reshape(n, 3)
     for i in range(n):
         img = np.asarray(images[i], dtype=float)
@@ -283,7 +288,12 @@ def segmentation_overlay_figure(
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             if mask is not None:
                 m = np.asarray(mask)
-                ax.imshow(cmap(m % cmap.N), alpha=alpha)
+                rgba = cmap(np.clip(m, 0, None) % cmap.N)
+                rgba[..., 3] = np.where(m >= 0, alpha, 0.0)
+                ax.imshow(rgba)
             ax.set_title(f"{titles[i] + ': ' if titles else ''}{name}", fontsize=8)
             ax.axis("off")
+    if class_names:
+        handles = [Patch(color=cmap(k % cmap.N), label=str(nm)) for k, nm in enumerate(class_names)]
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     return fig

@@ -40,7 +40,8 @@ from shiftkit.datasets.errors import DataError
 
 from . import plots
 
-__all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures"]
+__all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures",
+           "segmentation_section"]
 
 SCHEMA_VERSION = "1.0"
 
@@ -326,6 +327,32 @@ def _methods_section(methods: Mapping[str, Any]) -> str:
     return out
 
 
+def segmentation_section(metrics: Mapping[str, Any]) -> str:
+    """Per-class IoU of every method on each split as one visible table (rows = classes, named
+    when the run knows the names, e.g. road, sky, ...; columns = method / split). Empty string
+    when no method reports ``per_class_iou``."""
+    methods = metrics.get("methods")
+    if not isinstance(methods, Mapping):
+        return ""
+    cols: dict[str, Mapping[str, Any]] = {}
+    for name, block in methods.items():
+        if not isinstance(block, Mapping):
+            continue
+        for split, vals in block.items():
+            if isinstance(vals, Mapping) and isinstance(vals.get("per_class_iou"), Mapping):
+                cols[f"{name} / {split}"] = vals["per_class_iou"]
+    if not cols:
+        return ""
+    classes: list[str] = []
+    for c in cols.values():
+        classes += [k for k in c if k not in classes]
+    head = '<th class="k">class</th>' + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(f'<tr><td class="k">{html.escape(str(k))}</td>'
+                   + "".join(f"<td>{_fmt(c.get(k))}</td>" for c in cols.values()) + "</tr>" for k in classes)
+    return ("<h3>Per-class IoU (n/a: class absent from truth and prediction)</h3>"
+            f"<table class='per-class-iou'><tr>{head}</tr>{body}</table>")
+
+
 def render_html(metrics: Mapping[str, Any], figures: Mapping[str, Any], *, title: str = "shiftkit report") -> str:
     """The report page as one HTML string (CSS inline, images as data: URIs, no scripts)."""
     parts = [
@@ -342,7 +369,7 @@ def render_html(metrics: Mapping[str, Any], figures: Mapping[str, Any], *, title
     if isinstance(metrics.get("run"), Mapping):
         parts.append("<h2>Run</h2>" + _kv_table(metrics["run"]))
     if isinstance(metrics.get("methods"), Mapping):
-        parts.append("<h2>Results</h2>" + _methods_section(metrics["methods"]))
+        parts.append("<h2>Results</h2>" + _methods_section(metrics["methods"]) + segmentation_section(metrics))
     if figures:
         parts.append("<h2>Figures</h2>")
         for cap, fig in figures.items():

@@ -1,6 +1,6 @@
 """Augmentation presets, target-aware restyling and shift ranking.
 
-- `radiograph_acquisition(strength)`, `driving_conditions(strength)`: presets (`Augmenter`s)
+- `radiograph_acquisition(strength)`, `driving_conditions(strength)`, `photometric(strength)`: presets (`Augmenter`s)
   on numpy H x W x C images, and on shiftkit dict items via `.apply_item` / `.item_transform()`.
 - `target_restyle(target_pool, method=...)`: FDA / HistogramMatching / PixelDistributionAdaptation
   toward unlabeled target images; `load_target_pool` reads a manifest, Dataset or array.
@@ -24,7 +24,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from shiftkit.adapt.augment.dataset import AugmentedDataset  # noqa: E402
 from shiftkit.adapt.augment.families import FAMILIES, build_family, family_names  # noqa: E402
 from shiftkit.adapt.augment.pipeline import Augmenter, combine  # noqa: E402
-from shiftkit.adapt.augment.presets import PRESETS, driving_conditions, get_preset, radiograph_acquisition  # noqa: E402
+from shiftkit.adapt.augment.presets import (  # noqa: E402
+    PRESETS,
+    driving_conditions,
+    get_preset,
+    photometric,
+    radiograph_acquisition,
+)
 from shiftkit.adapt.augment.restyle import RESTYLE_METHODS, load_target_pool, target_restyle  # noqa: E402
 
 _LAZY = {
@@ -35,7 +41,7 @@ _LAZY = {
 
 __all__ = [
     "Augmenter", "combine", "AugmentedDataset", "FAMILIES", "build_family", "family_names",
-    "PRESETS", "get_preset", "radiograph_acquisition", "driving_conditions",
+    "PRESETS", "get_preset", "radiograph_acquisition", "driving_conditions", "photometric",
     "RESTYLE_METHODS", "load_target_pool", "target_restyle", *sorted(_LAZY),
 ]
 

@@ -19,7 +19,7 @@ import albumentations as A  # noqa: E402
 from shiftkit.adapt.augment.families import build_family, geometric  # noqa: E402
 from shiftkit.adapt.augment.pipeline import Augmenter  # noqa: E402
 
-__all__ = ["radiograph_acquisition", "driving_conditions", "PRESETS", "get_preset"]
+__all__ = ["radiograph_acquisition", "driving_conditions", "photometric", "PRESETS", "get_preset"]
 
 
 def _wrap(transforms: list[Any], p: float) -> list[Any]:
@@ -76,7 +76,18 @@ def driving_conditions(strength: float = 0.5, *, p: float = 0.3, spatial: bool =
     return Augmenter(t, seed=seed, name=f"driving_conditions(strength={s:g})")
 
 
-PRESETS = {"radiograph_acquisition": radiograph_acquisition, "driving_conditions": driving_conditions}
+def photometric(strength: float = 0.5, **kwargs: Any) -> Augmenter:
+    """Generic photometric preset (colour jitter, channel shuffle, greyscale, inversion, gamma, blur,
+    noise, ... in RandAugment / AugMix composition); see `shiftkit.adapt.augment.photometric`."""
+    from shiftkit.adapt.augment.photometric import photometric as build
+
+    kwargs.pop("spatial", None)  # photometric only: nothing spatial to turn off
+    kwargs.pop("image_size", None)
+    return build(strength, **kwargs)
+
+
+PRESETS = {"radiograph_acquisition": radiograph_acquisition, "driving_conditions": driving_conditions,
+           "photometric": photometric}
 
 
 def get_preset(name: str, strength: float = 0.5, **kwargs: Any) -> Augmenter:

@@ -24,6 +24,12 @@ _EXPORTS = {
     "FineTune": ".finetune",
     "LinearProbe": ".linear_probe",
     "AdaBN": ".adabn",
+    "CDAN": ".cdan",
+    "MCC": ".mcc",
+    "DeepCORAL": ".coral",
+    "SelfTraining": ".self_training",
+    "TENT": ".tent",
+    "SHOT": ".shot",
 }
 
 __all__ = [

@@ -43,7 +43,7 @@ from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
 
 from ..adapters import apply_source_adapters
 from ..backbones import SegModel, as_split_model, build_classifier, build_segmenter
-from ..data import as_dataset
+from ..data import as_dataset, check_compatible
 from ..losses import supervised_loss
 from ..trainer import TrainConfig, TrainResult, predict_loader, resolve_device, train
 
@@ -330,6 +330,7 @@ class Method(BaseEstimator):
                                     "this method trains on target labels: pass only the labelled target subset")
             else:
                 target = TargetView(target)  # the method cannot read what it is not given
+        check_compatible(source, target, val)  # channels and size agree, before any model is built
         return source, target, val
 
     # ---------------------------------------------------------------- training hooks

@@ -31,6 +31,12 @@ BUILTIN_METHODS: dict[str, str] = {
     "augment": "shiftkit.adapt.augment.adapter:TargetStyleSourceOnly",
     "adabn": "shiftkit.adapt.methods.adabn:AdaBN",
     "target_oracle": "shiftkit.adapt.methods.source_only:TargetOracle",
+    "cdan": "shiftkit.adapt.methods.cdan:CDAN",
+    "mcc": "shiftkit.adapt.methods.mcc:MCC",
+    "deep_coral": "shiftkit.adapt.methods.coral:DeepCORAL",
+    "self_training": "shiftkit.adapt.methods.self_training:SelfTraining",
+    "tent": "shiftkit.adapt.methods.tent:TENT",
+    "shot": "shiftkit.adapt.methods.shot:SHOT",
 }
 
 _REGISTERED: dict[str, Any] = {}
