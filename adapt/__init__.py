@@ -17,7 +17,13 @@ from typing import Any
 _EXPORTS = {
     "load": ".predictor",
     "save_model": ".predictor",
+    "load_weights": ".predictor",
     "Predictor": ".predictor",
+    "Prediction": ".predictor",
+    "UnsafeModelFileError": ".checkpoint",
+    "NonFiniteLossError": ".trainer",
+    "CachedDataset": ".data",
+    "BuildContext": ".pipeline",
     "build_classifier": ".backbones",
     "build_segmenter": ".backbones",
     "SplitModel": ".backbones",

@@ -97,7 +97,9 @@ class ModelConfig(_Section):
     checkpoint: Path | None = Field(None, description="source weights on disk (.safetensors or state dict)")
 
 
-class TrainConfig(_Section):
+class TrainSection(_Section):
+    """`train:` options shared by every method (the loop's own settings are `shiftkit.adapt.trainer.TrainConfig`)."""
+
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=2)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -151,7 +153,7 @@ class RunConfig(_Section):
         ["source_only", "dann"], description="registered method names, fitted and reported in this order")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    train: TrainSection = TrainSection()
     dann: DANNConfig = DANNConfig()
     cdan: CDANConfig = CDANConfig()
     mcc: MCCConfig = MCCConfig()

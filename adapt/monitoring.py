@@ -154,7 +154,7 @@ def save_reference(state: MonitorState, folder: str | os.PathLike[str]) -> Path:
     """Write the reference arrays to ``folder/monitor_reference.safetensors`` atomically."""
     from safetensors.numpy import save
 
-    from .predictor import _atomic_write_bytes
+    from shiftkit.datasets.files import atomic_write_bytes
 
     arrays = {"features": state.features.astype(np.float32), "proba": state.proba.astype(np.float32)}
     if state.labels is not None:
@@ -163,7 +163,7 @@ def save_reference(state: MonitorState, folder: str | os.PathLike[str]) -> Path:
         arrays["pixel_proba"] = state.pixel_proba.astype(np.float32)
         arrays["pixel_labels"] = state.pixel_labels.astype(np.int64)
     path = Path(folder) / REFERENCE_FILE
-    _atomic_write_bytes(save(arrays, metadata={"format": "shiftkit-monitor-reference"}), path)
+    atomic_write_bytes(path, save(arrays, metadata={"format": "shiftkit-monitor-reference"}))
     return path
 
 
@@ -171,14 +171,14 @@ def load_reference(predictor: Any, folder: str | os.PathLike[str], **monitor_kwa
     """Attach a reference saved by :func:`save_reference` (safetensors only, never unpickled)."""
     from safetensors.numpy import load_file
 
-    from .predictor import _is_safetensors
+    from .checkpoint import is_safetensors
 
     path = Path(folder)
     path = path / REFERENCE_FILE if path.is_dir() else path
     if not path.exists():
         raise DataError(f"{path}: no monitoring reference; create one with predictor.set_reference(images, labels, "
                         f"save=model_dir) or pass --reference REF.csv to `shiftkit monitor`")
-    if not _is_safetensors(path):
+    if not is_safetensors(path):
         raise DataError(f"{path}: not a safetensors file; refused")
     a = load_file(str(path))
     state = MonitorState(a["features"].astype(np.float64), _renorm(a["proba"]), a.get("labels"),

@@ -19,7 +19,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,11 @@ import torch
 
 from shiftkit.adapt.config import RunConfig
 from shiftkit.datasets.errors import DataError, ImageReadError
+from shiftkit.datasets.files import atomic_write_text
+from shiftkit.evaluation.results import MethodResult, RunResult
+
+__all__ = ["BuildContext", "RunResult", "build_method", "check_run", "evaluate_method", "fit_method", "run",
+           "save_models"]
 
 log = logging.getLogger("shiftkit")
 
@@ -36,25 +41,6 @@ BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
 }
-
-
-@dataclass
-class RunResult:
-    """What `run` returns: the metrics dict written to metrics.json and where it lies."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def report_path(self) -> Path:
-        return self.run_dir / "report.html"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def domains_for(config: RunConfig) -> tuple[str, str]:
@@ -123,7 +109,7 @@ def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
         data_dir, [source, target], config.data.n_per_domain, seed=config.train.seed, size=size,
         progress=config.progress,
     )
-    _atomic_write_text(stamp, json.dumps(wanted))
+    atomic_write_text(stamp, json.dumps(wanted))
     return Path(manifest)
 
 
@@ -180,13 +166,6 @@ def split_domains(frame: pd.DataFrame, source: str, target: str, seed: int) -> D
         target_test=t["test"],
         target_train_labelled=target_train,
     )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def machine_summary() -> dict[str, Any]:
@@ -254,7 +233,7 @@ def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int 
     `target_*` early-stopping key unless the run is an explicit oracle."""
     from torch.utils.data import DataLoader
 
-    from shiftkit.adapt.trainer import predict_loader
+    from shiftkit.adapt.inference import predict_loader
     from shiftkit.evaluation import metrics
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -297,27 +276,6 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
     return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from disk without unpickling: safetensors, or a state dict via weights_only."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model.checkpoint does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # e.g. a pickle renamed .safetensors: SafetensorError, never unpickled
-            raise DataError(f"{path}: not a valid safetensors file ({type(exc).__name__}: {exc})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything that would run code
-        raise DataError(f"{path}: not a plain state dict ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
-
-
 def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
     """The backbone name, or a module holding the user's source checkpoint."""
     if config.model.checkpoint is None:
@@ -327,7 +285,12 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
     torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
     model = build(config.model.backbone, in_channels, num_classes)
-    missing, unexpected = model.load_state_dict(load_state_dict(config.model.checkpoint), strict=False)
+    from shiftkit.adapt.checkpoint import read_weights
+
+    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
@@ -420,8 +383,9 @@ def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
 def run(config: RunConfig) -> RunResult:
     """Run the whole job described by `config`; return the metrics and the run folder.
 
-    Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically) and, for embedded
-    benchmarks, the exported data under `run_dir/data/`.
+    Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically), every method's
+    fitted model under `run_dir/models/<name>/` (`shiftkit.adapt.load` reads it) and, for
+    embedded benchmarks, the exported data under `run_dir/data/`.
     """
     from shiftkit.adapt import distributed
     from shiftkit.adapt.methods import method_title
@@ -455,7 +419,7 @@ def run(config: RunConfig) -> RunResult:
         num_classes = 9 if config.data.benchmark == "dashcam" else int(frame.attrs.get("num_classes", 2))
     class_names = segmentation_class_names(config, num_classes)
 
-    results: dict[str, Any] = {}
+    results: dict[str, MethodResult] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     skipped = skipped_rows(frame, data)
     warnings: list[str] = []
@@ -463,8 +427,6 @@ def run(config: RunConfig) -> RunResult:
         rows = ", ".join(str(r["row"]) for r in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
         warnings.append(f"data.skip_bad: {len(skipped)} unreadable manifest row(s) skipped (rows {rows}); "
                         "see run.skipped_rows")
-    features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    scores: dict[str, np.ndarray] = {}
     n_params: dict[str, int] = {}
     try:
         in_channels = int(data["source_train"][0]["image"].shape[0])
@@ -486,73 +448,64 @@ def run(config: RunConfig) -> RunResult:
 
     for name in config.methods:
         method = fit(name)
-        results[name] = evaluate_method(method, data, config, class_names=class_names)
-        features[name] = results[name].pop("_features")
-        scores[name] = results[name].pop("_target_proba")
+        results[name] = evaluate_method(method, data, config, name=name, class_names=class_names)
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
-    metrics: dict[str, Any] = {
-        "run": {
-            "run_name": config.name,
-            "task": config.task,
-            "benchmark": config.data.benchmark,
-            "source_domain": source,
-            "target_domain": target,
-            "backbone": config.model.backbone,
-            "seed": config.train.seed,
-            "epochs": config.train.epochs,
-            "split_sizes": _used_sizes(data),  # after skip_bad dropped unreadable rows
-            "skipped_rows": skipped,
-            "target_labels_used_for": "evaluation only"
-            + "".join(f"; the {n} method trains on them" for n in config.methods
-                      if fitted[n].requires.target == "labelled"),
-            "machine": machine_summary(),
-        },
-        "methods": results,
-        "histories": histories,
-        "warnings": warnings,
+    run_info: dict[str, Any] = {
+        "run_name": config.name,
+        "task": config.task,
+        "benchmark": config.data.benchmark,
+        "source_domain": source,
+        "target_domain": target,
+        "backbone": config.model.backbone,
+        "seed": config.train.seed,
+        "epochs": config.train.epochs,
+        "split_sizes": _used_sizes(data),  # after skip_bad dropped unreadable rows
+        "skipped_rows": skipped,
+        "target_labels_used_for": "evaluation only"
+        + "".join(f"; the {n} method trains on them" for n in config.methods
+                  if fitted[n].requires.target == "labelled"),
+        "machine": machine_summary(),
     }
-    if "source_only" in features:
-        metrics["gap"] = {"before (source only)": results["source_only"]["gap"]}
+    gaps = None
+    if "source_only" in results:
+        gaps = {"before (source only)": results["source_only"].gap}
         for name in config.methods:
             if name != "source_only" and fitted[name].requires.target != "labelled":
-                metrics["gap"][f"after ({name})"] = results[name]["gap"]
-    try:
-        from shiftkit.evaluation.overfitting import analyse_history
-    except ImportError:
-        analyse_history = None
-    if analyse_history is not None:
-        # Segmentation learns from every labelled pixel, not from an image count.
-        n_samples, unit = ((labelled_pixels(splits.source_train), "labelled pixels") if config.task == "segmentation"
-                           else (len(data["source_train"]), "labelled images"))
-        metrics["overfitting"] = {
-            name: analyse_history(h, n_params=n_params[name], n_samples=max(n_samples, 1), sample_unit=unit)
-            for name, h in histories.items() if h
-        }
+                gaps[f"after ({name})"] = results[name].gap
+    from shiftkit.evaluation.overfitting import analyse_history
+
+    # Segmentation learns from every labelled pixel, not from an image count.
+    n_samples, unit = ((labelled_pixels(splits.source_train), "labelled pixels") if config.task == "segmentation"
+                       else (len(data["source_train"]), "labelled images"))
+    overfitting = {name: analyse_history(h, n_params=n_params[name], n_samples=max(n_samples, 1), sample_unit=unit)
+                   for name, h in histories.items() if h}
+    bias_metrics = None
     if config.task == "classification" and is_main:
-        binary = {k: v[:, 1] for k, v in scores.items() if v.ndim == 2 and v.shape[1] == 2}
-        bias_metrics = bias_section({"target_test": splits.target_test}, binary, config.train.seed)
-        if bias_metrics:
-            metrics["bias"] = bias_metrics
+        binary = {k: r.target_proba[:, 1] for k, r in results.items()
+                  if r.target_proba.ndim == 2 and r.target_proba.shape[1] == 2}
+        bias_metrics = bias_section({"target_test": splits.target_test}, binary, config.train.seed) or None
     figures = {}
     if config.task == "segmentation" and is_main:
         if class_names is not None:
-            metrics["run"]["class_names"] = class_names
+            run_info["class_names"] = class_names
         if config.evaluation.overlays if config.evaluation.overlays is not None else config.data.benchmark == "dashcam":
             figures.update(segmentation_overlays(fitted, data, config, num_classes, class_names))
-    stages = {method_title(k): v for k, v in features.items()}
+    stages = {method_title(k): r.features for k, r in results.items()}
     if stages:
         figures["Features coloured by domain (PCA), per method"] = plots.embedding_figure(
             stages, seed=config.train.seed
         )
-    metrics["run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    run_info["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result = RunResult(run=run_info, methods=results, histories=histories, gap=gaps,
+                       overfitting=overfitting or None, bias=bias_metrics, warnings=tuple(warnings), run_dir=run_dir)
     if is_main:
-        report.write_report(run_dir, metrics, figures=figures, title=f"shiftkit: {config.name}")
+        save_models(fitted, config, run_dir, (source, target))
+        report.write_report(run_dir, result, figures=figures, title=f"shiftkit: {config.name}")
     distributed.barrier()
-    return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()),
-                     histories=histories)
+    return RunResult.load(run_dir)  # the saved form, as a later reader of the run folder sees it
 
 
 def segmentation_class_names(config: RunConfig, num_classes: int) -> list[str] | None:
@@ -599,28 +552,47 @@ def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: 
     return out
 
 
-def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *,
-                    class_names: list[str] | None = None) -> dict[str, Any]:
+def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domains: tuple[str, str]) -> dict[str, Path]:
+    """Save each method of ``config.methods`` under ``run_dir/models/<name>/`` with
+    :func:`shiftkit.adapt.save_model` (safetensors + JSON sidecar, the target feature statistics
+    for the shift score), so ``shiftkit.adapt.load(run_dir / "models" / name)`` predicts what
+    the method predicted in the run."""
+    from shiftkit.adapt.predictor import save_model
+
+    out = {}
+    for name in config.methods:
+        folder = run_dir / "models" / name
+        save_model(fitted[name], folder, training_summary={
+            "run": config.name, "registry_method": name, "source_domain": domains[0], "target_domain": domains[1]})
+        out[name] = folder
+    return out
+
+
+def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *, name: str = "method",
+                    class_names: list[str] | None = None) -> MethodResult:
     """Score one fitted method on the source and target test splits, plus its feature gap.
 
-    ``class_names``: segmentation class names for the per-class IoU (default "0", "1", ...)."""
+    ``class_names``: segmentation class names for the per-class IoU (default "0", "1", ...).
+    The result also holds (in memory only) the gap's feature samples and the target test
+    probabilities, for the embedding figure and the bias audit.
+    """
     from shiftkit.evaluation import gap, metrics
 
-    out: dict[str, Any] = {}
+    scores: dict[str, dict[str, Any]] = {}
     feats: dict[str, np.ndarray] = {}
+    target_proba = None
     for role in ("source", "target"):
         proba, feats[role] = method.predict_proba_and_features(splits_data[f"{role}_test"])
         labels = splits_data[f"{role}_test_labels"]
         if role == "target":
-            out["_target_proba"] = proba
+            target_proba = proba
         if config.task == "classification":
-            out[role] = metrics.classification_metrics(labels, proba)
+            scores[role] = metrics.classification_metrics(labels, proba)
         else:
             names = class_names if class_names is not None and len(class_names) == proba.shape[1] else None
-            out[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)
+            scores[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)
     seed = config.train.seed
     feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
     feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)
-    out["gap"] = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
-    out["_features"] = (feats_s, feats_t)
-    return out
+    summary = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
+    return MethodResult(name=name, splits=scores, gap=summary, features=(feats_s, feats_t), target_proba=target_proba)

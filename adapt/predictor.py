@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +47,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
+from shiftkit.datasets.errors import ConfigError, DataError
+from shiftkit.datasets.files import atomic_write_bytes
 
 from .backbones import SegModel, as_split_model, build_classifier, build_mlp, build_segmenter
+from .checkpoint import UnsafeModelFileError, is_safetensors, read_weights
 from .trainer import predict_loader
 
 __all__ = ["FORMAT_VERSION", "MIN_IMAGE_SIDE", "ModelFileError", "Prediction", "Predictor", "Sidecar",
@@ -64,10 +65,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 # Keys a training summary may not carry: anything that could identify a patient.
 _IDENTIFYING = ("patient", "name", "mrn", "accession", "birth", "dob", "ssn", "address", "phone", "study_uid",
                 "studyinstanceuid", "seriesinstanceuid", "sopinstanceuid", "path", "file")
-
-
-class UnsafeModelFileError(ShiftkitError, ValueError):
-    """The file is not a safetensors model (e.g. a pickle); it was not deserialised."""
 
 
 # --------------------------------------------------------------------------------------
@@ -87,26 +84,10 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data)  # the one atomic writer (shiftkit.datasets.files)
 
 
-def _is_safetensors(path: Path) -> bool:
-    """Header check: 8-byte little-endian length, then a JSON object (no code can run)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-            size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
-            return len(head) == 9 and head[8:9] == b"{" and 0 < size < os.path.getsize(path)
-    except OSError:
-        return False
+_is_safetensors = is_safetensors  # one header check (shiftkit.adapt.checkpoint)
 
 
 def _check_safe(path: Path) -> None:
@@ -131,18 +112,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     ``key`` selects a sub-dict (e.g. ``"state_dict"``).
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: checkpoint not found")
-    if _is_safetensors(p):
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(p))
-    else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError for code-carrying pickles
-            raise UnsafeModelFileError(f"{p}: refused: not a plain state dict ({type(exc).__name__}: "
-                                       f"{str(exc).splitlines()[0][:200]})") from None
+    state: Any = read_weights(p)  # the one safe loader: safetensors or weights_only state dicts
     if key is not None:
         state = state[key]
     elif isinstance(state, dict) and "modules" in state and "model" in state.get("modules", {}):
@@ -764,14 +734,11 @@ class Predictor:
             raise DataError(f"{where}: preprocessing gave shape {arr.shape}, expected (C, H, W)")
         if not np.isfinite(arr).all():
             raise DataError(f"{where}: image holds NaN/Inf values after preprocessing")
-        if self.in_channels and arr.shape[0] != self.in_channels:
-            if self.in_channels == 1 and arr.shape[0] == 3:
-                arr = (0.299 * arr[0] + 0.587 * arr[1] + 0.114 * arr[2])[None]
-            elif self.in_channels == 3 and arr.shape[0] == 1:
-                arr = np.repeat(arr, 3, 0)
-            else:
-                raise DataError(f"{where}: {arr.shape[0]} channels, the model expects {self.in_channels}")
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        if self.in_channels and arr.shape[0] not in (self.in_channels, 1, 3):
+            raise DataError(f"{where}: {arr.shape[0]} channels, the model expects {self.in_channels}")
+        from shiftkit.datasets.io import convert_channels  # one RGB <-> grey rule for files and arrays
+
+        return np.ascontiguousarray(convert_channels(arr, self.in_channels, where), dtype=np.float32)
 
     def _inputs(self, data: Any) -> list[np.ndarray]:
         if isinstance(data, (str, os.PathLike)):

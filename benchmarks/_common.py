@@ -42,7 +42,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -323,16 +322,9 @@ def write_result(topic: str, rows: Sequence[Mapping[str, Any]], *, command: str 
     folder = Path(out_dir) if out_dir is not None else RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{topic}.json"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from shiftkit.datasets.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
 

@@ -229,9 +229,9 @@ def update_readme(block: str, path: Path = README) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from shiftkit.datasets.files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

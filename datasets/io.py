@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import DataError, ImageReadError
 
-__all__ = ["read_image", "read_mask", "image_format", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "read_mask", "image_format", "coerce_image", "convert_channels", "IMAGE_SUFFIXES"]
 
 _RASTER = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _DICOM = (".dcm", ".dicom")
@@ -256,13 +256,52 @@ def read_image(path: str | os.PathLike[str], *, channels: int | None = None) -> 
     if img.shape[1] == 0 or img.shape[2] == 0:
         raise ImageReadError(p, f"empty image of shape {arr.shape}")
     if channels is not None:
-        if channels == 1 and img.shape[0] == 3:
-            img = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
-        elif channels == 3 and img.shape[0] == 1:
-            img = np.repeat(img, 3, axis=0)
-        elif channels != img.shape[0]:
-            raise ImageReadError(p, f"cannot convert {img.shape[0]} channel(s) to {channels}")
+        try:
+            img = convert_channels(img, channels, str(p))
+        except DataError:
+            raise ImageReadError(p, f"cannot convert {img.shape[0]} channel(s) to {channels}") from None
     return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def convert_channels(img: np.ndarray, channels: int | None, where: str = "image") -> np.ndarray:
+    """``(C, H, W)`` -> ``(channels, H, W)``: RGB -> grey by ITU-R 601 luma
+    (0.299 R + 0.587 G + 0.114 B), grey -> RGB by repetition; ``None`` or equal counts: as is.
+
+    Raises:
+        DataError: any other conversion, naming ``where``.
+    """
+    if channels is None or img.shape[0] == channels:
+        return img
+    if channels == 1 and img.shape[0] == 3:
+        return (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
+    if channels == 3 and img.shape[0] == 1:
+        return np.repeat(img, 3, axis=0)
+    raise DataError(f"{where}: {img.shape[0]} channels, expected {channels}")
+
+
+def coerce_image(image: object, *, channels: int | None = None, where: str = "image") -> np.ndarray:
+    """The one image-coercion helper: an in-memory image as float32 ``(C, H, W)`` in [0, 1].
+
+    Args:
+        image: numpy array or torch tensor ``(H, W)`` or ``(C, H, W)``; integer dtypes are
+            scaled by their maximum (8-bit / 255, 16-bit / 65535), floats kept as they are.
+        channels: convert to 1 or 3 channels (:func:`convert_channels`).
+        where: the name used in error messages.
+
+    Raises:
+        DataError: another shape, NaN/Inf values, or an impossible channel conversion.
+    """
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)  # 8/16-bit -> [0, 1]
+    arr = arr.astype(np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DataError(f"{where}: expected an image (H, W) or (C, H, W), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{where}: image holds NaN/Inf values")
+    return np.ascontiguousarray(convert_channels(arr, channels, where), dtype=np.float32)
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:

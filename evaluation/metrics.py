@@ -17,7 +17,7 @@ from shiftkit.datasets.errors import DataError
 from ._arrays import labels_1d, probabilities, to_numpy
 from .calibration import reliability_curve
 
-__all__ = ["classification_metrics", "auroc_or_nan", "segmentation_metrics", "confusion_matrix_seg"]
+__all__ = ["auroc", "auroc_or_nan", "classification_metrics", "confusion_matrix_seg", "segmentation_metrics"]
 
 
 def auroc_or_nan(y: np.ndarray, score: np.ndarray) -> tuple[float, str | None]:
@@ -30,6 +30,25 @@ def auroc_or_nan(y: np.ndarray, score: np.ndarray) -> tuple[float, str | None]:
     if len(classes) < 2:
         return math.nan, f"y_true holds a single class ({classes[0]}); AUROC needs both classes"
     return float(roc_auc_score(y, score)), None
+
+
+def auroc(y: np.ndarray, proba: np.ndarray) -> tuple[float, str | None]:
+    """AUROC of class probabilities ``proba`` ``(N, K)`` against integer labels ``y`` ``(N,)``.
+
+    Binary: of ``proba[:, 1]``; ``K > 2``: one-vs-rest, macro-averaged. Returns
+    ``(NaN, reason)`` when undefined (a single class present, or a class absent for K > 2).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    k = proba.shape[1]
+    if k == 2:
+        return auroc_or_nan(y, proba[:, 1])
+    present = np.unique(y)
+    if len(present) < k:
+        return math.nan, (f"classes {sorted(set(range(k)) - set(present.tolist()))} are absent "
+                          "from y_true; one-vs-rest AUROC needs every class")
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(k)))), None
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -66,7 +85,6 @@ def classification_metrics(
         average_precision_score,
         brier_score_loss,
         log_loss,
-        roc_auc_score,
     )
 
     y_all = labels_1d(y_true)
@@ -91,16 +109,7 @@ def classification_metrics(
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": _balanced_accuracy(y, pred),
     }
-    reason: str | None
-    if k == 2:
-        auc, reason = auroc_or_nan(y, p[:, 1])
-    else:
-        present = np.unique(y)
-        if len(present) < k:
-            auc, reason = math.nan, (f"classes {sorted(set(range(k)) - set(present.tolist()))} are absent "
-                                     "from y_true; one-vs-rest AUROC needs every class")
-        else:
-            auc, reason = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(k)))), None
+    auc, reason = auroc(y, p)
     out["auroc"] = auc
     if reason:
         out["auroc_undefined"] = reason

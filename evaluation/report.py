@@ -1,8 +1,9 @@
 """Run reports: `metrics.json` (versioned schema), a self-contained `report.html` (plots embedded
 as base64 PNG, no external files, scripts or network), and a terminal summary.
 
-Schema (version 1.0, see docs/evaluation.md). Every section is optional; unknown sections are
-kept in the JSON and rendered as tables in the HTML:
+Schema (version 1.0, see docs/evaluation.md and :mod:`shiftkit.evaluation.results`, whose
+:class:`RunResult` is the typed form every section is rendered from). Every section is
+optional; unknown sections are kept in the JSON and rendered as tables in the HTML:
 
     {"schema_version": "1.0",
      "run": {...},                                  # free key/values: task, dataset, seed, ...
@@ -29,7 +30,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.files import atomic_write_bytes
 
 from . import plots
+from .results import SCHEMA_VERSION, MethodResult, RunResult
 
 __all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures",
            "segmentation_section"]
-
-SCHEMA_VERSION = "1.0"
 
 # Keys whose values would identify a patient or point at a patient's file.
 _ID_KEYS = {"image", "mask", "path", "paths", "file", "filename", "patient", "patient_id", "patientid",
@@ -96,68 +96,50 @@ def to_jsonable(obj: Any, *, _key: str | None = None) -> Any:
     return str(obj)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------- figures
 
 
-def _histories(metrics: Mapping[str, Any]) -> dict[str, list]:
-    h = metrics.get("histories")
-    return {k: v for k, v in h.items() if isinstance(v, list)} if isinstance(h, Mapping) else {}
+def _as_result(metrics: Mapping[str, Any] | RunResult) -> RunResult:
+    return metrics if isinstance(metrics, RunResult) else RunResult.from_dict(metrics)
 
 
-def auto_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures a metrics dict supports on its own: learning curves, method comparison,
+def auto_figures(metrics: Mapping[str, Any] | RunResult) -> dict[str, Any]:
+    """The figures a run result supports on its own: learning curves, method comparison,
     gap bars (per method and before/after), layer gap profile, reliability diagrams, bias bars.
     Returns {title: Figure}."""
     from .calibration import plot_reliability
 
+    result = _as_result(metrics)
     figs: dict[str, Any] = {}
-    hist = _histories(metrics)
-    if hist:
-        f = plots.learning_curves_figure(hist)
+    if result.histories:
+        f = plots.learning_curves_figure(dict(result.histories))
         if f is not None:
             figs["Learning curves"] = f
-    methods = metrics.get("methods")
-    if isinstance(methods, Mapping) and methods:
-        methods = {k: v for k, v in methods.items() if isinstance(v, Mapping)}
-        f = plots.comparison_bar_figure(methods)
+    if result.methods:
+        f = plots.comparison_bar_figure({k: m.to_dict() for k, m in result.methods.items()})
         if f is not None:
             figs["Before / after: task metrics per method"] = f
-        gaps = {k: v["gap"] for k, v in methods.items() if isinstance(v.get("gap"), Mapping)}
+        gaps = result.method_gaps()
         f = plots.gap_bars_figure(gaps) if gaps else None
         if f is not None:
             figs["Domain gap per method"] = f
         for split in ("source", "target"):
-            curves = {k: v[split]["reliability"] for k, v in methods.items()
-                      if isinstance(v.get(split), Mapping) and isinstance(v[split].get("reliability"), Mapping)}
+            curves = result.reliability(split)
             if curves:
                 figs[f"Reliability diagram ({split})"] = plot_reliability(curves, title=f"reliability, {split}")
-    gap = metrics.get("gap")
-    if isinstance(gap, Mapping) and any(isinstance(v, Mapping) for v in gap.values()):
+    gap = result.gap
+    if gap is not None and any(isinstance(v, Mapping) for v in gap.values()):
         f = plots.gap_bars_figure({k: v for k, v in gap.items() if isinstance(v, Mapping)})
         if f is not None:
             figs["Domain gap before / after"] = f
+    metrics = result.extra
     layer_gap = metrics.get("layer_gap")
     if isinstance(layer_gap, Mapping):
         f = plots.layer_gap_figure(layer_gap)
         if f is not None:
             figs["Per-layer gap profile"] = f
-    ov = metrics.get("overfitting")
-    if isinstance(ov, Mapping) and ov:
+    ov = result.overfitting
+    if ov:
         analyses = ov if all(isinstance(v, Mapping) for v in ov.values()) and "best_epoch" not in ov else {"model": ov}
         f = plots.epoch_gaps_figure(analyses)
         if f is not None:
@@ -174,14 +156,13 @@ def auto_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
             figs["Data efficiency on the target"] = data_efficiency_figure(curves)
         except DataError:
             pass  # a section of another shape: shown as a table only
-    bias = metrics.get("bias")
-    if isinstance(bias, Mapping):
+    if result.bias is not None:
         try:
             from .bias import plot_audit
         except ImportError:  # bias module optional while it is built
             plot_audit = None
         if plot_audit is not None:
-            figs.update(plot_audit(bias))
+            figs.update(plot_audit(result.bias))
     return figs
 
 
@@ -308,17 +289,9 @@ def _render_value(v: Any) -> str:
     return f"<p>{_fmt(v)}</p>"
 
 
-def _methods_section(methods: Mapping[str, Any]) -> str:
-    rows: dict[str, Mapping[str, Any]] = {}
-    gaps: dict[str, Mapping[str, Any]] = {}
-    for name, block in methods.items():
-        if not isinstance(block, Mapping):
-            continue
-        for split, vals in block.items():
-            if split == "gap" and isinstance(vals, Mapping):
-                gaps[name] = vals
-            elif isinstance(vals, Mapping):
-                rows[f"{name} / {split}"] = {k: x for k, x in vals.items() if _is_scalar(x)}
+def _methods_section(methods: Mapping[str, MethodResult]) -> str:
+    rows = {f"{name} / {split}": m.scalars(split) for name, m in methods.items() for split in m.splits}
+    gaps = {name: m.gap for name, m in methods.items() if m.gap is not None}
     out = ""
     if rows:
         out += "<h3>Task metrics (method / split)</h3>" + _matrix_table(rows, "method / split")
@@ -327,20 +300,16 @@ def _methods_section(methods: Mapping[str, Any]) -> str:
     return out
 
 
-def segmentation_section(metrics: Mapping[str, Any]) -> str:
+def segmentation_section(metrics: Mapping[str, Any] | RunResult) -> str:
     """Per-class IoU of every method on each split as one visible table (rows = classes, named
     when the run knows the names, e.g. road, sky, ...; columns = method / split). Empty string
     when no method reports ``per_class_iou``."""
-    methods = metrics.get("methods")
-    if not isinstance(methods, Mapping):
-        return ""
-    cols: dict[str, Mapping[str, Any]] = {}
-    for name, block in methods.items():
-        if not isinstance(block, Mapping):
-            continue
-        for split, vals in block.items():
-            if isinstance(vals, Mapping) and isinstance(vals.get("per_class_iou"), Mapping):
-                cols[f"{name} / {split}"] = vals["per_class_iou"]
+    result = _as_result(metrics)
+    cols: dict[str, Mapping[str, Any]] = {
+        f"{name} / {split}": vals["per_class_iou"]
+        for name, m in result.methods.items() for split, vals in m.splits.items()
+        if isinstance(vals.get("per_class_iou"), Mapping)
+    }
     if not cols:
         return ""
     classes: list[str] = []
@@ -353,38 +322,47 @@ def segmentation_section(metrics: Mapping[str, Any]) -> str:
             f"<table class='per-class-iou'><tr>{head}</tr>{body}</table>")
 
 
-def render_html(metrics: Mapping[str, Any], figures: Mapping[str, Any], *, title: str = "shiftkit report") -> str:
-    """The report page as one HTML string (CSS inline, images as data: URIs, no scripts)."""
+def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, Any], *,
+                title: str = "shiftkit report") -> str:
+    """The report page as one HTML string (CSS inline, images as data: URIs, no scripts).
+
+    Sections come from the :class:`RunResult` (a metrics dict is read with ``from_dict``):
+    warnings, run, results per method, figures, then every other section in detail, then the
+    training histories.
+    """
+    result = _as_result(metrics)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='sub'>metrics schema {html.escape(str(metrics.get('schema_version', '?')))}"
-        f" &middot; generated {html.escape(str(metrics.get('generated_at', '')))}"
+        f"<p class='sub'>metrics schema {html.escape(result.schema_version)}"
+        f" &middot; generated {html.escape(result.generated_at or '')}"
         " &middot; aggregate numbers only, no patient-level data</p>",
     ]
-    warnings = metrics.get("warnings")
-    if isinstance(warnings, list) and warnings:
-        parts.append("<h2>Warnings</h2>" + "".join(f"<div class='warn'>{html.escape(str(w))}</div>" for w in warnings))
-    if isinstance(metrics.get("run"), Mapping):
-        parts.append("<h2>Run</h2>" + _kv_table(metrics["run"]))
-    if isinstance(metrics.get("methods"), Mapping):
-        parts.append("<h2>Results</h2>" + _methods_section(metrics["methods"]) + segmentation_section(metrics))
+    if result.warnings:
+        parts.append("<h2>Warnings</h2>" + "".join(f"<div class='warn'>{html.escape(w)}</div>" for w in result.warnings))
+    if result.run:
+        parts.append("<h2>Run</h2>" + _kv_table(result.run))
+    if result.methods:
+        parts.append("<h2>Results</h2>" + _methods_section(result.methods) + segmentation_section(result))
     if figures:
         parts.append("<h2>Figures</h2>")
         for cap, fig in figures.items():
             parts.append(f"<figure><figcaption>{html.escape(str(cap))}</figcaption>"
                          f"<img alt='{html.escape(str(cap))}' src='data:image/png;base64,{_png_b64(fig)}'></figure>")
-    skip = {"schema_version", "generated_at", "run", "warnings", "histories"}
-    rest = [(k, v) for k, v in metrics.items() if k not in skip]
-    if rest:
+    details: list[tuple[str, Any]] = []
+    if result.methods:
+        details.append(("methods", {k: m.to_dict() for k, m in result.methods.items()}))
+    details += [(k, getattr(result, k)) for k in ("gap", "overfitting", "bias") if getattr(result, k) is not None]
+    details += list(result.extra.items())
+    if details:
         parts.append("<h2>Details</h2>")
-        for k, v in rest:
+        for k, v in details:
             parts.append(f"<details{' open' if k != 'methods' else ''}><summary>{html.escape(str(k))}</summary>"
                          f"{_render_value(v)}</details>")
-    if _histories(metrics):
+    if result.histories:
         parts.append("<h2>Training histories</h2>")
-        for name, h in _histories(metrics).items():
+        for name, h in result.histories.items():
             parts.append(f"<details><summary>{html.escape(name)} ({len(h)} epochs)</summary>"
                          f"{_records_table([r for r in h if isinstance(r, Mapping)])}</details>")
     parts.append("</body></html>")
@@ -393,7 +371,7 @@ def render_html(metrics: Mapping[str, Any], figures: Mapping[str, Any], *, title
 
 def write_report(
     run_dir: str | os.PathLike,
-    metrics: Mapping[str, Any],
+    metrics: Mapping[str, Any] | RunResult,
     *,
     history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     figures: Mapping[str, Any] | None = None,
@@ -402,9 +380,9 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write `run_dir/metrics.json` and `run_dir/report.html`, each atomically (temp + os.replace).
 
-    metrics: the schema in this module's docstring (any JSON-able dict works; unknown sections
-    are rendered as tables). It is not modified: a sanitised copy gets "schema_version" and
-    "generated_at" (UTC ISO 8601).
+    metrics: a :class:`RunResult`, or a dict of the schema in this module's docstring (any
+    JSON-able dict works; unknown sections are rendered as tables). It is not modified: a
+    sanitised copy gets "schema_version" and "generated_at" (UTC ISO 8601).
     history: one training history (list of epoch dicts; stored as histories["model"]) or
     {method: history}; merged into metrics["histories"].
     figures: extra {caption: matplotlib Figure | PNG bytes | path to a .png} embedded after
@@ -412,8 +390,10 @@ def write_report(
     `auto_figures`; auto=False turns those off).
     Returns (json_path, html_path).
     """
+    if isinstance(metrics, RunResult):
+        metrics = metrics.to_dict()
     if not isinstance(metrics, Mapping):
-        raise DataError(f"argument 'metrics' must be a dict; got {type(metrics).__name__}")
+        raise DataError(f"argument 'metrics' must be a RunResult or a dict; got {type(metrics).__name__}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = to_jsonable(copy.deepcopy(dict(metrics)))
@@ -427,13 +407,14 @@ def write_report(
             hist["model"] = to_jsonable(list(history))
         data["histories"] = hist
     ordered = {"schema_version": data.pop("schema_version"), **data}
-    figs: dict[str, Any] = auto_figures(ordered) if auto else {}
+    result = RunResult.from_dict(ordered, run_dir=run)
+    figs: dict[str, Any] = auto_figures(result) if auto else {}
     if figures:
         figs.update(figures)
-    page = render_html(ordered, figs, title=title)
+    page = render_html(result, figs, title=title)
     json_path, html_path = run / "metrics.json", run / "report.html"
-    _atomic_write(json_path, (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-    _atomic_write(html_path, page.encode("utf-8"))
+    atomic_write_bytes(json_path, (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(html_path, page.encode("utf-8"))
     return json_path, html_path
 
 
@@ -458,44 +439,33 @@ def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def terminal_summary(metrics: Mapping[str, Any]) -> str:
+def terminal_summary(metrics: Mapping[str, Any] | RunResult) -> str:
     """A plain-text summary (no colour codes): run line, method x split table of key metrics,
     gap table, overfitting and bias highlights, warnings. Works on any metrics dict."""
-    m = to_jsonable(dict(metrics))
+    m = to_jsonable(metrics.to_dict() if isinstance(metrics, RunResult) else dict(metrics))
+    result = RunResult.from_dict(m)
     lines = [f"shiftkit report (schema {m.get('schema_version', SCHEMA_VERSION)})"]
-    run = m.get("run")
-    if isinstance(run, Mapping):
-        lines.append("run: " + ", ".join(f"{k}={_tf(v)}" for k, v in _flat(run).items() if _is_scalar(v)))
-    methods = m.get("methods")
+    if result.run:
+        lines.append("run: " + ", ".join(f"{k}={_tf(v)}" for k, v in _flat(result.run).items() if _is_scalar(v)))
     shown = False
-    if isinstance(methods, Mapping) and methods:
-        rows, gaps = [], []
-        cols = [k for k in _KEY_METRICS if any(isinstance(b, Mapping) and isinstance(s, Mapping) and k in s
-                                               for b in methods.values() if isinstance(b, Mapping)
-                                               for s in b.values())]
-        for name, block in methods.items():
-            if not isinstance(block, Mapping):
-                continue
-            for split, vals in block.items():
-                if split == "gap" and isinstance(vals, Mapping):
-                    gaps.append([name] + [_tf(vals.get(k)) for k in _GAP_KEYS])
-                elif isinstance(vals, Mapping) and cols:
-                    rows.append([name, split] + [_tf(vals.get(k)) for k in cols])
+    if result.methods:
+        cols = [k for k in _KEY_METRICS if any(k in s for r in result.methods.values() for s in r.splits.values())]
+        rows = [[name, split] + [_tf(vals.get(k)) for k in cols]
+                for name, r in result.methods.items() for split, vals in r.splits.items()] if cols else []
+        gaps = [[name] + [_tf(g.get(k)) for k in _GAP_KEYS] for name, g in result.method_gaps().items()]
         if rows:
             lines += [""] + _text_table(["method", "split"] + cols, rows)
             shown = True
         if gaps:
             lines += ["", "domain gap on features:"] + _text_table(["method", *_GAP_KEYS], gaps)
             shown = True
-    gap = m.get("gap")
-    method_gaps_shown = isinstance(methods, Mapping) and any(
-        isinstance(b, Mapping) and isinstance(b.get("gap"), Mapping) for b in methods.values())
-    if not method_gaps_shown and isinstance(gap, Mapping) and any(isinstance(v, Mapping) for v in gap.values()):
+    gap = result.gap
+    if not result.method_gaps() and gap is not None and any(isinstance(v, Mapping) for v in gap.values()):
         rows = [[k] + [_tf(v.get(c)) for c in _GAP_KEYS] for k, v in gap.items() if isinstance(v, Mapping)]
         lines += ["", "domain gap:"] + _text_table(["", *_GAP_KEYS], rows)
         shown = True
-    ov = m.get("overfitting")
-    if isinstance(ov, Mapping):
+    ov = result.overfitting
+    if ov is not None:
         items = ov.items() if all(isinstance(v, Mapping) for v in ov.values()) else [("model", ov)]
         for name, a in items:
             if isinstance(a, Mapping) and "best_epoch" in a:
@@ -503,14 +473,13 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
                              f" ({a.get('monitor', 'val')}); {a.get('advice', '')}".rstrip("; "))
                 lines += [f"  ! {w}" for w in a.get("warnings") or []]
                 shown = True
-    bias = m.get("bias")
-    if isinstance(bias, Mapping):
+    if result.bias is not None:
         try:
             from .bias import summary_lines
         except ImportError:
             summary_lines = None
         if summary_lines is not None:
-            bl = summary_lines(bias)
+            bl = summary_lines(result.bias)
             if bl:
                 lines += [""] + bl
                 shown = True
@@ -520,7 +489,6 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
         lines += [f"{k}: {_tf(v)}" for k, v in list(flat.items())[:40]]
         if len(flat) > 40:
             lines.append(f"... {len(flat) - 40} more values in metrics.json")
-    warnings = m.get("warnings")
-    if isinstance(warnings, list) and warnings:
-        lines += ["", "warnings:"] + [f"  - {w}" for w in warnings]
+    if result.warnings:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in result.warnings]
     return "\n".join(lines)

@@ -94,7 +94,7 @@ def main() -> None:
     for name, m in models.items():
         losses = nll(m, x["val"], y["val"])
         acc = float((m.predict(x["target"]) == y["target"]).mean())
-        print(f"{name:20s} {iwcv_risk(losses, w_val):6.3f} {losses.mean():7.3f} | "
+        print(f"{name:20s} {iwcv_risk(losses, w_val)['risk']:6.3f} {losses.mean():7.3f} | "
               f"{nll(m, x['target'], y['target']).mean():8.3f} {acc:8.3f}")
 
 

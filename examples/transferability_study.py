@@ -92,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
            "seeds": args.seeds, "data_seeds": list(seeds), "settings": vars(args), "summary": summary,
            "per_seed": per_seed, "wall_s": round(time.perf_counter() - t0, 1)}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, out)
+        from shiftkit.datasets import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(doc, indent=2))
     return 0
 
 

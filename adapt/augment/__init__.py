@@ -35,6 +35,8 @@ from shiftkit.adapt.augment.restyle import RESTYLE_METHODS, load_target_pool, ta
 
 _LAZY = {
     "TargetStyle": ".adapter", "TargetStyleSourceOnly": ".adapter",
+    "CollimationBorder": ".custom", "FastFog": ".custom", "Haze": ".custom", "OnThreeChannels": ".custom",
+    "PixelDistributionAdaptationFixed": ".custom",
     "rank_shift_families": ".rank", "describe_ranking": ".rank",
     "shift_features": ".features",
 }

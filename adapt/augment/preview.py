@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shiftkit.adapt.augment.pipeline import Augmenter
+from shiftkit.datasets.files import atomic_path
 
 __all__ = ["render_preview", "preview_grid"]
 
@@ -93,14 +94,11 @@ def render_preview(out: str | os.PathLike[str], titles: Sequence[str], rows: Seq
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

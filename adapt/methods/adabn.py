@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from shiftkit.datasets.errors import ConfigError
 
 from ..data import as_dataset
-from ..trainer import batch_to, resolve_device
+from ..inference import batch_to, resolve_device
 from .base import Requires, TargetView
 from .source_only import SourceOnly
 

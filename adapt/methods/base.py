@@ -44,8 +44,10 @@ from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
 from ..adapters import apply_source_adapters
 from ..backbones import SegModel, as_split_model, build_classifier, build_segmenter
 from ..data import as_dataset, check_compatible
+from ..inference import predict_loader, resolve_device
 from ..losses import supervised_loss
-from ..trainer import TrainConfig, TrainResult, predict_loader, resolve_device, train
+from ..train_config import TrainConfig
+from ..trainer import TrainResult, train
 
 if TYPE_CHECKING:
     from ..pipeline import BuildContext
@@ -388,8 +390,9 @@ class Method(BaseEstimator):
         self.config_ = self._train_config()
         if source is not None:
             adapter = self.source_adapter if self.source_adapter is not None else self.default_source_adapter()
-            source, self.source_adapter_ = apply_source_adapters(
-                adapter, source, target, seed=self.seed, owner=type(self).__name__)
+            images_only = target if target is None or isinstance(target, TargetView) else TargetView(target)
+            source, self.source_adapter_ = apply_source_adapters(  # adapters never see target labels
+                adapter, source, images_only, seed=self.seed, owner=type(self).__name__)
         else:
             self.source_adapter_ = []
         self.model_ = self._build_model(source if source is not None else target)

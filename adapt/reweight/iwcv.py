@@ -5,8 +5,8 @@ per-sample losses on held-out SOURCE validation data, weighted by the estimated 
 those samples, estimate its TARGET risk without a single target label. Use it to choose among
 models/checkpoints/hyper-parameters (lower is better).
 
-The estimate itself is shiftkit.evaluation.risk.iwcv_risk (one implementation for the whole
-toolkit); this module adapts it to the estimators here.
+The estimate itself is :func:`shiftkit.evaluation.risk.iwcv_risk` (one implementation and one
+name for the whole toolkit, re-exported here): ``iwcv_risk(losses, est.weight(X_val))["risk"]``.
 """
 
 from __future__ import annotations
@@ -15,20 +15,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from shiftkit.evaluation.risk import iwcv_risk as _iwcv
+from shiftkit.evaluation.risk import iwcv_risk
 
 from .base import ArrayLike
 
-
-def iwcv_risk(losses: ArrayLike, weights: ArrayLike, *, normalise: bool = True) -> float:
-    """Label-free estimate of the target risk, in the loss's units.
-
-    losses: (n,) per-sample losses on held-out source validation data (numpy or torch).
-    weights: (n,) importance weights p_t/p_s at those samples, e.g. ``est.weight(X_val)``.
-    normalise: self-normalised sum(w l) / sum(w) (default: lower variance, slightly biased)
-        or the unbiased mean(w l).
-    """
-    return float(_iwcv(losses, weights, normalise=normalise)["risk"])
+__all__ = ["iwcv_risk", "iwcv_select"]
 
 
 def iwcv_select(candidate_losses: Mapping[str, ArrayLike], weights: ArrayLike) -> tuple[str, dict[str, float]]:
@@ -40,5 +31,5 @@ def iwcv_select(candidate_losses: Mapping[str, ArrayLike], weights: ArrayLike) -
     if not candidate_losses:
         raise ValueError("candidate_losses: empty")
     w = np.asarray(weights, dtype=np.float64)
-    risks = {k: iwcv_risk(v, w) for k, v in candidate_losses.items()}
+    risks = {k: iwcv_risk(v, w)["risk"] for k, v in candidate_losses.items()}
     return min(risks, key=risks.get), risks

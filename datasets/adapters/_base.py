@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..synth._common import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 __all__ = ["UNCERTAIN_POLICIES", "FORBIDDEN_COLUMNS", "write_frame", "apply_uncertain", "relative_to",
            "require", "SAFE_DICOM_TAGS"]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_bytes
 from ..io import read_mask
-from ..synth._common import atomic_write_bytes, encode_png
+from ..synth._common import encode_png
 
 __all__ = ["LABELID_TO_TRAINID", "TRAINID_TO_SHIFTKIT", "IGNORE", "convert_mask"]
 

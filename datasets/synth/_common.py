@@ -15,7 +15,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -27,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..files import atomic_write_bytes
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Split None (a plain stream, no split) gets code 0 so it never collides with a named split.
@@ -210,25 +210,6 @@ class SynthDatasetBase(Dataset):
 
 # ----------------------------------------------------------------------------------------------
 # Writing files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    A crash mid-write leaves either the old file or none, never a truncated one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def encode_png(array: np.ndarray) -> bytes:

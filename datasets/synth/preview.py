@@ -12,7 +12,8 @@ from types import ModuleType
 
 import numpy as np
 
-from ._common import atomic_write_bytes, encode_png
+from ..files import atomic_write_bytes
+from ._common import encode_png
 
 # Cityscapes-like colours for dashcam classes; radiograph: lung blue, lesion red.
 _DASHCAM_COLOURS = np.array([[128, 64, 128], [255, 255, 255], [244, 35, 232], [70, 70, 70], [107, 142, 35],

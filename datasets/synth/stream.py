@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ._common import atomic_write_bytes, encode_png, write_manifest
+from ..files import atomic_write_bytes
+from ._common import encode_png, write_manifest
 
 
 @dataclass(frozen=True)

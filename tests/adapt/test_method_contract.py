@@ -238,6 +238,13 @@ def test_registry_builds_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "contract_probe" in method_names() and get_method("contract_probe") is Probe
     assert RunConfig(methods=["contract_probe"]).methods == ["contract_probe"]
+    from typer.testing import CliRunner
+
+    from shiftkit.adapt.cli import app
+
+    listed = CliRunner().invoke(app, ["methods"])
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[0] for line in listed.output.splitlines()] == list(method_names())
     with pytest.raises(ValueError, match="already registered"):
         register("contract_probe", DANN)
     with pytest.raises(ValueError, match="'dann' is already registered|'dann' is a built-in"):

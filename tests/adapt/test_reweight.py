@@ -280,8 +280,8 @@ def test_iwcv_and_weighted_least_squares_on_shimodaira():
         # IWCV of the OLS fit from source losses vs its true target risk
         losses = (X @ ols - ys) ** 2
         truth = mse(ols, Xt, yt)
-        iw_err.append(abs(iwcv_risk(losses, w) - truth))
+        iw_err.append(abs(iwcv_risk(losses, w)["risk"] - truth))
         src_err.append(abs(losses.mean() - truth))
     assert wins == 5
     assert np.mean(iw_err) < 0.5 * np.mean(src_err)
-    assert iwcv_risk(np.array([1.0, 3.0]), np.array([3.0, 1.0])) == pytest.approx(1.5)
+    assert iwcv_risk(np.array([1.0, 3.0]), np.array([3.0, 1.0]))["risk"] == pytest.approx(1.5)

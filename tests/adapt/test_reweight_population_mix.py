@@ -141,7 +141,7 @@ def population_mix_run(seed: int, *, pool_size: int = 3, n_pool: int = 6000, lr:
         out[f"{name}_acc"] = float((proba.argmax(1) == y["target"]).mean())
         out[f"{name}_auroc"] = float(roc_auc_score(y["target"], proba[:, 1]))
         out[f"{name}_true"] = float(_nll(m, x["target"], y["target"]).mean())
-        out[f"{name}_iwcv"] = iwcv_risk(val_losses, w_val)
+        out[f"{name}_iwcv"] = iwcv_risk(val_losses, w_val)["risk"]
         out[f"{name}_srcval"] = float(val_losses.mean())
     return out
 

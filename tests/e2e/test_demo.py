@@ -55,6 +55,27 @@ def test_quick_demo_goes_through_the_manifest_path(quick_run: Path) -> None:
     assert all((quick_run / "data" / p).is_file() for p in manifest["image"].head(20))
 
 
+def test_quick_demo_leaves_models_that_load_and_reproduce_the_run(quick_run: Path) -> None:
+    """`load(run/models/<name>)` (the clinical path) scores the rural test images exactly as the
+    run did: same accuracy, AUROC and ECE as metrics.json, from the PNG files on disk."""
+    from shiftkit.adapt import load
+    from shiftkit.datasets import load_manifest
+    from shiftkit.evaluation.metrics import classification_metrics
+
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    frame = load_manifest(quick_run / "data" / "manifest.csv")
+    test = frame[(frame["domain"] == "rural") & (frame["split"] == "test")]
+    for name in ("source_only", "dann"):
+        predictor = load(quick_run / "models" / name)
+        assert predictor.sidecar["training_data"]["registry_method"] == name
+        pred = predictor.predict(list(test["image"]))
+        assert np.isfinite(pred.shift_score).all()
+        got = classification_metrics(test["label"].to_numpy(), pred.proba)
+        want = metrics["methods"][name]["target"]
+        for key in ("accuracy", "auroc", "ece"):
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (name, key)
+
+
 @pytest.mark.slow
 def test_dann_beats_source_only_over_three_seeds(tmp_path: Path) -> None:
     """The demo's claim, with target-style augmentation and a target oracle beside it

@@ -66,12 +66,12 @@ def _no_markers(tmp_path: Path) -> None:
     assert not Path("pwned0").exists()
 
 
-def test_pipeline_checkpoint_loader_refuses_pickled_code(tmp_path: Path) -> None:
-    from shiftkit.adapt.pipeline import load_state_dict
+def test_weights_loader_refuses_pickled_code(tmp_path: Path) -> None:
+    from shiftkit.adapt.checkpoint import read_weights  # behind model.checkpoint and load_weights
 
     for path, _ in _evil_files(tmp_path):
         with pytest.raises(ShiftkitError) as info:
-            load_state_dict(path)
+            read_weights(path)
         assert str(path) in str(info.value)
     _no_markers(tmp_path)
 

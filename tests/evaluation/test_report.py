@@ -136,3 +136,27 @@ def test_embedding_and_segmentation_overlay_figures():
     masks = rng.integers(0, 9, (2, 16, 16))
     seg = segmentation_overlay_figure(imgs, masks, masks, num_classes=9)
     assert len(seg.axes) == 6
+
+
+def test_run_result_reads_back_exactly_what_metrics_json_holds(tmp_path: Path):
+    from shiftkit.datasets.errors import DataError
+    from shiftkit.evaluation.results import MethodResult, RunResult
+
+    metrics = _pipeline_like_metrics()
+    report.write_report(tmp_path / "run", metrics)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    result = RunResult.load(tmp_path / "run")
+    assert result.to_dict() == saved  # lossless, extra sections included
+    assert list(result.methods) == ["source_only", "dann"]
+    dann = result.methods["dann"]
+    assert dann.target["auroc"] == saved["methods"]["dann"]["target"]["auroc"]
+    assert dann.gap["mmd2"] == saved["methods"]["dann"]["gap"]["mmd2"]
+    assert set(result.extra) == {"my_extra_section"} and result.warnings == tuple(saved["warnings"])
+    assert result.model_dir("dann") == tmp_path / "run" / "models" / "dann"
+    assert MethodResult.from_dict("dann", dann.to_dict()) == dann
+    odd = RunResult.from_dict({"methods": [1, 2], "warnings": "one"})  # other shapes: kept, not guessed
+    assert not odd.methods and odd.extra == {"methods": [1, 2], "warnings": "one"}
+    saved["schema_version"] = "2.0"
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match="schema 2.0"):
+        RunResult.load(tmp_path / "run")
