@@ -205,9 +205,9 @@ class CachedDataset(Dataset):
     """
 
     def __init__(self, base: Dataset, *, progress: bool = False):
-        from tqdm.auto import tqdm
+        from shiftkit.datasets.progress import progress_bar
 
-        self.items = [base[i] for i in tqdm(range(len(base)), desc="cache", disable=not progress, leave=False)]
+        self.items = [base[i] for i in progress_bar(range(len(base)), desc="cache", enabled=progress)]
 
     def __len__(self) -> int:
         return len(self.items)

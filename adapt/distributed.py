@@ -17,6 +17,8 @@ Two nodes, 8 GPUs each (run on every node; node 0's address as the endpoint)::
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from typing import Any
 
@@ -71,12 +73,40 @@ def init_from_env(backend: str | None = None) -> bool:
     if use_cuda:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
+    # A script that never calls cleanup() must still tear the group down while the interpreter
+    # is alive (see _destroy); atexit handlers run before finalisation starts.
+    atexit.register(_destroy)
     return True
 
 
-def cleanup() -> None:
+def _destroy() -> None:
+    """Destroy the process group, releasing every Python reference to it first.
+
+    Why: gloo's worker threads finish a collective's ``Work`` after ``wait()`` returns, and the
+    last reference to a work (and to the tensors it holds) can be dropped on such a thread. If
+    that happens while Python is finalising -- a DDP wrapper or reducer kept alive by a
+    reference cycle until exit, or no destroy at all -- the thread's attempt to take the GIL
+    ends it with a forced unwind through a ``noexcept`` destructor: "terminate called without
+    an active exception", SIGABRT, after a run that finished. Collecting cycles now frees those
+    objects while the interpreter is alive, and ``destroy_process_group`` joins the threads.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+
+
+def cleanup() -> None:
+    """End of a distributed run: wait for every rank, then tear the process group down.
+
+    The barrier keeps a rank from closing its connections while a peer still sends (rank 0
+    writing results after the last collective); :func:`_destroy` says why the teardown itself
+    frees Python objects first. Safe to call when no group exists (single process).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    _destroy()
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:

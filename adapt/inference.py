@@ -69,13 +69,13 @@ def predict_loader(
     ``features`` ``(N, D)`` (via ``model.features`` or ``model.encoder``), ``label`` ``(N,)``,
     ``mask`` ``(N, H, W)``.
     """
-    from tqdm.auto import tqdm
+    from shiftkit.datasets.progress import progress_bar
 
     was = model.training
     model.eval()
     out: dict[str, list[np.ndarray]] = {k: [] for k in want}
     try:
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+        for batch in progress_bar(loader, desc="predict", enabled=progress):
             b = batch_to(batch, device, channels_last)
             x = b["image"]
             with autocast_ctx(device, amp):

@@ -183,7 +183,7 @@ def train(
         NonFiniteLossError: NaN/Inf loss or gradient with ``on_nonfinite="stop"``; the
             checkpoint of the last finished epoch stays on disk.
     """
-    from tqdm.auto import tqdm
+    from shiftkit.datasets.progress import progress_bar
 
     cfg = config or TrainConfig()
     cfg.validate()
@@ -267,9 +267,10 @@ def train(
     sign = -1.0 if mode == "min" else 1.0
     consecutive_skips = 0
 
-    epoch_bar = tqdm(
-        range(start_epoch, cfg.epochs), desc=type(task).__name__, disable=not (cfg.progress and is_main),
-        initial=start_epoch, total=cfg.epochs,
+    # A bar on a terminal; in a log, one line per epoch and no step bars (datasets/progress.py).
+    epoch_bar = progress_bar(
+        range(start_epoch, cfg.epochs), desc=f"{type(task).__name__} epoch", enabled=cfg.progress and is_main,
+        initial=start_epoch, total=cfg.epochs, leave=True, lines=True,
     )
     for epoch in epoch_bar:
         if stopped_early:
@@ -292,8 +293,8 @@ def train(
         count = 0
         skipped = 0
         epoch_warnings: list[str] = []
-        step_bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                        disable=not (cfg.progress and is_main))
+        step_bar = progress_bar(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                enabled=cfg.progress and is_main)
         for step in step_bar:
             global_step = epoch * steps + step
             p = global_step / total_steps

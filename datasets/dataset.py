@@ -87,13 +87,13 @@ def scan_readable(
     image), with their original index kept, and one `BadFile` (row, path, reason) per row that
     failed, so a long run can skip, count and list them instead of stopping.
     """
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     keep: list[bool] = []
     bad: list[BadFile] = []
     masks = frame["mask"].tolist() if "mask" in frame.columns else [None] * len(frame)
     rows = zip(frame["image"].tolist(), masks, strict=True)
-    for i, (img, mask) in enumerate(tqdm(rows, total=len(frame), desc="scan", disable=not progress, leave=False)):
+    for i, (img, mask) in enumerate(progress_bar(rows, total=len(frame), desc="scan", enabled=progress)):
         try:
             _load_pair(img, mask if isinstance(mask, str) and mask else None, channels)
             keep.append(True)

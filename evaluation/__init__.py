@@ -15,7 +15,7 @@ from typing import Any
 # One style for the three packages: public names map to the module that defines them and are
 # imported on first use; the submodules themselves load lazily too.
 _SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
-               "results", "monitor", "performance_estimation", "prevalence", "transferability")
+               "results", "monitor", "performance_estimation", "prevalence", "transferability", "jobs")
 _EXPORTS = {
     "MethodResult": ".results",
     "RunResult": ".results",

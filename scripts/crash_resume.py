@@ -4,11 +4,14 @@ What one invocation does:
 
 1. runs the tiny config once, uninterrupted, and times it (``T_ref`` seconds, process start to
    exit) -- its ``metrics.json`` is the reference;
-2. "episodes": in a fresh run folder, starts ``shiftkit run CONFIG`` and SIGKILLs it after a
-   delay drawn uniformly from ``[0, T_ref]``; then ``shiftkit run CONFIG --resume`` with a new
-   random delay, and so on until a launch finishes on its own. Because delays span a whole
-   run's duration, kills land at start-up, during the PNG export, inside each method's epochs,
-   while checkpoints are written, during evaluation and while the report is written;
+2. "episodes": in a fresh run folder, starts ``shiftkit run CONFIG`` and SIGKILLs it inside an
+   aimed phase -- the PNG export, a training epoch, a checkpoint write (temp file written, not
+   yet renamed), evaluation, the report write -- then ``shiftkit run CONFIG --resume`` aimed at
+   the next phase, and so on until a launch finishes on its own. The launched process records
+   its phase in a file (hooks installed by this script before the typer app runs; shiftkit is
+   unchanged), so each kill lands where it is aimed and is counted where it landed. Random
+   delays over the whole run (``--no-aim``, the old behaviour) landed 8 of 11 kills in
+   evaluation and none in a checkpoint or report write;
 3. after EVERY kill, every file under the run folder must parse: ``*.json`` loads, ``*.csv``
    reads (``manifest.csv`` also through ``shiftkit.datasets.load_manifest``, so every path it
    names exists), ``*.pt`` loads with ``torch.load(weights_only=True)``, ``*.png`` decodes
@@ -18,7 +21,8 @@ What one invocation does:
 4. the finished run's ``metrics.json`` must equal the reference exactly, wall-clock fields
    (``time``, ``wall_seconds``) aside: training on CPU is deterministic and resume exact.
 
-Episodes repeat until at least ``--kills`` kills happened. The summary is printed as a
+Episodes repeat until at least ``--kills`` kills happened and every phase has at least
+``--min-per-phase`` (3) kills; ``ok`` requires both. The summary is printed as a
 markdown table and written as JSON (``--json``). Exit status 1 when any check failed.
 
 Usage::
@@ -85,17 +89,107 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _forkserver_child(argv: list[str], log_path: str) -> None:
-    """Body of a forked launch: exactly what the `shiftkit` console script runs."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+#: The moments a kill is aimed at, in the order a run meets them.
+PHASES = ("export", "epoch", "checkpoint", "evaluation", "report")
+#: Seconds the launch aimed at a short phase (a checkpoint or report write) waits right before
+#: the rename that publishes the file: the kill lands while the temp file exists and the old
+#: file (or none) is still in place -- the moment atomic writes exist for.
+WRITE_PAUSE_S = 0.4
+
+
+def install_phase_hooks(phase_file: str, target: str | None, pause_s: float = WRITE_PAUSE_S) -> None:
+    """Record, in ``phase_file``, which phase this process is in (harness-side instrumentation).
+
+    Installed in the launched process before the typer app runs; shiftkit's code is unchanged.
+    ``export``: inside the benchmark's PNG export; ``epoch``: a training step was taken (a
+    global optimizer step hook); ``checkpoint``: from ``torch.save`` to the ``os.replace`` that
+    publishes it; ``evaluation``: inside ``pipeline.evaluate_method``; ``report``: inside
+    ``report.write_report``. Each record is one 16-byte ``pwrite`` at offset 0, so the harness
+    never reads half a name. When ``target`` is ``checkpoint`` or ``report``, renames in that
+    phase wait ``pause_s`` first.
+    """
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from shiftkit.adapt import pipeline
+    from shiftkit.datasets.synth import dashcam, radiograph
+    from shiftkit.evaluation import report
+
+    fd = os.open(phase_file, os.O_WRONLY | os.O_CREAT, 0o644)
+    state = {"phase": "start-up", "pending_save": False}
+
+    def mark(name: str) -> None:
+        state["phase"] = name
+        os.pwrite(fd, name.encode().ljust(16)[:16], 0)
+
+    def around(module: Any, attr: str, name: str, after: str) -> None:
+        real = getattr(module, attr)
+
+        def wrapped(*a: Any, **k: Any) -> Any:
+            mark(name)
+            try:
+                return real(*a, **k)
+            finally:
+                mark(after)
+
+        setattr(module, attr, wrapped)
+
+    real_save, real_replace = torch.save, os.replace
+
+    def save(obj: Any, f: Any, *a: Any, **k: Any) -> Any:
+        before = state["phase"]
+        mark("checkpoint")
+        state["pending_save"], state["after_save"] = True, before
+        return real_save(obj, f, *a, **k)
+
+    def replace(src: Any, dst: Any, *a: Any, **k: Any) -> Any:
+        if state["phase"] == target and target in ("checkpoint", "report"):
+            time.sleep(pause_s)
+        out = real_replace(src, dst, *a, **k)
+        if state["pending_save"]:
+            state["pending_save"] = False
+            mark(state["after_save"])
+        return out
+
+    def step_hook(*_: Any) -> None:
+        if state["phase"] not in ("evaluation", "checkpoint"):
+            mark("epoch")
+
+    torch.save = save
+    os.replace = replace
+    register_optimizer_step_pre_hook(step_hook)
+    around(radiograph, "export", "export", "setup")
+    around(dashcam, "export", "export", "setup")
+    around(pipeline, "evaluate_method", "evaluation", "setup")
+    around(report, "write_report", "report", "done")
+    mark("start-up")
+
+
+def read_phase(phase_file: Path) -> str:
+    try:
+        return phase_file.read_bytes()[:16].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _child(argv: list[str], log_path: str | None, phase_file: str | None, target: str | None) -> None:
+    """Body of a launch: exactly what the `shiftkit` console script runs, plus phase hooks."""
+    if log_path is not None:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    if phase_file:
+        install_phase_hooks(phase_file, target)
     from shiftkit.adapt.cli import app
 
     app(args=argv, prog_name="shiftkit")
+
+
+def _forkserver_child(argv: list[str], log_path: str, phase_file: str | None = None, target: str | None = None) -> None:
+    _child(argv, log_path, phase_file, target)
 
 
 #: Imported once by the fork server, so a launch costs no interpreter start-up or imports.
@@ -120,6 +214,64 @@ def _fork_context():
         _CTX = mp.get_context("forkserver")
         _CTX.set_forkserver_preload(PRELOAD)
     return _CTX
+
+
+def launch_aimed(config_path: Path, *, resume: bool, target: str, phase_file: Path, log_path: Path,
+                 rng: random.Random, mode: str = "exec", timeout: float = 600.0) -> tuple[int, bool, float, str]:
+    """Start `shiftkit run` and SIGKILL it inside phase ``target`` (see :data:`PHASES`).
+
+    The launch records its phase in ``phase_file``; once it reads ``target`` the harness waits a
+    uniform 0-0.3 s (0.05 s to ``WRITE_PAUSE_S`` - 0.05 s for the short write phases) and
+    kills. Returns ``(returncode, killed, seconds, phase at death)``; the phase is read back
+    after the kill, so it is where the process really was. ``killed`` is False when the run
+    finished without entering ``target`` (a resumed run has no export to do, for instance).
+    """
+    argv = ["run", str(config_path)] + (["--resume"] if resume else [])
+    phase_file.write_bytes(b"")
+    with open(log_path, "ab") as log:
+        log.write(f"\n$ shiftkit {' '.join(argv)}  (mode={mode}, aimed at {target})\n".encode())
+    started = time.perf_counter()
+    if mode == "fork":
+        proc = _fork_context().Process(target=_forkserver_child, args=(argv, str(log_path), str(phase_file), target))
+        proc.start()
+
+        def alive() -> bool:
+            return proc.exitcode is None
+
+        def kill() -> int:
+            proc.kill()
+            proc.join()
+            return proc.exitcode
+    else:
+        log = open(log_path, "ab")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(phase_file), target,
+                                 *argv], stdout=log, stderr=subprocess.STDOUT, env=child_env())
+
+        def alive() -> bool:
+            return proc.poll() is None
+
+        def kill() -> int:
+            proc.send_signal(signal.SIGKILL)
+            return proc.wait()
+    try:
+        lo, hi = (0.05, WRITE_PAUSE_S - 0.05) if target in ("checkpoint", "report") else (0.0, 0.3)
+        while alive():
+            if time.perf_counter() - started > timeout:
+                kill()
+                raise RuntimeError(f"shiftkit run did not finish in {timeout} s (log: {log_path})")
+            if read_phase(phase_file) == target:
+                time.sleep(rng.uniform(lo, hi))
+                if alive():
+                    rc = kill()
+                    return rc, True, time.perf_counter() - started, read_phase(phase_file)
+            time.sleep(0.005)
+        rc = proc.exitcode if mode == "fork" else proc.returncode
+        return rc, False, time.perf_counter() - started, read_phase(phase_file)
+    finally:
+        if mode == "fork":
+            proc.join()
+        else:
+            log.close()
 
 
 def launch(config_path: Path, *, resume: bool, kill_after: float | None, log_path: Path,
@@ -318,7 +470,8 @@ def _noop() -> None:
 
 def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | None = None,
                  max_launches: int | None = None, verbose: bool = True, mode: str = "exec",
-                 parallel: int = 1, kills_per_episode: int = 4) -> dict[str, Any]:
+                 parallel: int = 1, kills_per_episode: int = 4, aim: bool = True,
+                 min_per_phase: int = 3) -> dict[str, Any]:
     """Reference run, then kill/resume episodes until ``kills`` kills; returns the summary.
 
     ``parallel`` episodes run at once (each in its own folder, one core each; with
@@ -330,6 +483,13 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     the reference run wrote -- later kills uniformly from all of ``[0, T_ref]``: still
     random, but every phase is hit even though evaluation and the report take most of a
     run's time.
+
+    ``aim=True`` (the default) aims every kill instead: each launch is killed inside the phase
+    (:data:`PHASES`) with the fewest kills so far -- export, a training epoch, a checkpoint
+    write, evaluation, the report write -- read from the phase the launched process records
+    (:func:`install_phase_hooks`), until every phase has at least ``min_per_phase`` kills and
+    ``kills`` kills happened in all. The summary counts kills by the phase the process was in
+    when it died.
     """
     import threading
 
@@ -372,13 +532,22 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
         "files_checked": 0, "corrupt_files": [], "metrics_mismatches": [], "failed_resumes": [],
         "tmp_files_seen_after_kill": 0, "tmp_files_left_at_end": 0,
         "stages": Counter(), "kill_delays_s": [],
+        "aimed": aim, "phases": Counter({p: 0 for p in PHASES}) if aim else Counter(),
+        "missed_targets": 0, "min_per_phase": min_per_phase if aim else 0,
     }
     max_launches = max_launches or 6 * kills + 10
     next_episode = [0]
 
     def want_kill() -> bool:
         with lock:
-            return summary["kills"] < kills and summary["launches"] < max_launches
+            short = aim and any(summary["phases"][p] < min_per_phase for p in PHASES)
+            return (summary["kills"] < kills or short) and summary["launches"] < max_launches
+
+    def next_target(first: bool, last_stage: str | None) -> str:
+        # A resumed run exports again only when the kill landed inside the export.
+        allowed = [p for p in PHASES if p != "export" or first or last_stage == "export"]
+        with lock:
+            return min(allowed, key=lambda p: (summary["phases"][p], PHASES.index(p)))
 
     def episode_loop(worker: int) -> None:
         rng = random.Random(seed * 1000 + worker)
@@ -395,24 +564,37 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
             log_path = logs / f"episode{episode:03d}.log"
             first = True
             episode_kills = 0
+            last_stage = None
             while True:
                 # Once enough kills happened, let the episode finish (no further kill).
-                delay = None
+                delay = target = None
                 if want_kill() and episode_kills < kills_per_episode:
-                    if first:
+                    if aim:
+                        target = next_target(first, last_stage)
+                    elif first:
                         _, lo, hi = phases[(episode - 1) % len(phases)]
                         delay = rng.uniform(lo, hi)
                     else:
                         delay = rng.uniform(0.0, t_ref)
                 since = time.time() - 0.01
-                rc, killed, took = launch(cfg_path, resume=not first, kill_after=delay, log_path=log_path,
-                                          mode=mode)
+                if target is not None:
+                    rc, killed, took, died_in = launch_aimed(
+                        cfg_path, resume=not first, target=target, phase_file=work / f"episode{episode:03d}.phase",
+                        log_path=log_path, rng=rng, mode=mode)
+                    delay = took
+                else:
+                    rc, killed, took = launch(cfg_path, resume=not first, kill_after=delay, log_path=log_path,
+                                              mode=mode)
                 first = False
                 with lock:
                     summary["launches"] += 1
+                    if target is not None and not killed:
+                        summary["missed_targets"] += 1
                 if killed:
                     episode_kills += 1
-                    stage = stage_of(run_dir, ref_cfg["train"]["epochs"], ref_cfg["methods"], since)
+                    stage = died_in if target is not None else stage_of(
+                        run_dir, ref_cfg["train"]["epochs"], ref_cfg["methods"], since)
+                    last_stage = stage
                     report = check_tree(out_dir)
                     n = sum(report["checked"].values())
                     with lock:
@@ -420,6 +602,8 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
                         k = summary["kills"]
                         summary["kill_delays_s"].append(round(delay, 2))
                         summary["stages"][stage] += 1
+                        if aim:
+                            summary["phases"][stage] += 1
                         summary["files_checked"] += n
                         summary["tmp_files_seen_after_kill"] += len(report["tmp"])
                         summary["corrupt_files"] += [f"kill {k}: {p}" for p in report["problems"]]
@@ -462,9 +646,12 @@ def run_campaign(work: Path, *, kills: int, seed: int = 0, config_kw: dict | Non
     if errors:
         raise errors[0]
     summary["stages"] = dict(sorted(summary["stages"].items()))
+    summary["phases"] = {p: summary["phases"].get(p, 0) for p in PHASES} if aim else {}
+    summary["every_phase_hit"] = (not aim) or all(v >= min_per_phase for v in summary["phases"].values())
     summary["ok"] = bool(
         summary["kills"] >= kills and not summary["corrupt_files"] and not summary["metrics_mismatches"]
         and not summary["failed_resumes"] and summary["completed_runs"] == summary["episodes"]
+        and summary["every_phase_hit"]
     )
     return summary
 
@@ -484,10 +671,19 @@ def markdown(summary: dict[str, Any]) -> str:
          f"{summary['reference_seconds']}, {summary['mode']}, {summary['parallel']}"),
         ("kill points", ", ".join(f"{k}: {v}" for k, v in summary["stages"].items())),
     ]
+    if summary.get("aimed"):
+        rows.append((f"kills per aimed phase (>= {summary['min_per_phase']} each)",
+                     ", ".join(f"{k}: {v}" for k, v in summary["phases"].items())
+                     + ("" if summary["every_phase_hit"] else " (MISSING)")))
+        rows.append(("launches that finished before their aimed phase", summary["missed_targets"]))
     return "| measure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:  # a launch of `--mode exec --aim`: PHASE_FILE TARGET shiftkit-args...
+        _child(argv[3:], None, argv[1], argv[2])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="kill at least this many times")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
@@ -500,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="exec: a new `shiftkit` process per launch; fork: fork a pre-imported one")
     parser.add_argument("--parallel", type=int, default=1, help="episodes at once (one core each)")
     parser.add_argument("--kills-per-episode", type=int, default=4, help="then the episode is left to finish")
+    parser.add_argument("--no-aim", dest="aim", action="store_false",
+                        help="kill after random delays instead of inside each phase")
+    parser.add_argument("--min-per-phase", type=int, default=3, help="kills inside each phase at least (aimed)")
     args = parser.parse_args(argv)
 
     import tempfile
@@ -509,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_campaign(work, kills=args.kills, seed=args.seed,
                                config_kw={"n_per_domain": args.n_per_domain, "epochs": args.epochs},
                                mode=args.mode, parallel=args.parallel,
-                               kills_per_episode=args.kills_per_episode)
+                               kills_per_episode=args.kills_per_episode, aim=args.aim,
+                               min_per_phase=args.min_per_phase)
     finally:
         if args.work is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -23,3 +23,30 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     torch.manual_seed(0)
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+#: Skip reasons that mean "a dependency the project can install is missing": importorskip's
+#: own wording, and the wording of the tests' explicit skips for system packages (Chromium).
+MISSING_DEPENDENCY = ("could not import", "not installed")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ARG001
+    """Under CI=true, a skip for a missing installable dependency is a failure.
+
+    Locally a missing optional package still skips with its reason; CI installs everything
+    (the `dev` extra, Chromium in .ci/run), so such a skip there means a test silently stopped
+    running.
+    """
+    outcome = yield
+    rep = outcome.get_result()
+    if not (rep.skipped and _ci()) or hasattr(rep, "wasxfail"):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    if any(k in reason.lower() for k in MISSING_DEPENDENCY):
+        rep.outcome = "failed"
+        rep.longrepr = f"CI=true: a test may not skip for a missing installable dependency: {reason}"

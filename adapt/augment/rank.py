@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from shiftkit.adapt.augment.families import FAMILIES, build_family, family_names
 from shiftkit.adapt.augment.features import shift_features
 from shiftkit.adapt.augment.pipeline import Augmenter
 from shiftkit.adapt.augment.restyle import load_target_pool
 from shiftkit.datasets.errors import DataError
+from shiftkit.datasets.progress import progress_bar
 
 __all__ = ["rank_shift_families", "describe_ranking"]
 
@@ -129,7 +129,7 @@ def rank_shift_families(
     rows = []
     jobs = [(name, s) for name in families for s in strengths]
     scores: dict[str, list[tuple[float, float]]] = {name: [] for name in families}
-    for i, (name, s) in enumerate(tqdm(jobs, desc="shift families", disable=not progress)):
+    for i, (name, s) in enumerate(progress_bar(jobs, desc="shift families", enabled=progress, leave=True)):
         aug = Augmenter(build_family(name, s, image_size=image_size), seed=seed * 1000 + i)
         augmented = [aug(im)["image"] for im in src]
         scores[name].append((_mmd2(z(feature_fn(augmented)), z_tgt, bandwidth), float(s)))

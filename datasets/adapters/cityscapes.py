@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from ..errors import DataError
+from ..progress import progress_bar
 from ._base import relative_to, require, write_frame
 from .driving import LABELID_TO_TRAINID, TRAINID_TO_SHIFTKIT, convert_mask
 
@@ -33,7 +33,7 @@ def cityscapes_frame(root: str | os.PathLike[str], out_dir: str | os.PathLike[st
     root, out_dir = Path(root), Path(out_dir)
     images = sorted(require(root / "leftImg8bit", "Cityscapes leftImg8bit/ folder").glob("*/*/*_leftImg8bit.png"))
     rows = []
-    for img in tqdm(images, desc="cityscapes", disable=not progress, leave=False):
+    for img in progress_bar(images, desc="cityscapes", enabled=progress):
         split, city = img.parent.parent.name, img.parent.name
         stem = img.name[: -len("_leftImg8bit.png")]
         gt = root / "gtFine" / split / city

@@ -254,7 +254,7 @@ def export_generic(
     Layout: ``out_dir/<domain>/<split>/<index>.png`` and ``.../<index>_mask.png``; manifest
     paths are relative to ``out_dir``. Item i of split s equals ``sample(domain, i, split=s)``.
     """
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     if isinstance(domains, str):
         domains = [d.strip() for d in domains.split(",") if d.strip()]
@@ -270,7 +270,7 @@ def export_generic(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     total = len(domains) * int(n_per_domain)
-    with tqdm(total=total, desc=f"synth {what}", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, desc=f"synth {what}", unit="img", enabled=progress) as bar:
         for domain in domains:
             for split in SPLITS:
                 for i in range(counts[split]):

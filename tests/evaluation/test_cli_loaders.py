@@ -1,4 +1,6 @@
-"""`shiftkit audit` / `shiftkit gap` and the feature loaders (never unpickling)."""
+"""Evaluation jobs (`audit_predictions`, `gap_between`: what `shiftkit audit` / `gap` run) and
+the feature loaders (never unpickling). The CLI layer itself is tested in
+tests/adapt/test_cli_evaluate.py; nothing here imports shiftkit.adapt."""
 
 from __future__ import annotations
 
@@ -8,19 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from shiftkit.adapt import cli_evaluate
 from shiftkit.datasets.errors import DataError
-from shiftkit.evaluation import loaders
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-    cli_evaluate.register(a)
-    return a
+from shiftkit.evaluation import jobs, loaders
 
 
 def _predictions(path: Path, n=600, seed=0) -> Path:
@@ -35,62 +27,75 @@ def _predictions(path: Path, n=600, seed=0) -> Path:
     return path
 
 
-def test_audit_command_writes_report_without_identifiers(app, tmp_path: Path):
-    pred = _predictions(tmp_path / "preds.csv", n=400)
-    out = tmp_path / "audit"
-    res = CliRunner().invoke(app, ["audit", str(pred), "--sensitive", "sex,age_band",
-                                   "--out", str(out), "--n-boot", "30", "--compare-col", "score_adapted"])
-    assert res.exit_code == 0, res.output
-    assert "under-diagnosis" in res.output and "disparities that grew" in res.output
-    data = json.loads((out / "metrics.json").read_text())
-    assert data["bias"]["models"] == ["score", "score_adapted"]
-    assert set(data["bias"]["audits"]["score"]["attributes"]) == {"sex", "age_band", "sex & age_band"}
-    html = (out / "report.html").read_text()
-    for text in (html, (out / "metrics.json").read_text(), res.output):
-        assert "PID0" not in text and "/secure/" not in text
+def test_audit_detects_sklearn_column_names_and_equals_fairlearn(tmp_path: Path):
+    from fairlearn.metrics import MetricFrame, false_positive_rate
+    from sklearn.metrics import roc_auc_score
+
+    df = pd.read_csv(_predictions(tmp_path / "p.csv", n=500)).rename(columns={"label": "y_true", "score": "y_score"})
+    df.to_csv(tmp_path / "sk.csv", index=False)
+    job = jobs.audit_predictions(tmp_path / "sk.csv", "sex", n_boot=20)
+    assert job.out_dir is None and job.report_path is None
+    assert not (tmp_path / "metrics.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "sk.csv"]
+    run = job.metrics["run"]
+    assert (run["label_col"], run["score_col"]) == ("y_true", "y_score")
+    groups = {g["group"]: g for g in job.metrics["bias"]["attributes"]["sex"]["groups"]}
+    mf = MetricFrame(metrics={"auroc": roc_auc_score}, y_true=df["y_true"],
+                     y_pred=df["y_score"], sensitive_features=df["sex"])
+    y_pred = (df["y_score"] >= 0.5).astype(int)
+    fpr = MetricFrame(metrics=false_positive_rate, y_true=df["y_true"], y_pred=y_pred, sensitive_features=df["sex"])
+    for sex in ("F", "M"):
+        assert groups[sex]["fpr"] == pytest.approx(fpr.by_group[sex], abs=1e-12)
+        assert groups[sex]["auroc"] == pytest.approx(mf.by_group.loc[sex, "auroc"], abs=1e-12)
+    assert "sex" in job.summary()
 
 
-def test_audit_command_with_control(app, tmp_path: Path):
-    pred = _predictions(tmp_path / "preds.csv", n=300)
-    res = CliRunner().invoke(app, ["audit", str(pred), "--sensitive", "sex", "--control", "site",
-                                   "--out", str(tmp_path / "a"), "--n-boot", "20"])
-    assert res.exit_code == 0, res.output
-    assert "sex within A" in res.output and "sex within B" in res.output
+def test_audit_column_detection_errors_list_what_was_found(tmp_path: Path):
+    df = pd.read_csv(_predictions(tmp_path / "p.csv", n=60))
+    both = df.assign(y_true=df["label"])
+    with pytest.raises(DataError, match=r"ambiguous label column: \['label', 'y_true'\].*--label-col"):
+        jobs.audit_predictions(both, "sex", n_boot=0)
+    assert jobs.audit_predictions(both, "sex", label_col="y_true", n_boot=0).metrics["run"]["label_col"] == "y_true"
+    none = df.rename(columns={"score": "risk"})
+    with pytest.raises(DataError, match=r"no score column: looked for .*'proba'.*found columns .*'risk'"):
+        jobs.audit_predictions(none, "sex", n_boot=0)
+    with pytest.raises(DataError, match="'nope' not found"):
+        jobs.audit_predictions(df, "sex", score_col="nope", n_boot=0)
 
 
-def test_audit_command_bad_column_exits_2(app, tmp_path: Path):
-    pred = _predictions(tmp_path / "p.csv", n=50)
-    res = CliRunner().invoke(app, ["audit", str(pred), "--sensitive", "ethnicity", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "ethnicity" in res.output
+def test_audit_writes_files_only_when_asked(tmp_path: Path):
+    job = jobs.audit_predictions(_predictions(tmp_path / "p.csv", n=200), ["sex"], out=tmp_path / "a", n_boot=10)
+    assert job.out_dir == tmp_path / "a" and job.report_path.exists()
+    assert json.loads(job.metrics_path.read_text())["run"]["rows"] == 200
 
 
-def test_gap_command_on_feature_files(app, tmp_path: Path):
+def test_gap_on_one_features_table_split_by_domain(tmp_path: Path):
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "s.npy", rng.normal(size=(150, 8)).astype(np.float32))
-    from safetensors.numpy import save_file
-
-    save_file({"features": (rng.normal(size=(120, 8)) + 0.7).astype(np.float32)}, str(tmp_path / "t.safetensors"))
-    res = CliRunner().invoke(app, ["gap", "--source", str(tmp_path / "s.npy"), "--target",
-                                   str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "g"),
-                                   "--n-permutations", "99"])
-    assert res.exit_code == 0, res.output
-    g = json.loads((tmp_path / "g" / "metrics.json").read_text())["gap"]["source_vs_target"]
-    assert g["mmd_p_value"] == pytest.approx(0.01) and g["n_source"] == 150 and g["n_target"] == 120
-    assert "Features coloured by domain" in (tmp_path / "g" / "report.html").read_text()
+    df = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd")).assign(domain=["s"] * 100 + ["t"] * 100)
+    df.loc[df["domain"] == "t", "a"] += 1.0
+    df.to_csv(tmp_path / "f.csv", index=False)
+    job = jobs.gap_between(tmp_path / "f.csv", tmp_path / "f.csv", source_domain="s", target_domain="t",
+                           n_permutations=99)
+    g = job.metrics["gap"]["source_vs_target"]
+    assert job.out_dir is None and g["n_source"] == g["n_target"] == 100 and g["dim"] == 4
+    assert g["mmd_p_value"] <= 0.05
+    with pytest.raises(DataError, match="domain values are"):
+        jobs.gap_between(tmp_path / "f.csv", tmp_path / "f.csv", source_domain="s", target_domain="x")
 
 
 def test_gap_command_on_manifests_uses_image_statistics(tmp_path: Path):
     from shiftkit.datasets.synth import radiograph
 
     manifest = radiograph.export(tmp_path / "data", ("city", "rural"), 24, size=32, progress=False)
-    metrics, html = cli_evaluate.run_gap(manifest, manifest, out=tmp_path / "g", source_domain="city",
-                                         target_domain="rural", n_permutations=99)
+    job = jobs.gap_between(manifest, manifest, out=tmp_path / "g", source_domain="city",
+                           target_domain="rural", n_permutations=99, progress=False)
+    metrics = job.metrics
+    assert job.report_path.exists()
     g = metrics["gap"]["source_vs_target"]
     assert g["n_source"] == 24 and g["dim"] == len(loaders.IMAGE_STAT_NAMES)
     assert g["mmd_p_value"] <= 0.05  # the synthetic sites differ in acquisition
     assert any("image statistics" in w for w in metrics["warnings"])
     with pytest.raises(DataError, match="no rows with domain"):
-        cli_evaluate.run_gap(manifest, manifest, out=tmp_path / "g2", source_domain="mars")
+        jobs.gap_between(manifest, manifest, source_domain="mars")
 
 
 def test_load_features_formats_and_refusals(tmp_path: Path):
