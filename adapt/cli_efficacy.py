@@ -26,11 +26,9 @@ def _seeds(mode: str, seeds: str | None, n_seeds: int) -> list[int]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def benchmark(
-        methods: str = typer.Option(",".join(("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan",
-                                              "mcc", "deep_coral", "self_training", "tent", "shot", "oracle",
-                                              "selected")),
-                                    "--methods", help="comma list; 'selected' adds the candidate grid and "
-                                    "the label-free choice; settings as name[key=value]"),
+        methods: str = typer.Option(None, "--methods", help="comma list (default: every registered method, "
+                                    "finetune[frac=0.01/0.05/0.1], linear_probe, oracle, selected); 'selected' adds "
+                                    "the candidate grid and the label-free choice; settings as name[key=value]"),
         benchmarks: str = typer.Option("radiograph,dashcam", "--benchmarks"),
         mode: str = typer.Option("test", "--mode", help="test: TEST_DATA_SEEDS (reporting); dev: DEV_DATA_SEEDS (design)"),
         seeds: str = typer.Option(None, "--seeds", help="comma list of data seeds (default: the first --n-seeds of --mode)"),
@@ -53,7 +51,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             seed_list = _seeds(mode, seeds, n_seeds)
-            mlist, blist = _csv(methods), _csv(benchmarks)
+            mlist = _csv(methods) if methods else [*E.DEFAULT_METHODS, "selected"]
+            blist = _csv(benchmarks)
             cells = E.grid(mlist, blist, seed_list)
         except ShiftkitError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

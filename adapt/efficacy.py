@@ -55,13 +55,16 @@ __all__ = [
     "BENCHMARKS",
     "CANDIDATES",
     "DEFAULT_METHODS",
+    "LABELLED_TARGET",
     "BenchmarkSpec",
     "Cell",
+    "check_method",
     "grid",
     "run_cell",
     "run_grid",
     "seeds_for",
     "select_cells",
+    "settings_of",
     "summarise",
 ]
 
@@ -138,7 +141,8 @@ QUICK: dict[str, BenchmarkSpec] = {
 #: computed from the candidate cells, not trained). Methods that cannot do a benchmark's task
 #: (CDAN, MCC, Deep CORAL, SHOT on segmentation) are left out of that benchmark's grid.
 DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan", "mcc", "deep_coral",
-                   "self_training", "tent", "shot", "oracle")
+                   "self_training", "tent", "shot", "finetune[frac=0.01]", "finetune[frac=0.05]",
+                   "finetune[frac=0.1]", "linear_probe", "oracle")
 
 #: Candidate grid of the label-free selection, per benchmark: the method and its key settings.
 #: Values bracket the shipped defaults by a factor ~3 either side (a grid fixed before any
@@ -149,25 +153,17 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "dashcam": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
                 "augment", "augment[restyle_strength=0.5]", "adabn"),
 }
-_BUILTIN = ("source_only", "dann", "augment", "adabn", "importance_weighted", "oracle")
-
-
-def _registry() -> Any:
-    """The method registry's `get_method`, where this version of shiftkit has one."""
-    try:
-        from shiftkit.adapt.methods.registry import get_method
-    except ImportError:
-        return None
-    return get_method
+#: Rows the harness builds itself beside the registry: the oracle and the few-label references
+#: (`finetune[frac=...]`, `linear_probe`), the only rows that read target labels.
+_HARNESS_ONLY = ("oracle", "finetune", "linear_probe")
+#: Rows trained on labelled target images; the table marks them.
+LABELLED_TARGET = ("oracle", "finetune", "linear_probe")
 
 
 def _known() -> set[str]:
-    known = set(_BUILTIN)
-    try:
-        from shiftkit.adapt.methods.registry import method_names
-    except ImportError:
-        return known
-    return known | {n for n in method_names() if n != "target_oracle"}
+    from shiftkit.adapt.methods.registry import method_names
+
+    return set(_HARNESS_ONLY) | {n for n in method_names() if n != "target_oracle"}
 
 
 def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
@@ -205,8 +201,12 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {}
     for part in filter(None, (m.group(2) or "").split(",")):
         key, _, value = part.partition("=")
+        value = value.strip()
         try:
-            params[key.strip()] = float(value) if re.fullmatch(r"[-+0-9.e]+", value.strip()) else value.strip()
+            if value.lower() in ("true", "false"):  # not the string "false", which is truthy
+                params[key.strip()] = value.lower() == "true"
+            else:
+                params[key.strip()] = float(value) if re.fullmatch(r"[-+0-9.e]+", value) else value
         except ValueError:
             raise ConfigError("efficacy", [f"{spec!r}: cannot read setting {part!r}"]) from None
     return m.group(1), params
@@ -241,7 +241,7 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
         for m in methods:
             expanded = CANDIDATES[b] if m in ("candidates", "selected") else (m,)
             for e in expanded:
-                parse_method(e)
+                check_method(e)
                 if e not in names:
                     names.append(e)
         names = [m for m in names if _supports(m, BENCHMARKS[b])]
@@ -249,12 +249,59 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
     return out
 
 
+#: Settings of the rows the harness builds itself (``name[key=value]``).
+_HARNESS_SETTINGS: dict[str, frozenset[str]] = {
+    "oracle": frozenset(), "source_only": frozenset({"lr_mult"}), "adabn": frozenset({"lr_mult"}),
+    "importance_weighted": frozenset({"lr_mult"}), "dann": frozenset({"lambda_max", "lr_mult"}),
+    "augment": frozenset({"restyle_strength", "lr_mult"}), "finetune": frozenset({"frac", "lr_mult"}),
+    "linear_probe": frozenset({"frac", "lr_mult"}),
+}
+
+
+def settings_of(name: str) -> frozenset[str]:
+    """The settings ``name[key=value]`` accepts: the harness's own for the rows it builds, else
+    ``lr_mult`` and the method class's own constructor arguments (not the shared training
+    arguments of :class:`~shiftkit.adapt.methods.Method`, which the harness sets)."""
+    import inspect
+
+    if name in _HARNESS_SETTINGS:
+        return _HARNESS_SETTINGS[name]
+    from shiftkit.adapt.methods import Method
+    from shiftkit.adapt.methods.registry import get_method
+
+    keys = {"lr_mult"}
+    for klass in get_method(name).__mro__:
+        if klass is Method or not issubclass(klass, Method) or "__init__" not in vars(klass):
+            continue
+        keys |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
+                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "model"))}
+    return frozenset(keys)
+
+
+def check_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """:func:`parse_method`, then refuse a setting the method does not take (before any training),
+    and a `finetune` without its fraction."""
+    name, params = parse_method(spec)
+    unknown = sorted(set(params) - settings_of(name))
+    if unknown:
+        raise ConfigError("efficacy", [f"{spec!r}: unknown setting(s) {unknown}; {name} takes "
+                                       f"{sorted(settings_of(name)) or 'no settings'}"])
+    if name == "finetune" and "frac" not in params:
+        raise ConfigError("efficacy", [f"{spec!r}: finetune needs the fraction of labelled target images, "
+                                       "e.g. finetune[frac=0.05]"])
+    frac = params.get("frac", 1.0)
+    if not isinstance(frac, float) or not 0 < frac <= 1:
+        raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
+    return name, params
+
+
 def _supports(method: str, spec: BenchmarkSpec) -> bool:
     """False when the method declares it cannot do the benchmark's task (its `check_params`),
     e.g. CDAN or SHOT on segmentation; such pairs are left out of the grid, not failed."""
+    from shiftkit.adapt.methods.registry import get_method
+
     name, _ = parse_method(method)
-    get_method = _registry()
-    if name in ("oracle", "dann") or get_method is None:  # the harness builds these itself
+    if name in ("oracle", "dann", "finetune", "linear_probe"):  # the harness builds these itself
         return True
     cls = get_method(name)
     check = getattr(cls(spec.backbone, task=spec.task, num_classes=spec.num_classes), "check_params", None)
@@ -371,7 +418,7 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
     """Train the method a cell names; returns the fitted method (has ``predict_proba_and_features``)."""
     from shiftkit.adapt import methods as M
 
-    name, params = parse_method(method)
+    name, params = check_method(method)
     data = benchmark_data(spec, seed)
     task = spec.task
     src = _dataset(data["source_train"], task)
@@ -401,36 +448,51 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
             m = M.SegDANN(start, feature_level=dann["seg_feature_level"], output_level=True,
                           lambda_output=dann["seg_output_lambda"], out_disc_width=32, **adv, **kw)
     elif name == "augment":
+        from shiftkit.adapt.augment.adapter import TargetStyle, TargetStyleSourceOnly
+
         strength = float(params.pop("restyle_strength", 1.0))
-        try:  # the method contract: augmentation is a source adapter
-            from shiftkit.adapt.augment.adapter import TargetStyle, TargetStyleSourceOnly
-
-            m = TargetStyleSourceOnly(start, source_adapter=TargetStyle(strength=strength), **kw)
-        except ImportError:
-            from shiftkit.adapt.augment import TargetStyleSourceOnly
-
-            m = TargetStyleSourceOnly(start, restyle_strength=strength, **kw)
+        m = TargetStyleSourceOnly(start, source_adapter=TargetStyle(strength=strength), **kw)
     elif name == "importance_weighted":
         from shiftkit.adapt import reweight
 
-        if hasattr(reweight, "ImportanceWeighting"):  # the method contract: weights are a source adapter
-            m = reweight.ImportanceWeighted(start, source_adapter=reweight.ImportanceWeighting(reweight.ClassifierRatio()),
-                                            **kw)
-        else:
-            m = reweight.ImportanceWeighted(start, estimator=reweight.ClassifierRatio(), **kw)
+        m = reweight.ImportanceWeighted(start, source_adapter=reweight.ImportanceWeighting(reweight.ClassifierRatio()),
+                                        **kw)
+    elif name in ("finetune", "linear_probe"):
+        return _fit_few_label(name, method, params, start, spec, data, kw, val)
     else:
         # Any other registered method (CDAN, MCC, TENT, ...): its own defaults, the cell's settings.
-        get_method = _registry()
-        if get_method is None:  # pragma: no cover - parse_method checked the name
-            raise ConfigError("efficacy", [f"unknown method {name!r}"])
+        from shiftkit.adapt.methods.registry import get_method
+
         cls = get_method(name)
         m = cls(start, **params, **kw)
         params = {}
-        if getattr(getattr(cls, "requires", None), "source", "labelled") == "none":
+        if cls.requires.source == "none":
             return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
     if params:
         raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
     return m.fit(src, tgt, val=val)
+
+
+def _fit_few_label(name: str, method: str, params: dict[str, Any], start: torch.nn.Module, spec: BenchmarkSpec,
+                   data: dict[str, Any], kw: dict[str, Any], val: Any) -> Any:
+    """The few-label references: FineTune / LinearProbe of the cached source model on the first
+    ``frac`` x ``n_train`` labelled target training images (``finetune`` needs ``frac``;
+    ``linear_probe`` defaults to all of them, a head-only counterpart of the oracle).
+
+    Equal budget in optimisation steps, not epochs: the batch is ``min(batch_size, k)`` and each
+    epoch has as many steps as an unsupervised method's epoch (``n_train // batch_size``), the
+    small labelled set being cycled."""
+    from shiftkit.adapt import methods as M
+
+    frac = params.pop("frac", 1.0)  # checked by check_method
+    if params:
+        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
+    k = max(1, round(frac * spec.n_train))
+    part = {key: v[:k] for key, v in data["target_train"].items()}  # the generator's draws are i.i.d.
+    steps = max(1, spec.n_train // spec.batch_size)
+    kw = {**kw, "batch_size": min(spec.batch_size, k), "steps_per_epoch": steps}
+    cls = M.FineTune if name == "finetune" else M.LinearProbe
+    return cls(start, **kw).fit(None, _dataset(part, spec.task), val=val)
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -765,10 +827,16 @@ def render_markdown(table: dict[str, Any]) -> str:
         for m, r in t["rows"].items():
             per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
             name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
+            name += " *" if m.split("[")[0] in LABELLED_TARGET else ""
             lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
                          f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
                          f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
                          f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} |")
+        if any(m.split("[")[0] in LABELLED_TARGET for m in t["rows"]):
+            lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
+                      "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "
+                      "`linear_probe` (new head on the frozen source encoder) on all of them. Every other row sees "
+                      "target images only."]
         sel = t.get("selection")
         if sel:
             lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "

@@ -242,3 +242,39 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
     assert not missing, f"method defaults without a recorded origin: {missing}"
     kinds = ("dev data", "label-free", "literature", "convention", "cost")
     assert all(v.startswith(kinds) for v in METHOD_DEFAULTS.values())
+
+
+FEW_LABEL = ("finetune[frac=0.01]", "finetune[frac=0.05]", "finetune[frac=0.1]", "linear_probe")
+
+
+def test_the_harness_takes_every_registered_method_and_refuses_unknown_settings(tmp_path: Path) -> None:
+    """Every registry name, the few-label references and the oracle make cells (on the tasks they
+    support) and are in `make efficacy`'s default grid; an unknown method, an unknown setting or a
+    finetune without its fraction is refused before any training, naming the problem."""
+    from typer.testing import CliRunner
+
+    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt.cli import app
+    from shiftkit.adapt.methods.registry import get_method, method_names
+
+    registered = [n for n in method_names() if n != "target_oracle"]
+    wanted = [*registered, *FEW_LABEL, "oracle"]
+    assert set(wanted) <= set(E.DEFAULT_METHODS)
+    cells = E.grid(wanted, ["radiograph", "dashcam"], [DEV_DATA_SEEDS[0]])
+    assert [c.method for c in cells if c.benchmark == "radiograph"] == wanted  # classification: all of them
+    dashcam = {c.method for c in cells if c.benchmark == "dashcam"}
+    for name in registered:  # left out of segmentation only where the method itself says it cannot do it
+        problems = get_method(name)("tiny-unet", task="segmentation", num_classes=9).check_params()
+        assert (name in dashcam) == (not problems), (name, problems)
+    assert set(FEW_LABEL) | {"source_only", "dann", "oracle"} <= dashcam
+    assert E.grid(["cdan[entropy_conditioning=false,mcc_weight=0.1]", "dann[lambda_max=0.3]"], ["radiograph"], [DEV_DATA_SEEDS[0]])
+
+    for bad, why in [("cdan[bogus=1]", r"unknown setting\(s\) \['bogus'\]; cdan takes"),
+                     ("source_only[lambda_max=1]", r"unknown setting\(s\) \['lambda_max'\]"),
+                     ("finetune", "needs the fraction"), ("finetune[frac=2]", r"frac must be a number in \(0, 1\]"),
+                     ("no_such_method", "unknown method")]:
+        with pytest.raises(ConfigError, match=why):
+            E.grid([bad], ["radiograph"], [DEV_DATA_SEEDS[0]])
+    res = CliRunner().invoke(app, ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]),
+                                   "--methods", "tent[bogus=1]", "--out", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 2 and "bogus" in res.output and not (tmp_path / "cells").exists()
