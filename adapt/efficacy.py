@@ -301,7 +301,11 @@ def _supports(method: str, spec: BenchmarkSpec) -> bool:
     from shiftkit.adapt.methods.registry import get_method
 
     name, _ = parse_method(method)
-    if name in ("oracle", "dann", "finetune", "linear_probe"):  # the harness builds these itself
+    if name == "linear_probe":
+        # LinearProbe needs a split (encoder, head) model; the segmenters are one UNet with no
+        # separate linear head, so a "probe" there would be a different method.
+        return spec.task == "classification"
+    if name in ("oracle", "dann", "finetune"):  # the harness builds these itself
         return True
     cls = get_method(name)
     check = getattr(cls(spec.backbone, task=spec.task, num_classes=spec.num_classes), "check_params", None)

@@ -266,7 +266,9 @@ def test_the_harness_takes_every_registered_method_and_refuses_unknown_settings(
     for name in registered:  # left out of segmentation only where the method itself says it cannot do it
         problems = get_method(name)("tiny-unet", task="segmentation", num_classes=9).check_params()
         assert (name in dashcam) == (not problems), (name, problems)
-    assert set(FEW_LABEL) | {"source_only", "dann", "oracle"} <= dashcam
+    # LinearProbe needs an (encoder, head) model: classification only.
+    assert set(FEW_LABEL) - {"linear_probe"} | {"source_only", "dann", "oracle"} <= dashcam
+    assert "linear_probe" not in dashcam
     assert E.grid(["cdan[entropy_conditioning=false,mcc_weight=0.1]", "dann[lambda_max=0.3]"], ["radiograph"], [DEV_DATA_SEEDS[0]])
 
     for bad, why in [("cdan[bogus=1]", r"unknown setting\(s\) \['bogus'\]; cdan takes"),
