@@ -614,6 +614,10 @@ def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
     js, npz = cell.paths(root)
+    if js.is_file() and not npz.is_file():
+        # The per-cell arrays are not committed (.gitignore): a checkout with only the JSON
+        # must re-run the cell to get the arrays the table's paired intervals and selection need.
+        log.warning("%s: no %s beside it; the cell is re-run", js, npz.name)
     if not (js.is_file() and npz.is_file()):
         return False
     try:
@@ -678,6 +682,8 @@ def run_grid(cells: Sequence[Cell], root: Path, *, quick: bool = False, model_se
 
 def _load(root: Path, benchmark: str, method: str, seed: int) -> tuple[dict, dict] | None:
     js, npz = Cell(method, benchmark, seed).paths(root)
+    if js.is_file() and not npz.is_file():
+        log.warning("%s: no %s beside it; the cell is left out of the table (re-run it)", js, npz.name)
     if not (js.is_file() and npz.is_file()):
         return None
     with np.load(npz) as z:
