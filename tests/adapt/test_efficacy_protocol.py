@@ -177,26 +177,30 @@ def test_quick_benchmark_runs_resumes_and_selects(tmp_path: Path) -> None:
 
     runner = CliRunner()
     args = ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]), "--benchmarks",
-            "radiograph,dashcam", "--methods", "source_only,dann,oracle", "--out", str(tmp_path), "--no-progress"]
+            "radiograph,dashcam", "--methods", "source_only,dann,finetune[frac=0.1],oracle", "--out", str(tmp_path),
+            "--no-progress"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     table = json.loads((tmp_path / "table.json").read_text())
-    assert (tmp_path / "efficacy.png").stat().st_size > 1000 and "gap closed" in (tmp_path / "table.md").read_text()
+    md = (tmp_path / "table.md").read_text()
+    assert (tmp_path / "efficacy.png").stat().st_size > 1000 and "gap closed" in md
+    # The rows that train on target labels are marked, and only they.
+    assert "| oracle * |" in md and "| finetune[frac=0.1] * |" in md and "| dann |" in md
     assert table["command"].startswith("shiftkit benchmark")
     for b in ("radiograph", "dashcam"):
         rows = table["benchmarks"][b]["rows"]
-        assert set(rows) == {"source_only", "dann", "oracle"}
+        assert set(rows) == {"source_only", "dann", "finetune[frac=0.1]", "oracle"}
         for r in rows.values():
             lo, hi = r["target_ci"][0]
             assert lo <= r["target"][0] <= hi and 0 <= r["source"][0] <= 1
         assert rows["oracle"]["gap_closed"][0] == pytest.approx(1.0)
     cells = sorted((tmp_path / "cells").rglob("*.json"))
-    assert len(cells) == 6
+    assert len(cells) == 8
     stamps = [p.stat().st_mtime_ns for p in cells]
     assert runner.invoke(app, args).exit_code == 0
     assert [p.stat().st_mtime_ns for p in cells] == stamps  # finished cells are never re-run
     listing = runner.invoke(app, [*args[:-1], "--list"]).output.splitlines()
-    assert len(listing) == 6 and listing[0].split("\t")[0] == "0"
+    assert len(listing) == 8 and listing[0].split("\t")[0] == "0"
     # One more cell through --cell (a scheduler's array task), then a label-free choice.
     extra = ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]), "--benchmarks",
              "radiograph", "--methods", "adabn", "--out", str(tmp_path)]
