@@ -6,6 +6,7 @@ setting; `load_config` reports every problem at once with its dotted key path.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,10 +37,46 @@ from shiftkit.datasets.errors import ConfigError
 METHOD_NAMES = tuple(BUILTIN_METHODS)
 
 
+#: The pseudo-method of ``methods``: fit every ``selection.candidates`` entry and keep the one a
+#: label-free validator chooses (``shiftkit.adapt.auto_select``); not a registry class.
+AUTO_METHOD = "auto"
+
+#: The default candidate grid of ``auto``: the benchmark-independent grid of the efficacy harness
+#: (``shiftkit.adapt.efficacy.CANDIDATES``, equal for both benchmarks; a test keeps them equal).
+DEFAULT_CANDIDATES: tuple[str, ...] = (
+    "source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
+    "augment", "augment[restyle_strength=0.5]", "adabn")
+#: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
+VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "rank_mean")
+_CANDIDATE_SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?:\[([^\]]*)\])?")
+
+
 def _registered(name: str) -> str:
     known = method_names()
-    if name not in known:
-        raise ValueError(f"unknown method {name!r}; registered methods are {list(known)}")
+    if name not in known and name != AUTO_METHOD:
+        raise ValueError(f"unknown method {name!r}; registered methods are {list(known)} (or {AUTO_METHOD!r})")
+    return name
+
+
+def _candidate(spec: str) -> str:
+    m = _CANDIDATE_SPEC.fullmatch(spec.strip())
+    if not m:
+        raise ValueError(f"candidate {spec!r} is not 'method' or 'method[key=value,...]'")
+    if m.group(1) not in method_names():
+        raise ValueError(f"candidate {spec!r}: unknown method {m.group(1)!r}; registered methods are "
+                         f"{list(method_names())}")
+    if m.group(1) == "target_oracle":
+        raise ValueError(f"candidate {spec!r}: trains on target labels, so it cannot be a label-free candidate")
+    for part in filter(None, (m.group(2) or "").split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(f"candidate {spec!r}: cannot read setting {part!r} (write key=value)")
+    return spec.strip()
+
+
+def _validator(name: str) -> str:
+    if name not in VALIDATOR_NAMES:
+        raise ValueError(f"unknown validator {name!r}; choose from {list(VALIDATOR_NAMES)}")
     return name
 
 
@@ -140,6 +177,25 @@ class DANNConfig(_Section):
     )
 
 
+class SelectionConfig(_Section):
+    """`selection:` options of the ``auto`` method (label-free model selection)."""
+
+    candidates: list[Annotated[str, AfterValidator(_candidate)]] = Field(
+        list(DEFAULT_CANDIDATES), min_length=2,
+        description="method specs, each 'method' or 'method[key=value,...]' (the key a field of the method's "
+                    "config section, e.g. dann[lambda_max=0.3]); default: the efficacy harness's grid")
+    validator: Annotated[str, AfterValidator(_validator)] = Field(
+        "entropy", description="the label-free validator that chooses (default: "
+                               "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
+
+    @model_validator(mode="after")
+    def _unique(self) -> SelectionConfig:
+        dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+        if dup:
+            raise ValueError(f"selection.candidates: {dup} listed twice")
+        return self
+
+
 class EvalConfig(_Section):
     n_permutations: int = Field(500, ge=50)
     max_gap_points: int = Field(1000, ge=50, description="subsample per domain for the MMD test")
@@ -156,7 +212,8 @@ class RunConfig(_Section):
     task: Literal["classification", "segmentation"] | None = Field(
         None, description="default: segmentation for the dashcam benchmark, else classification")
     methods: list[MethodName] = Field(
-        ["source_only", "dann"], description="registered method names, fitted and reported in this order")
+        ["source_only", "dann"], description="registered method names (or 'auto': label-free selection among "
+                                              "selection.candidates), fitted and reported in this order")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainSection = TrainSection()
@@ -167,6 +224,7 @@ class RunConfig(_Section):
     self_training: SelfTrainingConfig = SelfTrainingConfig()
     tent: TENTConfig = TENTConfig()
     shot: SHOTConfig = SHOTConfig()
+    selection: SelectionConfig = SelectionConfig()
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
     progress: bool = True

@@ -351,6 +351,13 @@ class BuildContext:
         """The initial model: the backbone name, or a module holding ``model.checkpoint``."""
         return _initial_model(self.config, self.in_channels, self.num_classes)
 
+    def build(self, method: str) -> Any:
+        """The registered ``method`` built by its ``from_config`` in this context (``name`` then
+        only names its checkpoint folder)."""
+        from shiftkit.adapt.methods import get_method
+
+        return get_method(method).from_config(self)
+
     def fitted(self, name: str) -> Any:
         """Another registered method, fitted on this run's data (once)."""
         if self.fit_method is None:
@@ -442,15 +449,27 @@ def run(config: RunConfig) -> RunResult:
 
     fitted: dict[str, Any] = {}
 
+    def fit_built(method: Any) -> Any:
+        monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+        try:
+            return fit_method(method, data, monitor)
+        except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
+            raise _image_error_with_row(exc, frame) from None
+
+    selection: dict[str, Any] | None = None
+
     def fit(name: str) -> Any:
-        if name not in fitted:
+        nonlocal selection
+        if name not in fitted and name == "auto":  # label-free choice among selection.candidates
+            from shiftkit.adapt.auto_select import fit_auto
+
+            fitted[name], selection = fit_auto(
+                config, data, fit, lambda n, cfg, key: BuildContext(
+                    name=key, config=cfg, num_classes=num_classes, in_channels=in_channels, run_dir=run_dir,
+                    fit_method=fit).build(n), fit_built, num_classes=num_classes, run_dir=run_dir)
+        elif name not in fitted:
             log.info("fitting %s", name)
-            method = build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit)
-            monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
-            try:
-                fitted[name] = fit_method(method, data, monitor)
-            except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
-                raise _image_error_with_row(exc, frame) from None
+            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit))
         return fitted[name]
 
     for name in config.methods:
@@ -508,7 +527,7 @@ def run(config: RunConfig) -> RunResult:
         )
     run_info["wall_seconds"] = round(time.perf_counter() - started, 1)
     result = RunResult(run=run_info, methods=results, histories=histories, gap=gaps,
-                       overfitting=overfitting or None, bias=bias_metrics, warnings=tuple(warnings), run_dir=run_dir)
+                       overfitting=overfitting or None, bias=bias_metrics, selection=selection, warnings=tuple(warnings), run_dir=run_dir)
     if is_main:
         save_models(fitted, config, run_dir, (source, target))
         report.write_report(run_dir, result, figures=figures, title=f"shiftkit: {config.name}")

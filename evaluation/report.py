@@ -300,6 +300,28 @@ def _methods_section(methods: Mapping[str, MethodResult]) -> str:
     return out
 
 
+def selection_section(selection: Mapping[str, Any] | None) -> str:
+    """The ``auto`` method's label-free model selection: one row per validator (its choice, the
+    choice's score, Spearman with the true target metric, regret), the chooser first, then the
+    candidates' scores per validator and their true target metric."""
+    if not isinstance(selection, Mapping) or not isinstance(selection.get("validators"), Mapping):
+        return ""
+    chooser = selection.get("validator")
+    validators = dict(selection["validators"])
+    order = sorted(validators, key=lambda v: v != chooser)
+    rows = {(f"{v} (chooses)" if v == chooser else v): validators[v] for v in order}
+    out = (f"<h3>Label-free model selection (auto)</h3><p>chosen: <b>{html.escape(str(selection.get('chosen')))}</b>"
+           f" by {html.escape(str(chooser))}; regret and Spearman against the "
+           f"{html.escape(str(selection.get('true_metric', 'true target metric')))} (reported, never used to choose)</p>"
+           + _matrix_table(rows, "validator"))
+    scores, truth = selection.get("scores"), selection.get("true_target")
+    if isinstance(scores, Mapping) and isinstance(truth, Mapping):
+        cands = {c: {**{v: s.get(c) for v, s in scores.items() if isinstance(s, Mapping)}, "true target": truth.get(c)}
+                 for c in selection.get("candidates", list(truth))}
+        out += "<h3>Candidates (validator scores, higher = better)</h3>" + _matrix_table(cands, "candidate")
+    return out
+
+
 def segmentation_section(metrics: Mapping[str, Any] | RunResult) -> str:
     """Per-class IoU of every method on each split as one visible table (rows = classes, named
     when the run knows the names, e.g. road, sky, ...; columns = method / split). Empty string
@@ -344,7 +366,8 @@ def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, An
     if result.run:
         parts.append("<h2>Run</h2>" + _kv_table(result.run))
     if result.methods:
-        parts.append("<h2>Results</h2>" + _methods_section(result.methods) + segmentation_section(result))
+        parts.append("<h2>Results</h2>" + _methods_section(result.methods) + segmentation_section(result)
+                     + selection_section(result.selection))
     if figures:
         parts.append("<h2>Figures</h2>")
         for cap, fig in figures.items():
@@ -353,7 +376,8 @@ def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, An
     details: list[tuple[str, Any]] = []
     if result.methods:
         details.append(("methods", {k: m.to_dict() for k, m in result.methods.items()}))
-    details += [(k, getattr(result, k)) for k in ("gap", "overfitting", "bias") if getattr(result, k) is not None]
+    details += [(k, getattr(result, k)) for k in ("gap", "overfitting", "bias", "selection")
+                if getattr(result, k) is not None]
     details += list(result.extra.items())
     if details:
         parts.append("<h2>Details</h2>")
@@ -473,6 +497,14 @@ def terminal_summary(metrics: Mapping[str, Any] | RunResult) -> str:
                              f" ({a.get('monitor', 'val')}); {a.get('advice', '')}".rstrip("; "))
                 lines += [f"  ! {w}" for w in a.get("warnings") or []]
                 shown = True
+    sel = result.selection
+    if isinstance(sel, Mapping) and isinstance(sel.get("validators"), Mapping):
+        rows = [[v, str(r.get("choice")), _tf(r.get("score")), _tf(r.get("spearman")), _tf(r.get("regret"))]
+                for v, r in sel["validators"].items() if isinstance(r, Mapping)]
+        lines += ["", f"auto: chose {sel.get('chosen')} by {sel.get('validator')} (label-free); "
+                      f"spearman / regret vs {sel.get('true_metric', 'the true target metric')}:"]
+        lines += _text_table(["validator", "choice", "score", "spearman", "regret"], rows)
+        shown = True
     if result.bias is not None:
         try:
             from .bias import summary_lines

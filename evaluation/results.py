@@ -15,6 +15,8 @@ Saved form (schema 1.0)::
      "gap": {label: gap_summary},                     # e.g. before (source only) / after (dann)
      "overfitting": {name: analyse_history(...)},
      "bias": {name: audit.to_dict(), "comparison": ...},
+     "selection": {"validator", "chosen", "candidates", "validators": {v: {choice, score,
+                   spearman, regret}}, "true_target", "scores", ...},   # methods: [auto]
      "warnings": ["...", ...],
      ...extra sections}
 """
@@ -107,6 +109,9 @@ class RunResult:
         gap: label -> gap summary (before / after adaptation), in one table.
         overfitting: name -> :func:`shiftkit.evaluation.overfitting.analyse_history` output.
         bias: per-method audits (``audit(...).to_dict()``) and their comparison.
+        selection: label-free model selection of the ``auto`` method: the candidates, the
+            choosing validator and its choice, and per validator its choice, the choice's score,
+            Spearman with the true target metric and regret (``shiftkit.adapt.auto_select``).
         warnings: every warning of the run, one string each.
         extra: other sections, kept as they are.
         schema_version, generated_at: stamped by :func:`shiftkit.evaluation.report.write_report`.
@@ -119,6 +124,7 @@ class RunResult:
     gap: Mapping[str, Mapping[str, Any]] | None = None
     overfitting: Mapping[str, Any] | None = None
     bias: Mapping[str, Any] | None = None
+    selection: Mapping[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
@@ -126,7 +132,7 @@ class RunResult:
     run_dir: Path | None = field(default=None, compare=False)
 
     _SECTIONS = ("schema_version", "generated_at", "run", "methods", "histories", "gap", "overfitting", "bias",
-                 "warnings")
+                 "selection", "warnings")
 
     # ---------------------------------------------------------------- saved form
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +146,7 @@ class RunResult:
             out["methods"] = {name: m.to_dict() for name, m in self.methods.items()}
         if self.histories:
             out["histories"] = {k: list(v) for k, v in self.histories.items()}
-        for key in ("gap", "overfitting", "bias"):
+        for key in ("gap", "overfitting", "bias", "selection"):
             if getattr(self, key) is not None:
                 out[key] = dict(getattr(self, key))
         if self.warnings:
@@ -170,7 +176,7 @@ class RunResult:
         raw = data.get("histories")
         take("histories", isinstance(raw, Mapping) and all(isinstance(v, list) for v in raw.values()), raw)
         take("run", isinstance(data.get("run"), Mapping), data.get("run"))
-        for key in ("gap", "overfitting", "bias"):
+        for key in ("gap", "overfitting", "bias", "selection"):
             take(key, isinstance(data.get(key), Mapping), data.get(key))
         raw = data.get("warnings")
         take("warnings", isinstance(raw, list), tuple(str(w) for w in raw) if isinstance(raw, list) else ())
