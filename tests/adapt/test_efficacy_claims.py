@@ -28,7 +28,10 @@ from shiftkit.adapt import efficacy as E
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
 
 pytestmark = pytest.mark.slow
-SEEDS = TEST_DATA_SEEDS[:2]
+# CI checks the claims on the first test data seed (the suite must stay near 15 minutes on 2
+# cores); `make efficacy` runs five test seeds and benchmarks/efficacy/test/table.md records the
+# same claims on all of them.
+SEEDS = TEST_DATA_SEEDS[:1]
 METHODS = ["source_only", "dann", "oracle"]
 
 
