@@ -709,19 +709,9 @@ class Predictor:
                 raise DataError(f"{where}: this model was trained on files read by MONAI LoadImaged (its reader "
                                 "orients and scales images in its own way); pass image file paths so the same "
                                 "preprocessing is applied")
-            arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                raise DataError(f"{where}: expected a numeric image array, got dtype {arr.dtype}")
-            if np.issubdtype(arr.dtype, np.integer):
-                arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)  # 8/16-bit -> [0, 1]
-            arr = arr.astype(np.float32)
-            if arr.ndim == 2:
-                arr = arr[None]
-            if arr.ndim != 3:
-                raise DataError(f"{where}: expected an image (H, W) or (C, H, W), got shape {arr.shape}")
-            if arr.shape[0] > 4 and arr.shape[-1] in (1, 3, 4):
-                raise DataError(f"{where}: shape {arr.shape} looks channel-last (H, W, C); pass (C, H, W), "
-                                "e.g. np.moveaxis(image, -1, 0)")
+            from shiftkit.datasets.io import coerce_image
+
+            arr = coerce_image(item, where=where)
         if not np.isfinite(arr).all():
             raise DataError(f"{where}: image holds NaN/Inf values")
         self._check_size(arr, where)

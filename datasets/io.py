@@ -289,9 +289,12 @@ def coerce_image(image: object, *, channels: int | None = None, where: str = "im
         where: the name used in error messages.
 
     Raises:
-        DataError: another shape, NaN/Inf values, or an impossible channel conversion.
+        DataError: a non-numeric dtype, another shape (channel-last included), NaN/Inf values,
+            or an impossible channel conversion.
     """
     arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise DataError(f"{where}: expected a numeric image array, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)  # 8/16-bit -> [0, 1]
     arr = arr.astype(np.float32)
@@ -299,6 +302,9 @@ def coerce_image(image: object, *, channels: int | None = None, where: str = "im
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"{where}: expected an image (H, W) or (C, H, W), got shape {arr.shape}")
+    if arr.shape[0] > 4 and arr.shape[-1] in (1, 3, 4):
+        raise DataError(f"{where}: shape {arr.shape} looks channel-last (H, W, C); pass (C, H, W), "
+                        "e.g. np.moveaxis(image, -1, 0)")
     if not np.isfinite(arr).all():
         raise DataError(f"{where}: image holds NaN/Inf values")
     return np.ascontiguousarray(convert_channels(arr, channels, where), dtype=np.float32)
