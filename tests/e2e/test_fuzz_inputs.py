@@ -173,16 +173,20 @@ def test_fuzz_manifest_raw_bytes(manifest_root: Path, data: bytes, suffix: str) 
 
 # ============================================================================ configs
 
-KNOWN_KEYS = {
-    None: ["name", "out_dir", "task", "methods", "data", "model", "train", "dann", "evaluation", "resume",
-           "progress"],
-    "data": ["benchmark", "manifest", "source_domain", "target_domain", "n_per_domain", "image_size",
-             "num_workers", "skip_bad", "allow_outside_root"],
-    "model": ["backbone", "checkpoint"],
-    "train": ["epochs", "batch_size", "lr", "weight_decay", "device", "seed", "early_stopping_patience"],
-    "dann": ["epochs", "lambda_max", "discriminator_hidden"],
-    "evaluation": ["n_permutations", "max_gap_points"],
-}
+def _known_keys() -> dict:
+    """Top-level keys and each section's keys, read from the config models themselves so a new
+    section (a method's own settings, say) is known here the moment it exists."""
+    from pydantic import BaseModel
+
+    known: dict = {None: sorted(RunConfig.model_fields)}
+    for name, field in RunConfig.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            known[name] = sorted(kind.model_fields)
+    return known
+
+
+KNOWN_KEYS = _known_keys()
 scalar = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=10),
