@@ -76,10 +76,11 @@ def labels_1d(y: Any, name: str = "y_true") -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def probabilities(proba: Any, n: int, name: str = "proba") -> np.ndarray:
+def probabilities(proba: Any, n: int | None = None, name: str = "proba", *, min_rows: int = 1) -> np.ndarray:
     """Class probabilities as float64 (N, K), K >= 2.
 
-    A 1-D input is read as P(class 1) of a binary problem and expanded to (N, 2).
+    A 1-D input is read as P(class 1) of a binary problem and expanded to (N, 2). ``n``: the
+    row count the labels have (checked when given); ``min_rows``: the fewest rows accepted.
     Rows must lie in [0, 1] and sum to 1 (within 1e-3): logits are refused, not silently
     softmaxed, because a caller passing logits by mistake would get wrong calibration numbers.
     """
@@ -90,8 +91,10 @@ def probabilities(proba: Any, n: int, name: str = "proba") -> np.ndarray:
         arr = np.stack([1.0 - arr, arr], axis=1)
     if arr.ndim != 2:
         raise DataError(f"argument {name!r} must have shape (N,) or (N, K); got {arr.shape}")
-    if arr.shape[0] != n:
+    if n is not None and arr.shape[0] != n:
         raise DataError(f"argument {name!r} has {arr.shape[0]} rows but y_true has {n}")
+    if arr.shape[0] < min_rows:
+        raise DataError(f"argument {name!r} must hold at least {min_rows} rows; got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)):
         row = int(np.argwhere(~np.isfinite(arr))[0][0])
         raise DataError(f"argument {name!r} has non-finite value(s), first in row {row}")
@@ -106,3 +109,4 @@ def probabilities(proba: Any, n: int, name: str = "proba") -> np.ndarray:
     # Float32 model outputs sum to 1 only within ~1e-7; renormalise so that downstream
     # checks (sklearn's log_loss) see exact probabilities.
     return arr / arr.sum(axis=1, keepdims=True)
+

@@ -24,7 +24,7 @@ import numpy as np
 
 from shiftkit.datasets.errors import DataError
 
-from ._arrays import features_2d, to_numpy
+from ._arrays import features_2d, probabilities, to_numpy
 
 __all__ = [
     "iwcv_risk",
@@ -116,20 +116,11 @@ def classifier_density_ratio(
     return w / w.mean() if normalise else w
 
 
-def _proba(p: Any, name: str) -> np.ndarray:
-    arr = to_numpy(p, name).astype(float)
-    if arr.ndim == 1:
-        arr = np.stack([1 - arr, arr], 1)
-    if arr.ndim != 2 or arr.shape[0] < 2:
-        raise DataError(f"argument {name!r} must be (N, K) probabilities with N >= 2; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or arr.min() < -1e-6 or np.abs(arr.sum(1) - 1).max() > 1e-3:
-        raise DataError(f"argument {name!r} must hold probabilities (rows in [0, 1] summing to 1)")
-    return np.clip(arr, 0, 1)
 
 
 def prediction_entropy(proba: Any) -> float:
     """Mean Shannon entropy (nats) of target predictions (N, K) or (N,) = P(class 1)."""
-    p = _proba(proba, "proba")
+    p = probabilities(proba, name="proba", min_rows=2)
     return float(-(p * np.log(np.clip(p, 1e-12, 1))).sum(1).mean())
 
 
@@ -139,7 +130,7 @@ def soft_neighborhood_density(proba: Any, *, tau: float = 0.05, max_samples: int
     Higher is better. At most `max_samples` rows (seeded subsample); computed in row chunks."""
     import torch
 
-    p = _proba(proba, "proba")
+    p = probabilities(proba, name="proba", min_rows=2)
     if len(p) > max_samples:
         p = p[np.random.default_rng(seed).choice(len(p), max_samples, replace=False)]
     t = torch.from_numpy(p)

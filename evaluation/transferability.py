@@ -40,7 +40,7 @@ import numpy as np
 
 from shiftkit.datasets.errors import DataError
 
-from ._arrays import features_2d, to_numpy
+from ._arrays import features_2d, probabilities, to_numpy
 
 __all__ = [
     "SCORE_NAMES",
@@ -78,15 +78,6 @@ def _labels(y: Any, n: int, name: str = "labels") -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), len(classes)
 
 
-def _probabilities(p: Any, name: str) -> np.ndarray:
-    arr = to_numpy(p, name).astype(np.float64)
-    if arr.ndim == 1:  # P(class 1) of a binary model
-        arr = np.stack([1.0 - arr, arr], 1)
-    if arr.ndim != 2 or arr.shape[0] < 2:
-        raise DataError(f"argument {name!r} must be (N, Z) probabilities with N >= 2; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or arr.min() < -1e-6 or np.abs(arr.sum(1) - 1.0).max() > 1e-3:
-        raise DataError(f"argument {name!r} must hold probabilities (rows in [0, 1] summing to 1)")
-    return np.clip(arr, 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- LogME
@@ -281,7 +272,7 @@ def leep(source_proba: Any, labels: Any) -> float:
     Returns:
         LEEP in nats (<= 0; higher = better transfer).
     """
-    theta = _probabilities(source_proba, "source_proba")
+    theta = probabilities(source_proba, name="source_proba", min_rows=2)
     codes, c = _labels(labels, theta.shape[0])
     onehot = np.eye(c)[codes]  # (N, C)
     joint = onehot.T @ theta / theta.shape[0]  # (C, Z)
@@ -307,7 +298,7 @@ def nce(source_pred: Any, labels: Any) -> float:
         NCE in nats (<= 0; 0 when the prediction determines the label).
     """
     arr = to_numpy(source_pred, "source_pred")
-    z = _probabilities(arr, "source_pred").argmax(1) if arr.ndim == 2 else arr.reshape(-1)
+    z = probabilities(arr, name="source_pred", min_rows=2).argmax(1) if arr.ndim == 2 else arr.reshape(-1)
     codes, c = _labels(labels, len(z))
     _, zc = np.unique(z, return_inverse=True)
     joint = np.zeros((c, int(zc.max()) + 1))
