@@ -17,9 +17,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# Torch before anything that depends on it: here this takes the local CPU build; a bare
-	# `pip install torch` would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# Torch and torchvision first, as a matched pair (timm and smp import torchvision; PyPI's
+	# torchvision cannot load beside the CPU-only torch 2.13.0 build): on these machines the pair
+	# installs from local disk; a bare `pip install torch` elsewhere pulls whatever build pip picks.
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
