@@ -24,7 +24,7 @@ Segmentation (Tranheden et al. 2021, DACS; Hoyer et al. 2022, DAFormer): an EMA 
 labels every target pixel; ClassMix pastes the pixels of half the classes present in a source
 image onto a target image; the student learns the mixed image against the mixed label
 (source mask where pasted, target pseudo-label elsewhere), the pseudo-labelled pixels
-weighted by the image's share of confident pixels ``q = mean(max p >= tau)``; a photometric
+weighted by the batch's share of confident pixels ``q = mean(max p >= tau)``; a photometric
 perturbation is applied to the mixed image.
 
 Start from a trained source model (``SourceOnly(...).model_`` or a loaded checkpoint):
@@ -351,7 +351,9 @@ class SelfTraining(Method):
         with torch.no_grad():
             conf, pseudo = F.softmax(t_logits, 1).max(1)  # (N, H, W)
             keep = conf >= self._thresholds_for(pseudo)
-            quality = keep.float().mean(dim=(1, 2))  # DACS: share of confident pixels per image
+            # DACS (vikolss/DACS trainUDA.py): the share of confident target pixels over the whole
+            # batch weighs every non-pasted pixel.
+            quality = keep.float().mean().expand(conf.shape[0])
             y_s = source["mask"].long()
             x_mix, y_mix, paste = class_mix(source["image"], y_s, target["image"], pseudo)
             weight = torch.where(paste, torch.ones_like(conf), quality.view(-1, 1, 1).expand_as(conf))
