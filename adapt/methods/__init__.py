@@ -30,6 +30,8 @@ _EXPORTS = {
     "SelfTraining": ".self_training",
     "TENT": ".tent",
     "SHOT": ".shot",
+    "SHOTSource": ".shot",
+    "shot_network": ".shot",
 }
 
 __all__ = [

@@ -112,7 +112,7 @@ def coral_loss(f_s: torch.Tensor, f_t: torch.Tensor, *, w_s: torch.Tensor | None
 
 
 def information_maximisation_loss(logits: torch.Tensor, *, w: torch.Tensor | None = None,
-                                  diversity_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+                                  diversity_weight: float = 1.0, epsilon: float = 0.0) -> tuple[torch.Tensor, dict]:
     """SHOT's information-maximisation loss on target logits ``(N, K)`` (Liang et al. 2020, eq. 2).
 
     .. math::
@@ -121,13 +121,18 @@ def information_maximisation_loss(logits: torch.Tensor, *, w: torch.Tensor | Non
 
         L_{IM} = L_{ent} + \\lambda_{div} L_{div}.
 
-    Individually certain, globally diverse predictions minimise it. Returns the loss and the
-    logs ``im_entropy`` (mean per-sample entropy, nats) and ``im_marginal_entropy`` (``H(p_bar)``).
+    Individually certain, globally diverse predictions minimise it. ``epsilon > 0`` takes the
+    logarithms as ``log(p + epsilon)``, as the authors' code does (``epsilon = 1e-5`` in
+    tim-learn/SHOT ``object/loss.py`` and ``image_target.py``). Returns the loss and the logs
+    ``im_entropy`` (mean per-sample entropy, nats) and ``im_marginal_entropy`` (``H(p_bar)``).
     """
     p = F.softmax(logits.float(), dim=1)
-    ent = weighted_mean(entropy(logits), w)
+    if epsilon > 0:
+        ent = weighted_mean(-(p * torch.log(p + epsilon)).sum(1), w)
+    else:
+        ent = weighted_mean(entropy(logits), w)
     pbar = weighted_mean(p, w)
-    div = (pbar * torch.log(pbar.clamp_min(1e-12))).sum()  # = -H(p_bar)
+    div = (pbar * torch.log(pbar + epsilon if epsilon > 0 else pbar.clamp_min(1e-12))).sum()  # = -H(p_bar)
     return ent + diversity_weight * div, {"im_entropy": ent.detach(), "im_marginal_entropy": (-div).detach()}
 
 

@@ -641,3 +641,225 @@ def test_parity_adabn():
     torch.testing.assert_close(bn.running_var, a.var(dim=(0, 2, 3)), atol=0.05 * float(a.var()), rtol=0)
     torch.testing.assert_close(torch.as_tensor(m.predict_proba(xt)), torch.softmax(ref(xt), 1), atol=ATOL, rtol=0)
     _assert_params_equal(m.model_, ref)
+
+
+# ------------------------------------------------------------------------------------ SHOT
+
+
+# Ports of tim-learn/SHOT: object/network.py (feat_bottleneck type "bn", feat_classifier type
+# "wn", init_weights), object/loss.py (Entropy, CrossEntropyLabelSmooth), object/image_source.py
+# (train_source: netF at 0.1 lr, netB and netC at lr), object/image_target.py (lr_scheduler:
+# SGD, momentum 0.9, Nesterov, weight decay 1e-3, lr0 (1 + 10 p)^-0.75; obtain_label; train_target:
+# netC frozen, netF at lr * lr_decay1 (0.1), netB at lr * lr_decay2 (1); loss = cls_par (0.3)
+# * CE(outputs, mem_label[idx]) + ent_par (1) * (mean Entropy - gentropy), epsilon 1e-5).
+class _ShotFeatBottleneck(nn.Module):
+    def __init__(self, feature_dim, bottleneck_dim=256, type="bn"):  # noqa: A002
+        super().__init__()
+        self.bn = nn.BatchNorm1d(bottleneck_dim, affine=True)
+        self.bottleneck = nn.Linear(feature_dim, bottleneck_dim)
+        self.type = type
+
+    def forward(self, x):
+        x = self.bottleneck(x)
+        if self.type == "bn":
+            x = self.bn(x)
+        return x
+
+
+class _ShotFeatClassifier(nn.Module):
+    def __init__(self, class_num, bottleneck_dim=256, type="wn"):  # noqa: A002
+        super().__init__()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the authors' (deprecated) weight_norm API
+            self.fc = torch.nn.utils.weight_norm(nn.Linear(bottleneck_dim, class_num), name="weight")
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _shot_entropy(input_):
+    epsilon = 1e-5
+    entropy = -input_ * torch.log(input_ + epsilon)
+    return torch.sum(entropy, dim=1)
+
+
+class _ShotCrossEntropyLabelSmooth(nn.Module):
+    def __init__(self, num_classes, epsilon=0.1):
+        super().__init__()
+        self.num_classes = num_classes
+        self.epsilon = epsilon
+        self.logsoftmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, inputs, targets):
+        log_probs = self.logsoftmax(inputs)
+        targets = torch.zeros(log_probs.size()).scatter_(1, targets.unsqueeze(1), 1)
+        targets = (1 - self.epsilon) * targets + self.epsilon / self.num_classes
+        return (-targets * log_probs).mean(0).sum()
+
+
+def _shot_lr_scheduler(optimizer, iter_num, max_iter, gamma=10, power=0.75):
+    decay = (1 + gamma * iter_num / max_iter) ** (-power)
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = param_group["lr0"] * decay
+        param_group["weight_decay"] = 1e-3
+        param_group["momentum"] = 0.9
+        param_group["nesterov"] = True
+    return optimizer
+
+
+def _shot_obtain_label(all_fea, all_output, threshold=0, distance="cosine", epsilon=1e-5):
+    from scipy.spatial.distance import cdist
+
+    all_output = nn.Softmax(dim=1)(all_output)
+    _, predict = torch.max(all_output, 1)
+    if distance == "cosine":
+        all_fea = torch.cat((all_fea, torch.ones(all_fea.size(0), 1)), 1)
+        all_fea = (all_fea.t() / torch.norm(all_fea, p=2, dim=1)).t()
+    all_fea = all_fea.float().cpu().numpy()
+    K = all_output.size(1)  # noqa: N806 - the reference's name
+    aff = all_output.float().cpu().numpy()
+    predict = predict.numpy()
+    for _ in range(2):
+        initc = aff.transpose().dot(all_fea)
+        initc = initc / (1e-8 + aff.sum(axis=0)[:, None])
+        cls_count = np.eye(K)[predict].sum(axis=0)
+        labelset = np.where(cls_count > threshold)[0]
+        dd = cdist(all_fea, initc[labelset], distance)
+        pred_label = dd.argmin(axis=1)
+        predict = labelset[pred_label]
+        aff = np.eye(K)[predict]
+    return predict.astype("int")
+
+
+def _shot_reference_nets(model: SplitModel, k: int):
+    """netF, netB, netC of the authors' code holding ``model``'s (a :func:`shot_network`) weights."""
+    enc = model.encoder
+    net_f = copy.deepcopy(enc.backbone)
+    net_b = _ShotFeatBottleneck(enc.bottleneck[0].in_features, enc.bottleneck[0].out_features, "bn")
+    net_b.bottleneck.load_state_dict(enc.bottleneck[0].state_dict())
+    net_b.bn.load_state_dict(enc.bottleneck[1].state_dict())
+    net_c = _ShotFeatClassifier(k, enc.bottleneck[0].out_features, "wn")
+    pw = model.head.parametrizations.weight
+    with torch.no_grad():
+        net_c.fc.weight_g.copy_(pw.original0)
+        net_c.fc.weight_v.copy_(pw.original1)
+        net_c.fc.bias.copy_(model.head.bias)
+    return net_f, net_b, net_c
+
+
+def _assert_shot_equal(model: SplitModel, net_f, net_b, net_c) -> None:
+    enc = model.encoder
+    _assert_params_equal(enc.backbone, net_f)
+    _assert_params_equal(enc.bottleneck[0], net_b.bottleneck)
+    _assert_params_equal(enc.bottleneck[1], net_b.bn)
+    pw = model.head.parametrizations.weight
+    torch.testing.assert_close(pw.original0, net_c.fc.weight_g, atol=ATOL, rtol=0)
+    torch.testing.assert_close(pw.original1, net_c.fc.weight_v, atol=ATOL, rtol=0)
+    torch.testing.assert_close(model.head.bias, net_c.fc.bias, atol=ATOL, rtol=0)
+
+
+def test_parity_shot_source_recipe():
+    from shiftkit.adapt.methods.shot import SHOTSource
+
+    xs, ys, _ = _data(n=12)
+    m = SHOTSource(_vector_net(bn=False), bottleneck_dim=16).setup([{"image": xs[0]}])
+    assert isinstance(m.model_.head.parametrizations.weight.original0, nn.Parameter)  # weight-normalised head
+    assert isinstance(m.model_.encoder.bottleneck[1], nn.BatchNorm1d)
+    net_f, net_b, net_c = _shot_reference_nets(m.model_, 3)
+    before = copy.deepcopy(m.model_)
+    max_iter, iter_num = 20, 6
+    learning_rate = m.lr
+    param_group = []
+    for v in net_f.parameters():
+        param_group += [{"params": v, "lr": learning_rate * 0.1}]
+    for v in list(net_b.parameters()) + list(net_c.parameters()):
+        param_group += [{"params": v, "lr": learning_rate}]
+    optimizer = torch.optim.SGD(param_group)
+    for g in optimizer.param_groups:  # op_copy
+        g["lr0"] = g["lr"]
+    _shot_lr_scheduler(optimizer, iter_num=iter_num, max_iter=max_iter)
+    for net in (net_f, net_b, net_c):
+        net.train()
+    outputs_source = net_c(net_b(net_f(xs)))
+    ref_loss = _ShotCrossEntropyLabelSmooth(num_classes=3, epsilon=0.1)(outputs_source, ys)
+    optimizer.zero_grad()
+    ref_loss.backward()
+    optimizer.step()
+
+    loss, _ = _shiftkit_step(m, {"image": xs, "label": ys}, None, iter_num / max_iter, lr=m.lr)
+    assert float(loss) == pytest.approx(float(ref_loss), abs=ATOL)
+    assert _moved(before, m.model_) > 1e-4
+    _assert_shot_equal(m.model_, net_f, net_b, net_c)
+
+
+@pytest.mark.parametrize("threshold,distance", [(0, "cosine"), (6, "cosine"), (0, "euclidean")])
+def test_parity_shot_clustering(threshold, distance):
+    from shiftkit.adapt.methods.shot import cluster_labels
+
+    g = torch.Generator().manual_seed(13)
+    k = 4
+    centres = torch.randn(k, 5, generator=g) * 2
+    y = torch.tensor([0] * 20 + [1] * 14 + [2] * 8 + [3] * 4)
+    feats = centres[y] + torch.randn(len(y), 5, generator=g)
+    logits = feats @ centres.t() * 0.3 + torch.randn(len(y), k, generator=g)
+    ref = _shot_obtain_label(feats.clone(), logits.clone(), threshold=threshold, distance=distance)
+    labels, _, labelset = cluster_labels(feats, torch.softmax(logits, 1), threshold=threshold, distance=distance)
+    assert np.array_equal(labels.numpy(), ref)
+    if threshold == 6:  # a class predicted for <= 6 samples holds no centroid: the threshold acts
+        assert len(labelset) < k
+
+
+def test_parity_shot_target_step():
+    from shiftkit.adapt.data import ArrayDataset
+    from shiftkit.adapt.methods.shot import SHOT, SHOTSource
+
+    xs, _, xt = _data(n=16, shift=0.5)
+    src = SHOTSource(_vector_net(bn=False), bottleneck_dim=16).setup([{"image": xs[0]}]).model_
+    src.eval()
+    with torch.no_grad():  # source-like BatchNorm statistics, not the initial 0/1
+        src.encoder.bottleneck[1].running_mean.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    net_f, net_b, net_c = _shot_reference_nets(src, 3)
+
+    # Reference: obtain_label over the target set (eval mode), then one step of train_target on a
+    # batch holding the whole set (iter_num 1 of max_iter: decay (1 + 10 / max_iter)^-0.75).
+    for net in (net_f, net_b, net_c):
+        net.eval()
+    with torch.no_grad():
+        feas = net_b(net_f(xt))
+        mem_label = torch.from_numpy(_shot_obtain_label(feas.clone(), net_c(feas)))
+    for v in net_c.parameters():
+        v.requires_grad = False
+    lr = 1e-2
+    param_group = [{"params": v, "lr": lr * 0.1} for v in net_f.parameters()]
+    param_group += [{"params": v, "lr": lr * 1.0} for v in net_b.parameters()]
+    optimizer = torch.optim.SGD(param_group)
+    for g in optimizer.param_groups:
+        g["lr0"] = g["lr"]
+    max_iter = 10**9  # shiftkit's first step has p = 0 (decay 1); the reference's iter_num 1 / max_iter -> 0
+    _shot_lr_scheduler(optimizer, iter_num=1, max_iter=max_iter)
+    net_f.train()
+    net_b.train()
+    tar_idx = torch.arange(len(xt))
+    features_test = net_b(net_f(xt))
+    outputs_test = net_c(features_test)
+    classifier_loss = nn.CrossEntropyLoss()(outputs_test, mem_label[tar_idx]) * 0.3
+    softmax_out = nn.Softmax(dim=1)(outputs_test)
+    entropy_loss = torch.mean(_shot_entropy(softmax_out))
+    msoftmax = softmax_out.mean(dim=0)
+    entropy_loss -= torch.sum(-msoftmax * torch.log(msoftmax + 1e-5))
+    ref_loss = classifier_loss + entropy_loss * 1.0
+    optimizer.zero_grad()
+    ref_loss.backward()
+    optimizer.step()
+
+    # shiftkit's fit: one step on a batch of the whole (index-carrying) target set.
+    m = SHOT(src, epochs=1, steps_per_epoch=1, batch_size=len(xt), progress=False).fit(None, ArrayDataset(xt.numpy()))
+    assert m.label_source_ == "index"
+    assert np.array_equal(m.pseudo_labels_.numpy(), mem_label.numpy())
+    assert m.history_[0]["train_loss"] == pytest.approx(float(ref_loss), abs=ATOL)
+    assert _moved(src, m.model_) > 1e-4
+    _assert_shot_equal(m.model_, net_f, net_b, net_c)
+    torch.testing.assert_close(m.model_.head.parametrizations.weight.original1,
+                               src.head.parametrizations.weight.original1)  # the hypothesis stays frozen
