@@ -4,6 +4,7 @@ TENT / SHOT methods (development data seeds only: ``shiftkit.datasets.synth.seed
     .venv/bin/python scripts/dev_methods.py cdan_toy          # class-conditional toy: DANN vs CDAN
     .venv/bin/python scripts/dev_methods.py tent              # corrupted BatchNorm toy: TENT, guard
     .venv/bin/python scripts/dev_methods.py selftrain         # pseudo-label accuracy over rounds
+    .venv/bin/python scripts/dev_methods.py sourcefree        # radiograph: SHOT / TENT / AdaBN vs source-only
 
 Each prints one line per (setting, data seed); the chosen settings and their numbers are
 recorded next to the defaults (docs/methods.md, the test modules).
@@ -66,6 +67,55 @@ def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,), varian
                               flush=True)
 
 
+def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, variants: tuple[str, ...] = ()) -> None:
+    """Target AUROC of source-only, AdaBN, TENT and SHOT on the radiograph benchmark (dev seeds).
+
+    Every method starts from the harness's source-only model (:func:`shiftkit.adapt.efficacy.pretrained_source`);
+    ``shot_recipe`` first trains SHOT's own source model (:class:`SHOTSource`) on the same source
+    data and adapts that one. Settings: ``harness`` = the efficacy harness's keyword arguments
+    (``lr = spec.lr * lr_mult``, ``adapt_epochs``), ``defaults`` = the class defaults with the
+    harness's epochs and batch size.
+    """
+    import copy
+    from dataclasses import replace
+
+    from sklearn.metrics import roc_auc_score
+
+    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt.methods import SHOT, TENT, AdaBN, SHOTSource
+
+    spec = replace(E.BENCHMARKS["radiograph"], n_train=n_train, n_test=n_test, n_source_test=200)
+    for seed in seeds:
+        t0 = time.time()
+        data = E.benchmark_data(spec, seed)
+        src, val = E._dataset(data["source_train"], spec.task), E._dataset(data["source_val"], spec.task)
+        tgt = E._dataset(data["target_unlabelled"], spec.task, labelled=False)
+        xt, yt = data["target_test"]["images"], data["target_test"]["labels"]
+        start = E.pretrained_source(spec, seed, 0, None)
+        harness = E._train_kwargs(spec, 0, epochs=spec.adapt_epochs, lr=spec.lr * spec.lr_mult)
+        common = {k: harness[k] for k in ("num_classes", "task", "epochs", "batch_size", "seed", "progress", "device")}
+
+        def auroc(model, xt=xt, yt=yt) -> float:
+            model.eval()
+            with torch.no_grad():
+                p = torch.softmax(model(torch.from_numpy(xt)), 1)[:, 1].numpy()
+            return round(float(roc_auc_score(yt, p)), 4)
+
+        row = {"source_only": auroc(copy.deepcopy(start))}
+        row["adabn"] = auroc(AdaBN(copy.deepcopy(start), train_source=False, **harness).fit(src, tgt).model_)
+        row["tent[harness]"] = auroc(TENT(copy.deepcopy(start), **harness).fit(None, tgt).model_)
+        row["tent[defaults]"] = auroc(TENT(copy.deepcopy(start), **{**common, "epochs": 1}).fit(None, tgt).model_)
+        row["shot[harness]"] = auroc(SHOT(copy.deepcopy(start), **harness).fit(None, tgt).model_)
+        row["shot[defaults]"] = auroc(SHOT(copy.deepcopy(start), **common).fit(None, tgt).model_)
+        if "shot_recipe" in variants:
+            ss = SHOTSource(E.BENCHMARKS["radiograph"].backbone, num_classes=2, epochs=spec.epochs,
+                            batch_size=spec.batch_size, seed=0, progress=False, early_stopping="val_auroc",
+                            patience=spec.patience, restore_best=True).fit(src, val=val)
+            row["shot_source"] = auroc(copy.deepcopy(ss.model_))
+            row["shot[recipe]"] = auroc(SHOT(ss.model_, **common).fit(None, tgt).model_)
+        print(seed, row, f"{time.time() - t0:.0f}s", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     what = sys.argv[1]
@@ -83,3 +133,6 @@ if __name__ == "__main__":
     elif what == "selftrain":
         selftrain(dev[:3], [eval(a) for a in sys.argv[2:]] or [dict(contrast=0.5, offset=0.2, noise=0.25)],
                   thresholds=(0.9,), weights=(1.0, 0.0))
+    elif what == "sourcefree":  # e.g. DEV_SEEDS=100:103 ... sourcefree shot_recipe
+        source_free_radiograph(dev, n_train=int(os.environ.get("N_TRAIN", 480)),
+                               n_test=int(os.environ.get("N_TEST", 1000)), variants=tuple(sys.argv[2:]))
