@@ -94,7 +94,8 @@ def _assert_params_equal(a: nn.Module, b: nn.Module, *, atol: float = ATOL) -> N
 
 def _moved(before: nn.Module, after: nn.Module) -> float:
     """Largest parameter change: a step that changed nothing would make the equality trivial."""
-    return max(float((p - q).abs().max()) for p, q in zip(before.parameters(), after.parameters(), strict=True))
+    pairs = zip(before.parameters(), after.parameters(), strict=True)
+    return max(float((p.detach() - q.detach()).abs().max()) for p, q in pairs)
 
 
 class _NegSigmoid(nn.Module):
@@ -587,7 +588,7 @@ def test_parity_tent():
     assert m.history_[0]["target_entropy"] * math.log(k) == pytest.approx(float(ref_loss.detach()), abs=ATOL)
     _assert_params_equal(m.model_, ref)
     bn = m.model_.encoder[1]
-    assert float((bn.weight - net0.encoder[1].weight).abs().max()) > 1e-5  # gamma moved
+    assert float((bn.weight - net0.encoder[1].weight).detach().abs().max()) > 1e-5  # gamma moved
     torch.testing.assert_close(m.model_.encoder[0].weight, net0.encoder[0].weight)  # conv frozen
     torch.testing.assert_close(m.model_.head.weight, net0.head.weight)  # head frozen
 
