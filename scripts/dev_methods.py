@@ -107,6 +107,10 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
         row["tent[defaults]"] = auroc(TENT(copy.deepcopy(start), **{**common, "epochs": 1}).fit(None, tgt).model_)
         row["shot[harness]"] = auroc(SHOT(copy.deepcopy(start), **harness).fit(None, tgt).model_)
         row["shot[defaults]"] = auroc(SHOT(copy.deepcopy(start), **common).fit(None, tgt).model_)
+        if "shot_old_optimiser" in variants:  # the optimiser SHOT had before the authors' recipe
+            row["shot[adamw,2.5e-4]"] = auroc(SHOT(copy.deepcopy(start), optimizer="adamw", weight_decay=1e-4,
+                                                   grad_clip=5.0, backbone_lr_mult=1.0, lr_schedule=False,
+                                                   **harness).fit(None, tgt).model_)
         if "shot_recipe" in variants:
             ss = SHOTSource(E.BENCHMARKS["radiograph"].backbone, num_classes=2, epochs=spec.epochs,
                             batch_size=spec.batch_size, seed=0, progress=False, early_stopping="val_auroc",
