@@ -74,7 +74,9 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
     ``shot_recipe`` first trains SHOT's own source model (:class:`SHOTSource`) on the same source
     data and adapts that one. Settings: ``harness`` = the efficacy harness's keyword arguments
     (``lr = spec.lr * lr_mult``, ``adapt_epochs``), ``defaults`` = the class defaults with the
-    harness's epochs and batch size.
+    harness's epochs and batch size. ``variants``: ``shot_recipe`` (SHOTSource + SHOT),
+    ``shot_old_optimiser`` (SHOT with AdamW at the harness's rate, whole encoder at 1x, no decay),
+    ``shot_recipe_backbone1`` (only SHOTSource with ``backbone_lr_mult=1`` and SHOT on it).
     """
     import copy
     from dataclasses import replace
@@ -91,7 +93,6 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
         src, val = E._dataset(data["source_train"], spec.task), E._dataset(data["source_val"], spec.task)
         tgt = E._dataset(data["target_unlabelled"], spec.task, labelled=False)
         xt, yt = data["target_test"]["images"], data["target_test"]["labels"]
-        start = E.pretrained_source(spec, seed, 0, None)
         harness = E._train_kwargs(spec, 0, epochs=spec.adapt_epochs, lr=spec.lr * spec.lr_mult)
         common = {k: harness[k] for k in ("num_classes", "task", "epochs", "batch_size", "seed", "progress", "device")}
 
@@ -101,6 +102,15 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
                 p = torch.softmax(model(torch.from_numpy(xt)), 1)[:, 1].numpy()
             return round(float(roc_auc_score(yt, p)), 4)
 
+        if "shot_recipe_backbone1" in variants:  # SHOTSource from scratch with the backbone at 1x (only this)
+            ss = SHOTSource(E.BENCHMARKS["radiograph"].backbone, num_classes=2, epochs=spec.epochs,
+                            batch_size=spec.batch_size, seed=0, progress=False, early_stopping="val_auroc",
+                            patience=spec.patience, restore_best=True, backbone_lr_mult=1.0).fit(src, val=val)
+            row = {"shot_source[backbone 1x]": auroc(copy.deepcopy(ss.model_)),
+                   "shot[recipe, backbone 1x]": auroc(SHOT(ss.model_, **common).fit(None, tgt).model_)}
+            print(seed, row, f"{time.time() - t0:.0f}s", flush=True)
+            continue
+        start = E.pretrained_source(spec, seed, 0, None)
         row = {"source_only": auroc(copy.deepcopy(start))}
         row["adabn"] = auroc(AdaBN(copy.deepcopy(start), train_source=False, **harness).fit(src, tgt).model_)
         row["tent[harness]"] = auroc(TENT(copy.deepcopy(start), **harness).fit(None, tgt).model_)
