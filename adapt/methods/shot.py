@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SHOT", "SHOTSource", "ShotEncoder", "cluster_labels", "label_smoothing_loss", "shot_network"]
 
-#: SHOT's learning rate, weight decay and pseudo-label weight (tim-learn/SHOT object/image_target.py
+#: SHOT's learning rate and weight decay (tim-learn/SHOT object/image_target.py
 #: defaults for Office/Office-Home; literature).
 SHOT_LR = 1e-2
 SHOT_WEIGHT_DECAY = 1e-3
