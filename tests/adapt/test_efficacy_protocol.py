@@ -55,7 +55,6 @@ def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
 def test_every_adaptation_default_records_how_it_was_chosen() -> None:
     from shiftkit.adapt.config import DEFAULT_PROVENANCE, RunConfig
     from shiftkit.adapt.efficacy import BENCHMARKS
-
     from shiftkit.adapt.methods.registry import method_names
 
     config = RunConfig()
