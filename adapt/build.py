@@ -64,14 +64,19 @@ class AdaptRecipe(_Section):
                            "0.25 x train.lr when start=source_only; the selection grid also holds lr_mult=1")
 
 
-class SourceFreeRecipe(_Section):
+class _FromTrainedModel(_Section):
+    """Recipes of source-free methods: they start from ``model.checkpoint`` or the fitted
+    source-only model, and have no labelled validation data to early-stop on."""
+
+
+class SourceFreeRecipe(_FromTrainedModel):
     """Source-free methods trained for epochs (start: ``model.checkpoint`` or the source-only model)."""
 
     epochs: int | None = Field(None, ge=1, description="convention: defaults to train.epochs")
     lr_mult: float = Field(0.25, gt=0, description="convention: DANN's fine-tuning policy, train.lr x 0.25")
 
 
-class OnlineRecipe(_Section):
+class OnlineRecipe(_FromTrainedModel):
     """Source-free methods that make one online pass (start: ``model.checkpoint`` or the source-only model)."""
 
     lr: float = Field(1e-3, gt=0, description="literature: Adam at 1e-3 on the BatchNorm affine parameters "
@@ -232,14 +237,15 @@ class BuildContext:
     def start(self, cls: type, section: BaseModel) -> tuple[Any, dict[str, Any]]:
         """Where ``cls`` starts and its training options, by its recipe (``Method.recipe``).
 
-        Source-free methods start from ``model.checkpoint`` or the fitted source-only model and
+        Source-free recipes start from ``model.checkpoint`` or the fitted source-only model and
         have no labelled validation data to early-stop on; ``start: source_only`` adapts a copy
         of the fitted source-only model at ``train.lr * lr_mult``; ``epochs``, ``lr`` and
         ``batch_size`` of the recipe replace ``train``'s when set.
         """
         train = self.train_params()
         values = section.model_dump()
-        source_free = cls.requires.source == "none"
+        recipe = RECIPES.get(cls.recipe or "", _Section)
+        source_free = issubclass(recipe, _FromTrainedModel)
         if source_free:
             train.pop("early_stopping", None)
             train.pop("patience", None)
@@ -248,13 +254,14 @@ class BuildContext:
             model = self.fitted(BASELINE).model_  # copied by fit: the source model stays as is
         else:
             model = self.backbone()
-        if values.get("epochs") is not None and "epochs" in RECIPES.get(cls.recipe or "", _Section).model_fields:
+        own = recipe.model_fields
+        if "epochs" in own and values["epochs"] is not None:
             train["epochs"] = values["epochs"]
-        if "lr_mult" in values and (source_free or values.get("start") == BASELINE):
+        if "lr_mult" in own and (source_free or values.get("start") == BASELINE):
             train["lr"] = self.config.train.lr * values["lr_mult"]
-        if values.get("lr") is not None and "lr" in RECIPES.get(cls.recipe or "", _Section).model_fields:
+        if "lr" in own and values["lr"] is not None:
             train["lr"] = values["lr"]
-        if values.get("batch_size") is not None and "batch_size" in RECIPES.get(cls.recipe or "", _Section).model_fields:
+        if "batch_size" in own and values["batch_size"] is not None:
             train["batch_size"] = values["batch_size"]
         return model, train
 
