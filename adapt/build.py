@@ -58,10 +58,11 @@ class AdaptRecipe(_Section):
     epochs: int | None = Field(None, ge=1, description="convention: defaults to train.epochs (equal budget with "
                                                         "the baseline)")
     start: _START = Field(  # type: ignore[valid-type]
-        BASELINE, description="dev data (old seed 10, data seed 0): adapting a copy of the fitted source-only "
-        "model beat training from scratch (the clinical workflow); 'scratch' trains from random weights")
-    lr_mult: float = Field(0.25, gt=0, description="dev data (before data seeds: data and model seed one number): "
-                           "0.25 x train.lr when start=source_only; the selection grid also holds lr_mult=1")
+        BASELINE, description="literature: adapt the trained source model (ADVENT / SHOT practice, the clinical "
+        "workflow); 'scratch' trains from random weights")
+    lr_mult: float = Field(0.25, gt=0, description="dev data (old seeds 10-12, data and model seed one number): "
+                           "0.25 x train.lr when start=source_only; the candidate grid of shiftkit select also "
+                           "holds lr_mult=1")
 
 
 class _FromTrainedModel(_Section):
