@@ -83,12 +83,12 @@ METHOD_DEFAULTS: dict[str, str] = {
     "FineTune.source_weight": "convention: target-only fine-tuning unless asked",
     "LinearProbe.freeze": "literature: a linear probe trains the head on a frozen encoder (by definition)",
     "LinearProbe.reset_head": "convention: keep the trained head as the starting point",
-    # ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
-    "ImportanceWeighted.weights": "convention: estimated unless given",
-    "ImportanceWeighted.estimator": "convention: the user names one; the pipeline uses ClassifierRatio",
-    "ImportanceWeighted.featurize": "literature: pooled pixels, a model-free input for the density ratio",
-    "ImportanceWeighted.clip": "convention: no clip unless asked (weights are normalised to mean 1)",
-    "ImportanceWeighted.mode": "literature: weighted loss (Shimodaira 2000)",
+    # ImportanceWeighting, the source adapter of ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
+    "ImportanceWeighting.weights": "convention: estimated unless given",
+    "ImportanceWeighting.estimator": "convention: the user names one; the pipeline uses ClassifierRatio",
+    "ImportanceWeighting.featurize": "literature: pooled pixels, a model-free input for the density ratio",
+    "ImportanceWeighting.clip": "convention: no clip unless asked (weights are normalised to mean 1)",
+    "ImportanceWeighting.mode": "literature: weighted loss (Shimodaira 2000)",
     # Target-style augmentation (FDA, Yang & Soatto 2020; histogram matching; PDA)
     "TargetStyleSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
                                               "the selection grid also holds 0.5",

@@ -227,22 +227,11 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
     import inspect
 
     from shiftkit.adapt import methods as M
+    from shiftkit.adapt.methods.registry import get_method, method_names, reference_names
     from shiftkit.adapt.provenance import METHOD_DEFAULTS
 
     classes = [getattr(M, n) for n in getattr(M, "__all__", []) if inspect.isclass(getattr(M, n, None))]
-    try:
-        from shiftkit.adapt.augment import AugmentedSourceOnly
-        from shiftkit.adapt.reweight import ImportanceWeighted
-
-        classes += [AugmentedSourceOnly, ImportanceWeighted]
-    except ImportError:  # moved by a refactor: the registry below still covers them
-        pass
-    try:
-        from shiftkit.adapt.methods.registry import get_method, method_names  # every registered method
-
-        classes += [get_method(n) for n in method_names()]
-    except ImportError:
-        pass
+    classes += [get_method(n) for n in (*method_names(), *reference_names())]  # every registered method
     checked = {c for c in classes if hasattr(c, "fit")}
     assert len(checked) >= 6, checked
     missing = []
@@ -253,6 +242,13 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
             if f"{cls.__name__}.{p.name}" not in METHOD_DEFAULTS and f"*.{p.name}" not in METHOD_DEFAULTS:
                 missing.append(f"{cls.__name__}.{p.name}={p.default!r}")
     assert not missing, f"method defaults without a recorded origin: {missing}"
+    # ... and no record outlives its argument (a renamed or removed class or argument).
+    from shiftkit.adapt import ImportanceWeighting, TargetStyle  # the source adapters the methods default to
+
+    known = {f"{c.__name__}.{p}" for c in (*checked, ImportanceWeighting, TargetStyle)
+             for p in inspect.signature(c.__init__).parameters}
+    stale = sorted(k for k in METHOD_DEFAULTS if not k.startswith("*.") and k not in known)
+    assert not stale, f"records of arguments that no longer exist: {stale}"
     kinds = ("dev data", "label-free", "literature", "convention", "cost")
     assert all(v.startswith(kinds) for v in METHOD_DEFAULTS.values())
 
