@@ -19,7 +19,7 @@ from typing import Any
 
 from shiftkit.datasets.errors import ConfigError
 
-__all__ = ["parse_spec", "slug"]
+__all__ = ["parse_spec", "slug", "split_specs"]
 
 _SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?:\[([^\[\]]*)\])?")
 _INT = re.compile(r"[-+]?[0-9]+")
@@ -67,6 +67,21 @@ def parse_spec(spec: str, where: str = "method") -> tuple[str, dict[str, Any]]:
             raise ConfigError(where, [f"{spec!r}: setting {key!r} given twice"])
         params[key] = _value(value)
     return m.group(1), params
+
+
+def split_specs(text: str) -> list[str]:
+    """A comma list of specs (``"source_only,cdan[mcc_weight=1,randomized_dim=512]"``): commas
+    inside brackets belong to the spec."""
+    out, depth, part = [], 0, []
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append("".join(part))
+            part = []
+        else:
+            part.append(ch)
+    out.append("".join(part))
+    return [p.strip() for p in out if p.strip()]
 
 
 def slug(spec: str) -> str:

@@ -32,13 +32,15 @@ def test_every_section_is_its_constructor_same_names_same_defaults() -> None:
 
 
 def test_one_grammar() -> None:
-    from shiftkit.adapt.methods.spec import parse_spec
+    from shiftkit.adapt.methods.spec import parse_spec, split_specs
 
     assert parse_spec("dann") == ("dann", {})
     assert parse_spec(" cdan[entropy_conditioning=false, randomized_dim=512, lambda_max=0.3] ") == (
         "cdan", {"entropy_conditioning": False, "randomized_dim": 512, "lambda_max": 0.3})
     assert parse_spec("tent[window=none,on_collapse=reset,lr=1e-3]") == (
         "tent", {"window": None, "on_collapse": "reset", "lr": 1e-3})
+    assert split_specs("source_only, cdan[mcc_weight=1,randomized_dim=512],dann") == [
+        "source_only", "cdan[mcc_weight=1,randomized_dim=512]", "dann"]
     for bad in ("dann[lambda_max]", "dann[=1]", "Dann", "dann[a=1,a=2]", "dann[a=1,]", "dann[[a=1]]"):
         with pytest.raises(ConfigError):
             parse_spec(bad)
