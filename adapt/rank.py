@@ -251,7 +251,7 @@ class RankResult:
 
 def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[int], epochs: int, lr: float,
                     batch_size: int) -> list[float]:
-    from sklearn.metrics import roc_auc_score
+    from shiftkit.evaluation.metrics import auroc
 
     from .methods import FineTune
 
@@ -267,7 +267,7 @@ def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[
                      epochs=epochs, lr=lr, batch_size=batch_size, seed=int(seed), device="cpu", progress=False)
         m.fit(target=fit_r)
         proba = m.predict_proba(ev_r)
-        out.append(float(roc_auc_score(y, proba[:, 1] if proba.shape[1] == 2 else proba, multi_class="ovr")))
+        out.append(auroc(y, proba)[0])
     return out
 
 

@@ -25,7 +25,7 @@ _EXPORTS = {
     "gap_summary": ".gap",
     "mmd_test": ".gap",
     "proxy_a_distance": ".gap",
-    "expected_calibration_error": ".calibration",
+    "expected_calibration_error": ".metrics",
     "analyse_history": ".overfitting",
     "audit": ".bias",
     "write_report": ".report",

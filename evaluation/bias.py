@@ -30,6 +30,7 @@ import pandas as pd
 from shiftkit.datasets.errors import DataError
 
 from ._arrays import to_numpy
+from .metrics import auroc_from_weights, ece_from_confidence
 
 __all__ = [
     "METRICS",
@@ -74,12 +75,10 @@ def age_band(age: Any) -> np.ndarray:
 def group_metric_functions(threshold: float) -> dict[str, Any]:
     """Metric callables f(y_true, score) for MetricFrame; undefined values are NaN.
 
-    Plain numpy (AUROC by the Mann-Whitney rank formula, ties counted 1/2): sklearn's
-    roc_auc_score spends most of its time validating input, called once per group per metric;
-    the tests check equality with sklearn and fairlearn."""
-    from scipy.stats import rankdata
-
-    from .calibration import expected_calibration_error
+    AUROC and ECE are `shiftkit.evaluation.metrics`' (plain numpy: sklearn's roc_auc_score
+    spends most of its time validating input, called once per group per metric); the tests
+    check equality with sklearn and fairlearn."""
+    from .metrics import binary_auroc, expected_calibration_error
 
     def accuracy(y, s):
         return float(((np.asarray(s) >= threshold).astype(int) == np.asarray(y)).mean())
@@ -101,13 +100,7 @@ def group_metric_functions(threshold: float) -> dict[str, Any]:
         return float((s[pos] < threshold).mean()) if pos.any() else math.nan
 
     def auroc(y, s):
-        y = np.asarray(y)
-        pos = y == 1
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos == 0 or n_neg == 0:
-            return math.nan
-        ranks = rankdata(np.asarray(s, dtype=float))
-        return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        return binary_auroc(y, s)
 
     def ece(y, s):
         return expected_calibration_error(np.asarray(y), np.asarray(s, dtype=float), N_ECE_BINS)
@@ -138,25 +131,10 @@ def _weighted_group_metrics(y: np.ndarray, s: np.ndarray, w: np.ndarray, thresho
             "fpr": np.where(n_neg > 0, n_fp / n_neg, np.nan),
             "fnr": np.where(n_pos > 0, n_fn / n_pos, np.nan),
         }
-    # ECE: 15 equal-width bins of top-label confidence, as calibration.expected_calibration_error.
-    bins = np.clip(np.ceil(conf * N_ECE_BINS).astype(int) - 1, 0, N_ECE_BINS - 1)
-    onehot = np.zeros((len(s), N_ECE_BINS))
-    onehot[np.arange(len(s)), bins] = 1.0
-    acc_b = w @ (onehot * correct[:, None])
-    conf_b = w @ (onehot * conf[:, None])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["ece"] = np.abs(acc_b - conf_b).sum(1) / cnt
-    # AUROC (Mann-Whitney with ties counted 1/2), weighted: sort once, aggregate tie blocks.
-    order = np.argsort(s, kind="mergesort")
-    s_sorted = s[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    ws = w[:, order]
-    posb = np.add.reduceat(ws * pos[order], starts, axis=1)
-    negb = np.add.reduceat(ws * neg[order], starts, axis=1)
-    below = np.cumsum(negb, axis=1) - negb
-    num = (posb * (below + 0.5 * negb)).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["auroc"] = np.where((n_pos > 0) & (n_neg > 0), num / (n_pos * n_neg), np.nan)
+    # ECE (15 equal-width bins of top-label confidence) and AUROC (Mann-Whitney, ties 1/2):
+    # the metrics module's, under all B weightings at once.
+    out["ece"] = ece_from_confidence(conf, correct, N_ECE_BINS, weights=w)
+    out["auroc"] = auroc_from_weights(s, w * pos, w * neg)
     return out
 
 

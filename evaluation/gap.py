@@ -375,10 +375,12 @@ def proxy_a_distance(
     indistinguishable (err 0.5; values below 0 are clipped), 2 = perfectly separable.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from .metrics import binary_auroc
 
     a = features_2d(xs, "xs", min_rows=4)
     b = features_2d(xt, "xt", min_rows=4)
@@ -397,7 +399,7 @@ def proxy_a_distance(
     clf = make_pipeline(StandardScaler(), model)
     clf.fit(z_tr, d_tr)
     err = 1.0 - balanced_accuracy_score(d_te, clf.predict(z_te))
-    auc = roc_auc_score(d_te, clf.decision_function(z_te))
+    auc = binary_auroc(d_te, clf.decision_function(z_te))
     return {
         "proxy_a_distance": float(max(0.0, 2.0 * (1.0 - 2.0 * err))),
         "domain_error": float(err),
