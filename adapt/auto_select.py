@@ -26,6 +26,7 @@ import numpy as np
 
 from shiftkit.adapt.config import RunConfig
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_write_npz
 
 __all__ = ["candidate_outputs", "fit_auto", "parse_candidate", "slug"]
 
@@ -135,13 +136,6 @@ def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) 
     return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-
-
 def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
              build: Callable[[str, RunConfig, str], Any], fit_built: Callable[[Any], Any], *,
              num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -178,7 +172,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         fitted[spec] = method
         outputs[spec] = candidate_outputs(method, data["source_val"], data["source_train"], data["target_train"],
                                           config.task, num_classes)
-        _save_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
+        atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
     # Target test labels from here on: reporting how each validator did, never the choice.
     truth = {spec: _true_score(m, data, config.task, num_classes) for spec, m in fitted.items()}

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz, atomic_write_text
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
 from shiftkit.evaluation.metrics import segmentation_counts
 from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
@@ -393,12 +393,12 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if cache is not None:
         path = Path(cache) / spec.name / f"{spec.key()}-seed{seed}-model{model_seed}.safetensors"
         if path.is_file():
-            from safetensors.torch import load_file
+            from shiftkit.adapt.checkpoint import load_into
 
             build = build_classifier if spec.task == "classification" else build_segmenter
             data = benchmark_data(spec, seed)
             model = build(spec.backbone, data["source_train"]["images"].shape[1], spec.num_classes)
-            model.load_state_dict(load_file(str(path)))
+            load_into(model, path)
             return model
     data = benchmark_data(spec, seed)
     m = SourceOnly(spec.backbone, **_train_kwargs(spec, model_seed, early_stopping=_val_key(spec),
@@ -407,10 +407,8 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if path is not None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
     return m.model_
 
 
@@ -524,17 +522,7 @@ def _selection_outputs(method: Any, spec: BenchmarkSpec, data: dict[str, Any]) -
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, default=float)
 
 
 def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
@@ -583,7 +571,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
         "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
     }
-    _atomic_npz(npz, arrays)
+    atomic_write_npz(npz, arrays)
     _atomic_json(js, result)  # written last: its presence marks the cell done
     return result
 
@@ -724,9 +712,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         spec = BENCHMARKS[b]
         table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
     _atomic_json(root / "table.json", table)
-    tmp = root / "table.md.tmp"
-    tmp.write_text(render_markdown(table), encoding="utf-8")
-    tmp.replace(root / "table.md")
+    atomic_write_text(root / "table.md", render_markdown(table))
     plot_table(table, root / "efficacy.png")
     return table
 
@@ -798,8 +784,6 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

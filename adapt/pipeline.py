@@ -289,12 +289,9 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
     torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
     model = build(config.model.backbone, in_channels, num_classes)
-    from shiftkit.adapt.checkpoint import read_weights
+    from shiftkit.adapt.checkpoint import load_into
 
-    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_into(model, config.model.checkpoint, strict=False)  # never runs code
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

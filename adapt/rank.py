@@ -206,14 +206,14 @@ class RankResult:
 
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``ranking.csv``, ``ranking.json`` and ``ranking.png`` (atomically)."""
-        from .predictor import _atomic_write_bytes
+        from shiftkit.datasets.files import atomic_write_bytes
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "ranking.csv", "json": out / "ranking.json", "png": out / "ranking.png"}
-        _atomic_write_bytes(self.table.to_csv(index=False).encode(), paths["csv"])
-        _atomic_write_bytes(json.dumps(self.to_dict(), indent=2, allow_nan=True).encode(), paths["json"])
-        _atomic_write_bytes(self._figure(), paths["png"])
+        atomic_write_bytes(paths["csv"], self.table.to_csv(index=False).encode())
+        atomic_write_bytes(paths["json"], json.dumps(self.to_dict(), indent=2, allow_nan=True).encode())
+        atomic_write_bytes(paths["png"], self._figure())
         return paths
 
     def _figure(self) -> bytes:
