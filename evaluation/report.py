@@ -1,18 +1,19 @@
 """Run reports: `metrics.json` (versioned schema), a self-contained `report.html` (plots embedded
 as base64 PNG, no external files, scripts or network), and a terminal summary.
 
-Schema (version 1.0, see docs/evaluation.md and :mod:`shiftkit.evaluation.results`, whose
+Schema (version 1.1, see docs/evaluation.md and :mod:`shiftkit.evaluation.results`, whose
 :class:`RunResult` is the typed form every section is rendered from). Every section is
 optional; unknown sections are kept in the JSON and rendered as tables in the HTML:
 
-    {"schema_version": "1.0",
+    {"schema_version": "1.1",
      "run": {...},                                  # free key/values: task, dataset, seed, ...
      "methods": {name: {"source": {...}, "target": {...}, "gap": {...}, ...}},
      "histories": {name: [{"epoch": 0, "train_loss": ..., ...}, ...]},
      "gap": {label: gap_summary},                   # e.g. {"before": ..., "after": ...}
      "layer_gap": {label: {layer: gap_summary}},
      "overfitting": {name: analyse_history(...)},
-     "bias": audit(...).to_dict() or {name: ...},
+     "bias": {"audits": {name: audit(...).to_dict()}, "comparison": {...}},
+     "selection": {"validator", "chosen", "candidates", "validators", "scores", ...},
      "warnings": ["...", ...]}
 
 Privacy: reports carry aggregates only. Before anything is written, strings that look like
@@ -40,7 +41,7 @@ from shiftkit.datasets.errors import DataError
 from shiftkit.datasets.files import atomic_write_bytes
 
 from . import plots
-from .results import SCHEMA_VERSION, MethodResult, RunResult
+from .results import SCHEMA_VERSION, MethodResult, RunResult, SelectionSection
 
 __all__ = ["SCHEMA_VERSION", "write_report", "terminal_summary", "to_jsonable", "render_html", "auto_figures",
            "segmentation_section"]
@@ -103,6 +104,15 @@ def _as_result(metrics: Mapping[str, Any] | RunResult) -> RunResult:
     return metrics if isinstance(metrics, RunResult) else RunResult.from_dict(metrics)
 
 
+def _extra_figure_makers() -> dict[str, tuple[str, Any]]:
+    """Caller-made sections a figure is drawn for: name -> (caption, maker); a maker raises
+    DataError on a section it cannot draw."""
+    from .overfitting import data_efficiency_figure
+
+    return {"layer_gap": ("Per-layer gap profile", plots.layer_gap_figure),
+            "data_efficiency": ("Data efficiency on the target", data_efficiency_figure)}
+
+
 def auto_figures(metrics: Mapping[str, Any] | RunResult) -> dict[str, Any]:
     """The figures a run result supports on its own: learning curves, method comparison,
     gap bars (per method and before/after), layer gap profile, reliability diagrams, bias bars.
@@ -127,42 +137,26 @@ def auto_figures(metrics: Mapping[str, Any] | RunResult) -> dict[str, Any]:
             curves = result.reliability(split)
             if curves:
                 figs[f"Reliability diagram ({split})"] = plot_reliability(curves, title=f"reliability, {split}")
-    gap = result.gap
-    if gap is not None and any(isinstance(v, Mapping) for v in gap.values()):
-        f = plots.gap_bars_figure({k: v for k, v in gap.items() if isinstance(v, Mapping)})
+    if result.gap is not None and result.gap.summaries:
+        f = plots.gap_bars_figure(dict(result.gap.summaries))
         if f is not None:
             figs["Domain gap before / after"] = f
-    metrics = result.extra
-    layer_gap = metrics.get("layer_gap")
-    if isinstance(layer_gap, Mapping):
-        f = plots.layer_gap_figure(layer_gap)
-        if f is not None:
-            figs["Per-layer gap profile"] = f
-    ov = result.overfitting
-    if ov:
-        analyses = ov if all(isinstance(v, Mapping) for v in ov.values()) and "best_epoch" not in ov else {"model": ov}
-        f = plots.epoch_gaps_figure(analyses)
+    if result.overfitting is not None and result.overfitting.analyses:
+        f = plots.epoch_gaps_figure(dict(result.overfitting.analyses))
         if f is not None:
             figs["Gaps per epoch (star = chosen epoch, source validation)"] = f
-    de = metrics.get("data_efficiency")
-    if isinstance(de, (Mapping, list)) and de:
-        from .overfitting import data_efficiency_figure
-
-        try:
-            curves = de.get("curves", de) if isinstance(de, Mapping) else de
-            if isinstance(curves, Mapping) and all(isinstance(c, Mapping) and "n" in c for c in curves.values()):
-                curves = [{"init": k, "n_labelled": n, "score": m}
-                          for k, c in curves.items() for n, m in zip(c["n"], c["mean"], strict=True)]
-            figs["Data efficiency on the target"] = data_efficiency_figure(curves)
-        except DataError:
-            pass  # a section of another shape: shown as a table only
+    for key, (title, make) in _extra_figure_makers().items():
+        if key in result.extra:
+            try:
+                f = make(result.extra[key])
+            except DataError:
+                continue  # a section of another shape: shown as a table only
+            if f is not None:
+                figs[title] = f
     if result.bias is not None:
-        try:
-            from .bias import plot_audit
-        except ImportError:  # bias module optional while it is built
-            plot_audit = None
-        if plot_audit is not None:
-            figs.update(plot_audit(result.bias))
+        from .bias import plot_audit
+
+        figs.update(plot_audit(result.bias))
     return figs
 
 
@@ -300,25 +294,21 @@ def _methods_section(methods: Mapping[str, MethodResult]) -> str:
     return out
 
 
-def selection_section(selection: Mapping[str, Any] | None) -> str:
+def selection_section(selection: SelectionSection | None) -> str:
     """The ``auto`` method's label-free model selection: one row per validator (its choice, the
     choice's score, Spearman with the true target metric, regret), the chooser first, then the
     candidates' scores per validator and their true target metric."""
-    if not isinstance(selection, Mapping) or not isinstance(selection.get("validators"), Mapping):
+    if selection is None:
         return ""
-    chooser = selection.get("validator")
-    validators = dict(selection["validators"])
-    order = sorted(validators, key=lambda v: v != chooser)
-    rows = {(f"{v} (chooses)" if v == chooser else v): validators[v] for v in order}
-    out = (f"<h3>Label-free model selection (auto)</h3><p>chosen: <b>{html.escape(str(selection.get('chosen')))}</b>"
-           f" by {html.escape(str(chooser))}; regret and Spearman against the "
-           f"{html.escape(str(selection.get('true_metric', 'true target metric')))} (reported, never used to choose)</p>"
+    chooser = selection.validator
+    rows = {(f"{v} (chooses)" if v == chooser else v): r for v, r in selection.validator_rows().items()}
+    out = (f"<h3>Label-free model selection (auto)</h3><p>chosen: <b>{html.escape(selection.chosen)}</b>"
+           f" by {html.escape(chooser)}; regret and Spearman against the "
+           f"{html.escape(selection.true_metric)} (reported, never used to choose)</p>"
            + _matrix_table(rows, "validator"))
-    scores, truth = selection.get("scores"), selection.get("true_target")
-    if isinstance(scores, Mapping) and isinstance(truth, Mapping):
-        cands = {c: {**{v: s.get(c) for v, s in scores.items() if isinstance(s, Mapping)}, "true target": truth.get(c)}
-                 for c in selection.get("candidates", list(truth))}
-        out += "<h3>Candidates (validator scores, higher = better)</h3>" + _matrix_table(cands, "candidate")
+    if selection.scores and selection.true_target:
+        out += ("<h3>Candidates (validator scores, higher = better)</h3>"
+                + _matrix_table(selection.candidate_rows(), "candidate"))
     return out
 
 
@@ -328,9 +318,7 @@ def segmentation_section(metrics: Mapping[str, Any] | RunResult) -> str:
     when no method reports ``per_class_iou``."""
     result = _as_result(metrics)
     cols: dict[str, Mapping[str, Any]] = {
-        f"{name} / {split}": vals["per_class_iou"]
-        for name, m in result.methods.items() for split, vals in m.splits.items()
-        if isinstance(vals.get("per_class_iou"), Mapping)
+        f"{name} / {split}": ious for name, m in result.methods.items() for split, ious in m.per_class_iou().items()
     }
     if not cols:
         return ""
@@ -376,7 +364,7 @@ def render_html(metrics: Mapping[str, Any] | RunResult, figures: Mapping[str, An
     details: list[tuple[str, Any]] = []
     if result.methods:
         details.append(("methods", {k: m.to_dict() for k, m in result.methods.items()}))
-    details += [(k, getattr(result, k)) for k in ("gap", "overfitting", "bias", "selection")
+    details += [(k, getattr(result, k).to_dict()) for k in ("gap", "overfitting", "bias", "selection")
                 if getattr(result, k) is not None]
     details += list(result.extra.items())
     if details:
@@ -484,37 +472,31 @@ def terminal_summary(metrics: Mapping[str, Any] | RunResult) -> str:
             lines += ["", "domain gap on features:"] + _text_table(["method", *_GAP_KEYS], gaps)
             shown = True
     gap = result.gap
-    if not result.method_gaps() and gap is not None and any(isinstance(v, Mapping) for v in gap.values()):
-        rows = [[k] + [_tf(v.get(c)) for c in _GAP_KEYS] for k, v in gap.items() if isinstance(v, Mapping)]
+    if not result.method_gaps() and gap is not None and gap.summaries:
+        rows = [[k] + [_tf(v.get(c)) for c in _GAP_KEYS] for k, v in gap.summaries.items()]
         lines += ["", "domain gap:"] + _text_table(["", *_GAP_KEYS], rows)
         shown = True
-    ov = result.overfitting
-    if ov is not None:
-        items = ov.items() if all(isinstance(v, Mapping) for v in ov.values()) else [("model", ov)]
-        for name, a in items:
-            if isinstance(a, Mapping) and "best_epoch" in a:
-                lines.append(f"overfitting [{name}]: best epoch {_tf(a.get('best_epoch'))}"
-                             f" ({a.get('monitor', 'val')}); {a.get('advice', '')}".rstrip("; "))
-                lines += [f"  ! {w}" for w in a.get("warnings") or []]
-                shown = True
+    if result.overfitting is not None:
+        for name, a in result.overfitting.analyses.items():
+            lines.append(f"overfitting [{name}]: best epoch {_tf(a.get('best_epoch'))}"
+                         f" ({a.get('monitor', 'val')}); {a.get('advice', '')}".rstrip("; "))
+            lines += [f"  ! {w}" for w in a.get("warnings") or []]
+            shown = True
     sel = result.selection
-    if isinstance(sel, Mapping) and isinstance(sel.get("validators"), Mapping):
+    if sel is not None:
         rows = [[v, str(r.get("choice")), _tf(r.get("score")), _tf(r.get("spearman")), _tf(r.get("regret"))]
-                for v, r in sel["validators"].items() if isinstance(r, Mapping)]
-        lines += ["", f"auto: chose {sel.get('chosen')} by {sel.get('validator')} (label-free); "
-                      f"spearman / regret vs {sel.get('true_metric', 'the true target metric')}:"]
+                for v, r in sel.validators.items()]
+        lines += ["", f"auto: chose {sel.chosen} by {sel.validator} (label-free); "
+                      f"spearman / regret vs {sel.true_metric}:"]
         lines += _text_table(["validator", "choice", "score", "spearman", "regret"], rows)
         shown = True
     if result.bias is not None:
-        try:
-            from .bias import summary_lines
-        except ImportError:
-            summary_lines = None
-        if summary_lines is not None:
-            bl = summary_lines(result.bias)
-            if bl:
-                lines += [""] + bl
-                shown = True
+        from .bias import summary_lines
+
+        bl = summary_lines(result.bias)
+        if bl:
+            lines += [""] + bl
+            shown = True
     if not shown:
         flat = {k: v for k, v in _flat({k: v for k, v in m.items() if k not in ("histories",)}).items()
                 if _is_scalar(v) and k not in ("schema_version",)}
