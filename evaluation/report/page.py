@@ -70,14 +70,13 @@ def _records_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _matrix_table(d: Mapping[str, Mapping[str, Any]], row_label: str = "") -> str:
     """Rows = keys of d; columns = scalar keys of the inner dicts (key metrics first)."""
-    cols: list[str] = [k for k in _KEY_METRICS + _GAP_KEYS if any(isinstance(r, Mapping) and k in r for r in d.values())]
+    cols: list[str] = [k for k in _KEY_METRICS + _GAP_KEYS if any(k in r for r in d.values())]
     for r in d.values():
-        if isinstance(r, Mapping):
-            cols += [k for k, v in r.items() if k not in cols and _is_scalar(v)]
+        cols += [k for k, v in r.items() if k not in cols and _is_scalar(v)]
     head = f'<th class="k">{html.escape(row_label)}</th>' + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
         f'<tr><td class="k">{html.escape(str(name))}</td>'
-        + "".join(f"<td>{_fmt(r.get(c)) if isinstance(r, Mapping) else ''}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>"
         for name, r in d.items()
     )
     return f"<table><tr>{head}</tr>{body}</table>"
