@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from . import distances, mmd, summary
 from .distances import coral_distance, frechet_distance, mean_distance, proxy_a_distance
-from .mmd import LinearMMDResult, MMDResult, median_bandwidth, mmd2_unbiased, mmd_linear_test, mmd_test
+from .mmd import (  # the private two are shared with the drift monitor's MMD
+    LinearMMDResult,
+    MMDResult,
+    _mmd2_from_sums,
+    _small_problem_threads,
+    median_bandwidth,
+    mmd2_unbiased,
+    mmd_linear_test,
+    mmd_test,
+)
 from .summary import compare_gaps, gap_summary, layer_gap_profile
 
 __all__ = [
@@ -38,4 +47,6 @@ __all__ = [
     "distances",
     "mmd",
     "summary",
+    "_mmd2_from_sums",
+    "_small_problem_threads",
 ]
