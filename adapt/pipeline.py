@@ -74,6 +74,7 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.manifest: file not found: {config.data.manifest}")
     if config.model.checkpoint is not None and not Path(config.model.checkpoint).is_file():
         problems.append(f"model.checkpoint: file not found: {config.model.checkpoint}")
+    problems += _backbone_problems(config)
     source, target = domains_for(config)
     if config.data.benchmark is not None:
         known = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}").DOMAINS
@@ -84,6 +85,30 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.source_domain and data.target_domain are both {source!r}")
     if problems:
         raise ConfigError(config.name, problems)
+
+
+def _backbone_problems(config: RunConfig) -> list[str]:
+    """Build the backbone once (3 channels, 2 classes) so that an unknown library name, a wrong
+    option, a missing weights file or one whose keys do not fit fails before any training."""
+    from shiftkit.adapt.backbones_ecosystem import is_ecosystem_name
+    from shiftkit.datasets.errors import ShiftkitError
+
+    weights, name = config.model.weights, config.model.backbone
+    if weights is not None and not Path(weights).is_file():
+        return [f"model.weights: file not found: {weights}"]
+    if not is_ecosystem_name(name) and weights is None and not config.model.options:
+        return []
+    from shiftkit.adapt.backbones import build_classifier, build_segmenter
+
+    build = build_classifier if config.task == "classification" else build_segmenter
+    try:
+        build(name, 3, 2, weights=weights, **config.model.options)
+    except ShiftkitError as exc:
+        return [f"model.{'weights' if weights is not None else 'backbone'}: {exc}"]
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # the library's own refusal
+        return [f"model.backbone: {name!r} with options {config.model.options}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"]
+    return []
 
 
 def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
@@ -281,13 +306,17 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
 
 
 def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
-    """The backbone name, or a module holding the user's source checkpoint."""
-    if config.model.checkpoint is None:
-        return config.model.backbone
+    """The backbone name, or a module holding the user's source checkpoint or pretrained weights."""
     from shiftkit.adapt.backbones import build_classifier, build_segmenter
 
-    torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
+    if config.model.weights is not None or config.model.options:
+        torch.manual_seed(config.train.seed)  # the new head's init follows the model seed
+        return build(config.model.backbone, in_channels, num_classes, weights=config.model.weights,
+                     **config.model.options)
+    if config.model.checkpoint is None:
+        return config.model.backbone
+    torch.manual_seed(config.train.seed)
     model = build(config.model.backbone, in_channels, num_classes)
     from shiftkit.adapt.checkpoint import read_weights
 
