@@ -428,15 +428,33 @@ def run(config: RunConfig) -> RunResult:
 
     Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically), every method's
     fitted model under `run_dir/models/<name>/` (`shiftkit.adapt.load` reads it) and, for
-    embedded benchmarks, the exported data under `run_dir/data/`.
+    embedded benchmarks, the exported data under `run_dir/data/`. With a `tracking` section the
+    run is logged to MLflow / TensorBoard (:mod:`shiftkit.adapt.tracking`).
     """
+    import os
+
+    from shiftkit.adapt import tracking
+
+    started = time.perf_counter()
+    check_run(config)  # before any export or training
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 logs
+    with tracking.tracker(config.tracking if main else None, config.name) as tracker:
+        if tracker is not None:
+            tracker.log_params(config.model_dump(mode="json"))
+        result = _run(config, started, tracker)
+        if tracker is not None:
+            tracker.log_metrics(result.metrics)
+            for name in ("report.html", "metrics.json", "models"):
+                tracker.log_artifact(result.run_dir / name)
+    return result
+
+
+def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
     from shiftkit.adapt import distributed
     from shiftkit.adapt.methods import method_title
     from shiftkit.datasets import load_manifest
     from shiftkit.evaluation import plots, report
 
-    started = time.perf_counter()
-    check_run(config)  # before any export or training
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
@@ -478,8 +496,10 @@ def run(config: RunConfig) -> RunResult:
 
     fitted: dict[str, Any] = {}
 
-    def fit_built(method: Any) -> Any:
+    def fit_built(method: Any, name: str | None = None) -> Any:
         monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+        if tracker is not None and name is not None:  # the epoch's target scores, logged as it ends
+            monitor = tracker.epoch_callback(name, monitor)
         try:
             return fit_method(method, data, monitor)
         except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
@@ -498,7 +518,9 @@ def run(config: RunConfig) -> RunResult:
                     fit_method=fit).build(n), fit_built, num_classes=num_classes, run_dir=run_dir)
         elif name not in fitted:
             log.info("fitting %s", name)
-            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit))
+            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit), name)
+            if tracker is not None:
+                tracker.log_history(name, fitted[name].history_)
         return fitted[name]
 
     for name in config.methods:
@@ -506,6 +528,8 @@ def run(config: RunConfig) -> RunResult:
         results[name] = evaluate_method(method, data, config, name=name, class_names=class_names)
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
+        if tracker is not None:  # a no-op for what was logged when the method was fitted
+            tracker.log_history(name, method.history_)
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
     run_info: dict[str, Any] = {

@@ -1,0 +1,72 @@
+"""Runs tracked in MLflow (file store) and TensorBoard, read back with their own readers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("tensorboard")
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    from shiftkit.adapt.config import parse_config
+    from shiftkit.adapt.pipeline import run
+
+    root = tmp_path_factory.mktemp("tracked")
+    raw = {"name": "tracked", "out_dir": str(root / "runs"), "methods": ["source_only"], "progress": False,
+           "data": {"benchmark": "radiograph", "n_per_domain": 40, "image_size": 32},
+           "model": {"backbone": "tiny"}, "train": {"epochs": 2, "batch_size": 16},
+           "evaluation": {"n_permutations": 50, "max_gap_points": 50},
+           "tracking": {"mlflow": (root / "mlruns").as_uri(), "experiment": "test-exp",
+                        "tensorboard": str(root / "tb")}}
+    result = run(parse_config(raw))
+    return root, result
+
+
+def test_mlflow_run_holds_params_epoch_metrics_and_report(tracked_run) -> None:
+    root, result = tracked_run
+    client = mlflow.MlflowClient(tracking_uri=(root / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("test-exp")
+    (r,) = client.search_runs([exp.experiment_id])
+    assert r.info.status == "FINISHED" and r.info.run_name == "tracked"
+    assert r.data.params["model.backbone"] == "tiny" and r.data.params["train.epochs"] == "2"
+    history = result.histories["source_only"]
+    got = client.get_metric_history(r.info.run_id, "source_only/train_loss")
+    assert [m.step for m in got] == [1, 2]
+    assert [m.value for m in got] == pytest.approx([h["train_loss"] for h in history])
+    live = client.get_metric_history(r.info.run_id, "source_only/target_auroc")  # from the epoch callback
+    assert [m.value for m in live] == pytest.approx([h["target_auroc"] for h in history])
+    final = json.loads((result.run_dir / "metrics.json").read_text())
+    auroc = final["methods"]["source_only"]["target"]["auroc"]
+    assert r.data.metrics["methods/source_only/target/auroc"] == pytest.approx(auroc)
+    names = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"report.html", "metrics.json", "models"} <= names
+
+
+def test_tensorboard_events_read_back(tracked_run) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, result = tracked_run
+    acc = EventAccumulator(str(root / "tb" / "tracked"))
+    acc.Reload()
+    events = acc.Scalars("source_only/train_loss")
+    assert [e.step for e in events] == [1, 2]
+    assert [e.value for e in events] == pytest.approx([h["train_loss"] for h in result.histories["source_only"]])
+    assert "config/text_summary" in acc.Tags()["tensors"]
+
+
+def test_tracking_off_by_default_and_clear_error_without_sqlalchemy(tmp_path) -> None:
+    from shiftkit.adapt.config import RunConfig
+    from shiftkit.adapt.tracking import Tracker, tracker
+    from shiftkit.datasets.errors import ConfigError
+
+    with tracker(RunConfig().tracking, "x") as t:
+        assert t is None
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="sqlalchemy"):
+            Tracker("x", mlflow_uri=f"sqlite:///{tmp_path}/m.db")
