@@ -181,10 +181,10 @@ def build_classifier(
     Returns:
         :class:`SplitModel` with ``encoder: (N, C, *spatial) -> (N, D)``.
     """
+    if is_ecosystem_name(name):  # before importing MONAI (which imports much of its ecosystem: seconds)
+        return build_ecosystem_classifier(name, in_channels, num_classes, weights=weights, dropout=dropout, **options)
     from monai.networks import nets
 
-    if is_ecosystem_name(name):
-        return build_ecosystem_classifier(name, in_channels, num_classes, weights=weights, dropout=dropout, **options)
     if options:
         raise ConfigError("build_classifier", [f"{name!r}: options {sorted(options)} apply to timm:/tv: names only"])
 
@@ -374,10 +374,10 @@ def build_segmenter(name: str, in_channels: int, num_classes: int, *, spatial_di
     Returns:
         :class:`SegModel`: ``forward(x) -> (N, K, H, W)``, ``features(x) -> (N, D)``.
     """
-    from monai.networks import nets
-
     if is_ecosystem_name(name):
         return build_ecosystem_segmenter(name, in_channels, num_classes, weights=weights, **options)
+    from monai.networks import nets
+
     if options:
         raise ConfigError("build_segmenter", [f"{name!r}: options {sorted(options)} apply to smp: names only"])
     key = name.lower()

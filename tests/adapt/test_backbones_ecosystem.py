@@ -184,3 +184,20 @@ def test_config_to_saved_model_without_network(tmp_path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="gone.safetensors"):
         run(parse_config(raw))
     assert not (tmp_path / "runs" / "missing").exists()
+
+
+def test_rank_scores_timm_and_torchvision_candidates_from_files(tmp_path) -> None:
+    from shiftkit.adapt.rank import load_candidate, rank_candidates
+
+    torch.manual_seed(0)
+    a = _save(timm.create_model("resnet10t", num_classes=4), tmp_path / "a.safetensors")
+    b = tmp_path / "b.pt"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), b)
+    rng = np.random.default_rng(0)
+    target = ArrayDataset(rng.random((24, 1, 32, 32)).astype("f4"), np.arange(24) % 2)
+    cand = load_candidate(f"timm:resnet10t={a}", in_channels=1)
+    assert cand.model.head.out_features == 4  # the file's own classifier: LEEP reads its probabilities
+    assert cand.image_size == tuple(cand.model.arch["normalize"]["input_size"][1:])
+    res = rank_candidates([cand, f"tv:resnet18={b}"], target)
+    assert set(res.table["candidate"]) == {"timm:resnet10t:a", "tv:resnet18:b"}
+    assert np.isfinite(res.table[res.default_score].to_numpy(float)).all()
