@@ -213,3 +213,41 @@ def tracker(section: Any, run_name: str) -> Iterator[Tracker | None]:
         t.close("FAILED")
         raise
     t.close("FINISHED")
+
+
+def log_benchmark(results: list[Mapping[str, Any]], root: Path, *, mlflow_uri: str | None = None,
+                  experiment: str = "shiftkit-benchmark", tensorboard_dir: str | Path | None = None,
+                  table: bool = False) -> int:
+    """Log ``shiftkit benchmark`` cells, one tracked run per cell; returns the number logged.
+
+    Each run (``<benchmark>-<method>-seed<k>``) gets the cell and its settings as parameters, the
+    method's per-epoch history, the cell's final metrics (``target``, ``source``,
+    ``proxy_a_distance``, ``seconds``) and the cell's result file; with ``table=True`` a
+    ``summary`` run holds ``table.md``, ``table.json`` and ``efficacy.png``.
+    """
+    from shiftkit.adapt.efficacy import Cell
+
+    if not mlflow_uri and tensorboard_dir is None:
+        return 0
+    n = 0
+    for res in results:
+        cell = dict(res["cell"])
+        t = Tracker(f"{cell['benchmark']}-{cell['method']}-seed{cell['seed']}", mlflow_uri=mlflow_uri,
+                    experiment=experiment, tensorboard_dir=tensorboard_dir)
+        try:
+            t.log_params({"cell": cell, "spec": res.get("spec", {}), "quick": res.get("quick"),
+                          "model_seed": res.get("model_seed"), "metric": res.get("metric")})
+            t.log_history(cell["method"], list(res.get("history") or []))
+            t.log_metrics({k: res.get(k) for k in ("target", "source", "proxy_a_distance", "seconds")})
+            t.log_artifact(Cell(**cell).paths(Path(root))[0])
+        except BaseException:
+            t.close("FAILED")
+            raise
+        t.close()
+        n += 1
+    if table:
+        t = Tracker("summary", mlflow_uri=mlflow_uri, experiment=experiment, tensorboard_dir=tensorboard_dir)
+        for name in ("table.md", "table.json", "efficacy.png"):
+            t.log_artifact(Path(root) / name)
+        t.close()
+    return n

@@ -70,3 +70,27 @@ def test_tracking_off_by_default_and_clear_error_without_sqlalchemy(tmp_path) ->
     except ImportError:
         with pytest.raises(ConfigError, match="sqlalchemy"):
             Tracker("x", mlflow_uri=f"sqlite:///{tmp_path}/m.db")
+
+
+def test_benchmark_cells_logged_one_run_each(tmp_path) -> None:
+    from shiftkit.adapt.efficacy import Cell
+    from shiftkit.adapt.tracking import log_benchmark
+
+    cell = {"method": "dann", "benchmark": "radiograph", "seed": 100}
+    js = Cell(**cell).paths(tmp_path)[0]
+    js.parent.mkdir(parents=True)
+    result = {"cell": cell, "spec": {"epochs": 2}, "quick": True, "model_seed": 0, "metric": "auroc",
+              "target": 0.7, "source": 0.9, "proxy_a_distance": 1.2, "seconds": 3.0,
+              "history": [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.6}]}
+    js.write_text(json.dumps(result))
+    (tmp_path / "table.md").write_text("| method |\n")
+    uri = (tmp_path / "mlruns").as_uri()
+    assert log_benchmark([result], tmp_path, mlflow_uri=uri, experiment="bench", table=True) == 1
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("bench").experiment_id])}
+    assert set(runs) == {"radiograph-dann-seed100", "summary"}
+    r = runs["radiograph-dann-seed100"]
+    assert r.data.params["cell.seed"] == "100" and r.data.metrics["target"] == pytest.approx(0.7)
+    assert [m.value for m in client.get_metric_history(r.info.run_id, "dann/train_loss")] == [0.9, 0.6]
+    assert [a.path for a in client.list_artifacts(r.info.run_id)] == [js.name]
+    assert [a.path for a in client.list_artifacts(runs["summary"].info.run_id)] == ["table.md"]
