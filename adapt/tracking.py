@@ -121,8 +121,12 @@ class Tracker:
             exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
             self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
         if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("tracking.tensorboard", ["TensorBoard is not installed: pip install "
+                                                           "'shiftkit[tracking]' (tensorboard), or remove "
+                                                           "tracking.tensorboard"]) from None
             self.writer = SummaryWriter(log_dir=str(Path(tensorboard_dir) / run_name))
 
     # ------------------------------------------------------------------ logging
