@@ -147,6 +147,14 @@ class _TimmEncoder(nn.Module):
         return self.net.forward_head(self.net.forward_features(self.normalize(x)), pre_logits=True)
 
 
+def _reset_classifier(net: nn.Module, num_classes: int, kw: dict) -> None:
+    # Some models' reset_classifier also resets the pooling to its default: keep the one asked for.
+    if "global_pool" in kw:
+        net.reset_classifier(num_classes, global_pool=kw["global_pool"])
+    else:
+        net.reset_classifier(num_classes)
+
+
 def _timm(name: str, in_channels: int, num_classes: int | None, weights: Any, options: dict) -> tuple:
     import timm
     from timm.data import resolve_data_config
@@ -175,16 +183,19 @@ def _timm(name: str, in_channels: int, num_classes: int | None, weights: Any, op
                 raise ConfigError("build_classifier", [f"{weights}: holds no classifier; give num_classes"])
             num_classes = file_k
         if num_classes != file_k:
-            net.reset_classifier(num_classes)  # timm's new head for the task's classes
+            _reset_classifier(net, num_classes, kw)  # timm's new head for the task's classes
     cfg = resolve_data_config({}, model=net)
     head = net.get_classifier()
-    net.reset_classifier(0)  # the head lives beside the encoder, not inside it
+    if not isinstance(head, nn.Module):  # e.g. distilled DeiT: (head, head_dist)
+        raise ConfigError("build_classifier", [f"timm:{name} has {len(head)} classifiers; the split protocol needs "
+                                               "one (use the model's non-distilled variant)"])
+    _reset_classifier(net, 0, kw)  # the head lives beside the encoder, not inside it
     mean, std = _channel_stats(cfg["mean"], cfg["std"], in_channels)
     size = [in_channels, *[int(s) for s in cfg["input_size"][1:]]]
     if "img_size" in kw:
         s = kw["img_size"]
         size = [in_channels, *(list(s) if isinstance(s, (list, tuple)) else [s, s])]
-    dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
+    dim = int(getattr(head, "in_features", None) or getattr(net, "head_hidden_size", None) or net.num_features)
     return _TimmEncoder(net, Normalize(mean, std)), head, dim, num_classes, mean, std, size
 
 
