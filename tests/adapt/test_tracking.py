@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -12,18 +13,48 @@ pytest.importorskip("tensorboard")
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
+    """One run from a config to saved models with sockets disabled: a timm backbone from a local
+    weights file, tracked to a local MLflow file store and TensorBoard (none of it needs a network)."""
+    timm = pytest.importorskip("timm")
+    import torch
+    from safetensors.torch import save_file
+
     from shiftkit.adapt.config import parse_config
     from shiftkit.adapt.pipeline import run
 
     root = tmp_path_factory.mktemp("tracked")
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", num_classes=1000)  # ImageNet layout, random init
+    weights = root / "imagenet.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+
+    def refuse(*a, **k):
+        raise OSError("network access in a test")
+
     raw = {"name": "tracked", "out_dir": str(root / "runs"), "methods": ["source_only"], "progress": False,
            "data": {"benchmark": "radiograph", "n_per_domain": 40, "image_size": 32},
-           "model": {"backbone": "tiny"}, "train": {"epochs": 2, "batch_size": 16},
+           "model": {"backbone": "timm:resnet10t", "weights": str(weights)}, "train": {"epochs": 2, "batch_size": 16},
            "evaluation": {"n_permutations": 50, "max_gap_points": 50},
            "tracking": {"mlflow": (root / "mlruns").as_uri(), "experiment": "test-exp",
                         "tensorboard": str(root / "tb")}}
-    result = run(parse_config(raw))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "socket", refuse)
+        result = run(parse_config(raw))
     return root, result
+
+
+def test_config_to_saved_model_without_network(tracked_run) -> None:
+    import timm
+
+    from shiftkit.adapt import load
+
+    root, result = tracked_run
+    pred = load(result.run_dir / "models" / "source_only")
+    assert pred.sidecar["architecture"]["name"] == "timm:resnet10t" and pred.sidecar["architecture"]["in_channels"] == 1
+    cfg = timm.data.resolve_data_config({}, model=timm.create_model("resnet10t"))  # timm's pretrained config
+    norm = pred.sidecar["preprocessing"]["normalize"]
+    assert norm["input_size"] == [1, *cfg["input_size"][1:]]
+    assert norm["mean"] == [pytest.approx(sum(cfg["mean"]) / 3)]
 
 
 def test_mlflow_run_holds_params_epoch_metrics_and_report(tracked_run) -> None:
@@ -32,7 +63,7 @@ def test_mlflow_run_holds_params_epoch_metrics_and_report(tracked_run) -> None:
     exp = client.get_experiment_by_name("test-exp")
     (r,) = client.search_runs([exp.experiment_id])
     assert r.info.status == "FINISHED" and r.info.run_name == "tracked"
-    assert r.data.params["model.backbone"] == "tiny" and r.data.params["train.epochs"] == "2"
+    assert r.data.params["model.backbone"] == "timm:resnet10t" and r.data.params["train.epochs"] == "2"
     history = result.histories["source_only"]
     got = client.get_metric_history(r.info.run_id, "source_only/train_loss")
     assert [m.step for m in got] == [1, 2]
