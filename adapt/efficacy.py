@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -47,7 +46,10 @@ import numpy as np
 import torch
 
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz, atomic_write_text
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+from shiftkit.evaluation.metrics import segmentation_counts
+from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
 
 log = logging.getLogger("shiftkit.efficacy")
 
@@ -391,12 +393,12 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if cache is not None:
         path = Path(cache) / spec.name / f"{spec.key()}-seed{seed}-model{model_seed}.safetensors"
         if path.is_file():
-            from safetensors.torch import load_file
+            from shiftkit.adapt.checkpoint import load_into
 
             build = build_classifier if spec.task == "classification" else build_segmenter
             data = benchmark_data(spec, seed)
             model = build(spec.backbone, data["source_train"]["images"].shape[1], spec.num_classes)
-            model.load_state_dict(load_file(str(path)))
+            load_into(model, path)
             return model
     data = benchmark_data(spec, seed)
     m = SourceOnly(spec.backbone, **_train_kwargs(spec, model_seed, early_stopping=_val_key(spec),
@@ -405,10 +407,8 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if path is not None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
     return m.model_
 
 
@@ -502,114 +502,27 @@ def _fit_few_label(name: str, method: str, params: dict[str, Any], start: torch.
 # --------------------------------------------------------------------------------------------- scoring
 
 
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _seg_counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(N, 3, K) per-image intersection, predicted and true pixel counts."""
-    n = len(y)
-    out = np.zeros((n, 3, k), np.int64)
-    for i in range(n):
-        t, p = y[i].ravel().astype(np.int64), pred[i].ravel().astype(np.int64)
-        out[i, 0] = np.bincount(t[t == p], minlength=k)
-        out[i, 1] = np.bincount(p, minlength=k)
-        out[i, 2] = np.bincount(t, minlength=k)
-    return out
-
-
-def _miou_from_counts(c: np.ndarray) -> float:
-    inter, pred, true = c[0].astype(float), c[1].astype(float), c[2].astype(float)
-    union = pred + true - inter
-    ok = union > 0
-    return float((inter[ok] / union[ok]).mean()) if ok.any() else float("nan")
-
-
-def metric_from_stats(stats: dict[str, np.ndarray], idx: np.ndarray | None = None) -> float:
-    """The target metric from stored per-image statistics (optionally a bootstrap resample)."""
-    if "score" in stats:
-        y, s = stats["label"], stats["score"]
-        return _auroc(y, s) if idx is None else _auroc(y[idx], s[idx])
-    c = stats["counts"] if idx is None else stats["counts"][idx]
-    return _miou_from_counts(c.sum(0))
-
-
-def bootstrap_ci(stats: dict[str, np.ndarray], n_boot: int = 300, seed: int = 0,
-                 other: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
-    """95 % percentile interval of the metric (or of metric - other's metric, paired) over
-    test-image resamples."""
-    n = len(stats["score"] if "score" in stats else stats["counts"])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = metric_from_stats(stats, idx)
-        if other is not None:
-            v -= metric_from_stats(other, idx)
-        vals.append(v)
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     from shiftkit.adapt.data import ArrayDataset
 
     proba, feats = method.predict_proba_and_features(ArrayDataset(part["images"]), batch_size=256)
     if spec.task == "classification":
         return {"label": part["labels"].astype(np.int8), "score": proba[:, 1].astype(np.float32)}, proba, feats
-    return {"counts": _seg_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
+    return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
 
 
 def _selection_outputs(method: Any, spec: BenchmarkSpec, data: dict[str, Any]) -> dict[str, np.ndarray]:
-    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs)."""
-    from shiftkit.adapt.data import ArrayDataset
+    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs), as arrays."""
+    from shiftkit.adapt.auto_select import candidate_outputs
 
-    val = data["source_val"]
-    p_val, f_val = method.predict_proba_and_features(ArrayDataset(val["images"]))
-    f_src = method.features(ArrayDataset(data["source_train"]["images"]))
-    p_t, f_t = method.predict_proba_and_features(ArrayDataset(data["target_unlabelled"]["images"]))
-    p_val = np.clip(p_val, 1e-12, 1.0)
-    if spec.task == "classification":
-        y = val["labels"]
-        loss = -np.log(p_val[np.arange(len(y)), y])
-        score = _auroc(y, p_val[:, 1])
-        t_proba, t_pred = p_t, p_t.argmax(1)
-    else:
-        y = val["masks"].astype(np.int64)
-        lp = np.log(np.take_along_axis(p_val, y[:, None], 1)[:, 0])
-        loss = -lp.reshape(len(y), -1).mean(1)
-        score = _miou_from_counts(_seg_counts(y, p_val.argmax(1), spec.num_classes).sum(0))
-        # A fixed pixel sample (the same for every candidate) for entropy and SND.
-        n, k, h, w = p_t.shape
-        rng = np.random.default_rng(0)
-        pix = rng.integers(0, [n, h, w], size=(4000, 3))
-        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
-        t_pred = p_t.argmax(1).astype(np.uint8)
-    return {"source_val_loss": loss.astype(np.float32), "source_val_score": np.float64(score),
-            "source_features": f_src.astype(np.float32), "source_val_features": f_val.astype(np.float32),
-            "target_features": f_t.astype(np.float32), "target_proba": t_proba.astype(np.float32),
-            "target_pred": t_pred}
+    out = candidate_outputs(method, _dataset(data["source_val"], spec.task),
+                            _dataset(data["source_train"], spec.task, labelled=False),
+                            _dataset(data["target_unlabelled"], spec.task, labelled=False), spec.task, spec.num_classes)
+    return out.to_arrays()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, default=float)
 
 
 def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
@@ -658,7 +571,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
         "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
     }
-    _atomic_npz(npz, arrays)
+    atomic_write_npz(npz, arrays)
     _atomic_json(js, result)  # written last: its presence marks the cell done
     return result
 
@@ -721,18 +634,6 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
             "evaluation": sel.evaluate(truth)}
 
 
-def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    from scipy.stats import t
-
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    if len(v) == 1:
-        return float(v[0]), math.nan, math.nan
-    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 @dataclass
 class _Row:
     method: str
@@ -783,8 +684,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                 row.pad.append(res.get("proxy_a_distance", math.nan))
                 if m == "selected":
                     row.chosen.append(selections[-1]["chosen"])
-                if base is not None and orc is not None and orc[0]["target"] != base[0]["target"]:
-                    row.gap_closed.append((res["target"] - base[0]["target"]) / (orc[0]["target"] - base[0]["target"]))
+                if base is not None and orc is not None:
+                    row.gap_closed.append(gap_closed(res["target"], base[0]["target"], orc[0]["target"]))
                 else:
                     row.gap_closed.append(math.nan)
                 if base is not None:
@@ -792,8 +693,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                                                          other=_stats(base[1], "target"))))
         out_rows = {}
         for m, row in rows.items():
-            mean, lo, hi = _t_interval(row.target)
-            g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
+            mean, lo, hi = t_interval(row.target)
+            g_mean, g_lo, g_hi = t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
                            "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
@@ -811,9 +712,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         spec = BENCHMARKS[b]
         table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
     _atomic_json(root / "table.json", table)
-    tmp = root / "table.md.tmp"
-    tmp.write_text(render_markdown(table), encoding="utf-8")
-    tmp.replace(root / "table.md")
+    atomic_write_text(root / "table.md", render_markdown(table))
     plot_table(table, root / "efficacy.png")
     return table
 
@@ -885,8 +784,6 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

@@ -279,24 +279,22 @@ def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int 
     return callback
 
 
-def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
-    """Per-group audit of each method on the target test split (sex, age band), side by side."""
+def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> Any:
+    """Per-group audit of each method on the target test split (sex, age band), side by side:
+    a :class:`shiftkit.evaluation.bias.BiasSection`, or None without attributes or labels."""
     from shiftkit.evaluation import bias
 
     frame = frames["target_test"]
     sensitive = [c for c in ("sex", "age") if c in frame.columns]
     if not sensitive or "label" not in frame.columns:
-        return {}
+        return None
     sensitive = ["age_band" if c == "age" else c for c in sensitive]
     audits = {}
     for name, score in scores.items():
         table = frame.drop(columns=["image", "mask"], errors="ignore").copy()
         table["score"] = score
         audits[name] = bias.audit(table, sensitive, n_boot=100, seed=seed)
-    out: dict[str, Any] = {name: a.to_dict() for name, a in audits.items()}
-    if len(audits) > 1:
-        out["comparison"] = bias.compare_audits(audits)
-    return out
+    return bias.BiasSection.of(audits) if audits else None
 
 
 def _test_labels(dataset: Any, task: str) -> np.ndarray:
@@ -318,12 +316,9 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
         return config.model.backbone
     torch.manual_seed(config.train.seed)
     model = build(config.model.backbone, in_channels, num_classes)
-    from shiftkit.adapt.checkpoint import read_weights
+    from shiftkit.adapt.checkpoint import load_into
 
-    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_into(model, config.model.checkpoint, strict=False)  # never runs code
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -51,7 +51,7 @@ from shiftkit.datasets.errors import ConfigError, DataError
 from shiftkit.datasets.files import atomic_write_bytes
 
 from .backbones import SegModel, as_split_model, build_classifier, build_mlp, build_segmenter
-from .checkpoint import UnsafeModelFileError, is_safetensors, read_weights
+from .checkpoint import UnsafeModelFileError, is_safetensors, load_into
 from .trainer import predict_loader
 
 __all__ = ["FORMAT_VERSION", "MIN_IMAGE_SIDE", "ModelFileError", "Prediction", "Predictor", "Sidecar",
@@ -111,20 +111,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     checkpoint written by :func:`shiftkit.adapt.trainer.train` (``modules.model`` is used).
     ``key`` selects a sub-dict (e.g. ``"state_dict"``).
     """
-    p = Path(path)
-    state: Any = read_weights(p)  # the one safe loader: safetensors or weights_only state dicts
-    if key is not None:
-        state = state[key]
-    elif isinstance(state, dict) and "modules" in state and "model" in state.get("modules", {}):
-        state = state["modules"]["model"]
-    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k[len("model."):] if k.startswith("model.") and k not in model.state_dict() else k: v
-             for k, v in state.items() if not k.startswith("shift.")}
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        raise DataError(f"{p}: weights do not fit the model: {str(exc)[:500]}") from None
+    load_into(model, path, strict=strict, key=key)  # the one weight loader (shiftkit.adapt.checkpoint)
     return model
 
 

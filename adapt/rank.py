@@ -221,14 +221,14 @@ class RankResult:
 
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``ranking.csv``, ``ranking.json`` and ``ranking.png`` (atomically)."""
-        from .predictor import _atomic_write_bytes
+        from shiftkit.datasets.files import atomic_write_bytes
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "ranking.csv", "json": out / "ranking.json", "png": out / "ranking.png"}
-        _atomic_write_bytes(self.table.to_csv(index=False).encode(), paths["csv"])
-        _atomic_write_bytes(json.dumps(self.to_dict(), indent=2, allow_nan=True).encode(), paths["json"])
-        _atomic_write_bytes(self._figure(), paths["png"])
+        atomic_write_bytes(paths["csv"], self.table.to_csv(index=False).encode())
+        atomic_write_bytes(paths["json"], json.dumps(self.to_dict(), indent=2, allow_nan=True).encode())
+        atomic_write_bytes(paths["png"], self._figure())
         return paths
 
     def _figure(self) -> bytes:
@@ -266,7 +266,7 @@ class RankResult:
 
 def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[int], epochs: int, lr: float,
                     batch_size: int) -> list[float]:
-    from sklearn.metrics import roc_auc_score
+    from shiftkit.evaluation.metrics import auroc
 
     from .methods import FineTune
 
@@ -286,7 +286,7 @@ def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[
                      epochs=epochs, lr=lr, batch_size=batch_size, seed=int(seed), device="cpu", progress=False)
         m.fit(target=fit_r)
         proba = m.predict_proba(ev_r)
-        out.append(float(roc_auc_score(y, proba[:, 1] if proba.shape[1] == 2 else proba, multi_class="ovr")))
+        out.append(auroc(y, proba)[0])
     return out
 
 

@@ -30,7 +30,7 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_audit_of_another_teams_csv_finds_the_group_it_fails(tmp_path: Path, capsys) -> None:
     metrics = _main("audit_predictions_csv.py")(["--n", "1500", "--n-boot", "30"])
     # The made-up model is worse for women over 60 at site B: the audit names them.
-    inter = metrics["bias"]["attributes"]["sex & age_band"]["disparities_by_control"]
+    inter = metrics["bias"]["audits"]["y_prob"]["attributes"]["sex & age_band"]["disparities_by_control"]
     worst = inter["B"]["auroc"]["worst_group"]
     assert worst.startswith("F & ") and worst.split(" & ")[1] in ("60-80", "80+"), worst
     assert inter["B"]["auroc"]["difference"] > 2 * inter["A"]["auroc"]["difference"]
