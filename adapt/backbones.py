@@ -262,9 +262,10 @@ def build_classifier(
 
 
 def _load_weights_strict(model: nn.Module, weights: str | os.PathLike[str], name: str) -> None:
-    from .backbones_ecosystem import _load_strict, _read_state
+    from .backbones_ecosystem import _load_strict
+    from .checkpoint import read_weights, unwrap_state
 
-    _load_strict(model, _read_state(weights), weights, name)
+    _load_strict(model, unwrap_state(read_weights(weights), model), weights, name)
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}

@@ -90,7 +90,11 @@ def _channel_stats(mean: Any, std: Any, channels: int) -> tuple[list[float], lis
 
 def _read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The file's tensors, unwrapped as timm's ``load_state_dict`` does (``state_dict_ema``,
-    ``model_ema``, ``state_dict``, ``model``; ``module.`` prefixes of DataParallel removed)."""
+    ``model_ema``, ``state_dict``, ``model``; ``module.`` prefixes of DataParallel removed).
+
+    timm's rule rather than :func:`shiftkit.adapt.checkpoint.unwrap_state` (the rule for
+    shiftkit's own files): library checkpoints keep their EMA weights first and DataParallel
+    prefixes, which the library's own loader takes this way."""
     from .checkpoint import read_weights
 
     obj = read_weights(path)
