@@ -252,6 +252,10 @@ class PreprocessingSpec(_Strict):
     resize: Literal["bilinear"] = "bilinear"
     reader: Literal["shiftkit", "monai", "arrays"] = "shiftkit"
     pipeline: PipelineSpec | None = None
+    #: Per-channel mean/std the network applies itself to [0, 1] inputs (timm/torchvision/smp
+    #: backbones: the pretrained weights' config) and the weights' native input size; a record,
+    #: not a step :class:`Predictor` runs (the network's first module does it).
+    normalize: dict[str, Any] | None = None
 
 
 class ShiftSpec(_Strict):
@@ -522,6 +526,8 @@ def save_model(
            "min_size": int(min_size) if min_size is not None else min(MIN_IMAGE_SIDE, side),
            "value_range": [0.0, 1.0], "resize": "bilinear",
            **_describe_preprocessing(method_or_model, preprocessing, src, tds)}
+    if arch.get("normalize"):
+        pre["normalize"] = {**arch["normalize"], "applied_by": "network"}
     sidecar: dict[str, Any] = {
         "format": "shiftkit-model",
         "format_version": FORMAT_VERSION,
@@ -859,6 +865,10 @@ class Predictor:
 def _rebuild(arch: dict, where: str) -> nn.Module:
     kind = arch.get("kind")
     try:
+        from .backbones_ecosystem import is_ecosystem_name, rebuild
+
+        if is_ecosystem_name(arch.get("name")):  # timm:/tv:/smp: rebuilt by name, options and normalisation
+            return rebuild(arch)
         if kind == "classifier":
             return build_classifier(arch["name"], int(arch["in_channels"]), int(arch["num_classes"]),
                                     spatial_dims=int(arch.get("spatial_dims", 2)), dropout=float(arch.get("dropout", 0.0)))

@@ -8,8 +8,10 @@ and :mod:`shiftkit.evaluation.gap` (all target images; labels never read for the
 and measures their AUROC on held-out labelled target images, so the user sees how well the
 scores ranked on their own data.
 
-Candidates are model folders written by :func:`shiftkit.adapt.save_model`, or
-``BACKBONE:WEIGHTS`` (a name from ``CLASSIFIER_NAMES`` and a safetensors / state-dict file).
+Candidates are model folders written by :func:`shiftkit.adapt.save_model`,
+``BACKBONE:WEIGHTS`` (a name from ``CLASSIFIER_NAMES`` and a safetensors / state-dict file), or
+``timm:<name>=WEIGHTS`` / ``tv:<name>=WEIGHTS`` (a pretrained timm or torchvision model from a
+local file, its own classifier kept, images resized to its pretrained input size).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from shiftkit.datasets.errors import ConfigError, DataError
 
 from .backbones import CLASSIFIER_NAMES, build_classifier
+from .backbones_ecosystem import is_ecosystem_name
 from .trainer import predict_loader
 
 __all__ = ["Candidate", "RankResult", "DEFAULT_SCORE", "LABEL_FREE", "load_candidate", "rank_candidates",
@@ -78,6 +81,18 @@ def load_candidate(spec: str | os.PathLike[str] | Candidate, *, num_classes: int
     if isinstance(spec, Candidate):
         return spec
     text = str(spec)
+    lib_name, eq, wpath = text.partition("=")
+    if eq and is_ecosystem_name(lib_name) and not Path(text).exists():
+        # timm:/tv: NAME=WEIGHTS: the file's own classifier is kept (LEEP and NCE read the source
+        # model's class probabilities), at the input size its pretrained config names.
+        torch.manual_seed(0)
+        try:
+            model = build_classifier(lib_name, in_channels, None, weights=wpath)
+        except ConfigError:  # a headless file: a new head for num_classes (probability scores then mean little)
+            model = build_classifier(lib_name, in_channels, num_classes, weights=wpath)
+        size = (model.arch.get("normalize") or {}).get("input_size")
+        return Candidate(f"{lib_name}:{Path(wpath).stem}", model.eval(), tuple(size[1:]) if size else None,
+                         in_channels, None, wpath)
     head, sep, tail = text.partition(":")
     if sep and head.lower() in CLASSIFIER_NAMES and not Path(text).exists():
         torch.manual_seed(0)
@@ -263,7 +278,11 @@ def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[
     out = []
     for seed in seeds:
         model = copy.deepcopy(c.model)
-        m = FineTune(model, num_classes=int(c.model.head.out_features) if hasattr(c.model.head, "out_features") else 2,
+        want = max(2, int(np.max(_labels_of(fit))) + 1)
+        if isinstance(model.head, nn.Linear) and model.head.out_features != want:  # e.g. an ImageNet head
+            torch.manual_seed(int(seed))
+            model.head = nn.Linear(model.head.in_features, want)
+        m = FineTune(model, num_classes=int(model.head.out_features) if hasattr(model.head, "out_features") else 2,
                      epochs=epochs, lr=lr, batch_size=batch_size, seed=int(seed), device="cpu", progress=False)
         m.fit(target=fit_r)
         proba = m.predict_proba(ev_r)

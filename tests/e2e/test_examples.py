@@ -73,3 +73,12 @@ def test_dashcam_segmentation_adaptation_runs(tmp_path: Path) -> None:
     for name in ("source_only", "dann"):
         assert 0.0 <= metrics["methods"][name]["target"]["miou"] <= 1.0
     assert Path("dash/dashcam/report.html").exists()
+
+
+def test_timm_model_adapted_from_a_local_weights_file(tmp_path: Path) -> None:
+    res = _main("timm_local_weights.py")(["--n", "40", "--size", "32", "--epochs", "1", "--out", "timm"])
+    assert set(res["auroc"]) == {"source_only", "dann"}
+    assert res["reloaded_equal"]
+    arch = res["sidecar"]["architecture"]
+    assert arch["name"] == "timm:resnet10t" and arch["in_channels"] == 1 and arch["num_classes"] == 2
+    assert Path("timm/weights.safetensors").is_file()
