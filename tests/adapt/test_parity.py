@@ -856,7 +856,8 @@ def test_parity_shot_target_step():
     optimizer.step()
 
     # shiftkit's fit: one step on a batch of the whole (index-carrying) target set.
-    m = SHOT(src, epochs=1, steps_per_epoch=1, batch_size=len(xt), progress=False).fit(None, ArrayDataset(xt.numpy()))
+    m = SHOT(src, lr=lr, epochs=1, steps_per_epoch=1, batch_size=len(xt), progress=False).fit(
+        None, ArrayDataset(xt.numpy()))
     assert m.label_source_ == "index"
     assert np.array_equal(m.pseudo_labels_.numpy(), mem_label.numpy())
     assert m.history_[0]["train_loss"] == pytest.approx(float(ref_loss.detach()), abs=ATOL)
