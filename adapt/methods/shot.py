@@ -30,8 +30,9 @@ The recipe around the loss is the authors' too (``object/image_source.py``,
 ``object/image_target.py``, ``object/network.py``): a source model with a bottleneck
 (``Linear`` + ``BatchNorm1d``) and a weight-normalised linear classifier trained with label
 smoothing 0.1 (:class:`SHOTSource`, :func:`shot_network`); SGD with Nesterov momentum 0.9,
-weight decay 1e-3, learning rate 1e-2 decayed as ``(1 + 10 p)^-0.75``, the backbone at 0.1x
-the rate of the bottleneck; BatchNorm in train mode during target steps.
+weight decay 1e-3, the learning rate (the authors' 1e-2; :class:`SHOT` takes ``lr`` like every
+method) decayed as ``(1 + 10 p)^-0.75``, the backbone at 0.1x the rate of the bottleneck;
+BatchNorm in train mode during target steps.
 """
 
 from __future__ import annotations
