@@ -76,7 +76,8 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
     (``lr = spec.lr * lr_mult``, ``adapt_epochs``), ``defaults`` = the class defaults with the
     harness's epochs and batch size (SHOT: the authors' lr 1e-2). ``variants``: ``shot_recipe`` (SHOTSource + SHOT),
     ``shot_old_optimiser`` (SHOT with AdamW at the harness's rate, whole encoder at 1x, no decay),
-    ``shot_recipe_backbone1`` (only SHOTSource with ``backbone_lr_mult=1`` and SHOT on it).
+    ``shot_recipe_backbone1`` (only SHOTSource with ``backbone_lr_mult=1`` and SHOT on it),
+    ``build_only`` (only source-only and AdaBN / TENT / SHOT built as the efficacy harness builds them).
     """
     import copy
     from dataclasses import replace
@@ -108,6 +109,17 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
                             patience=spec.patience, restore_best=True, backbone_lr_mult=1.0).fit(src, val=val)
             row = {"shot_source[backbone 1x]": auroc(copy.deepcopy(ss.model_)),
                    "shot[recipe, backbone 1x]": auroc(SHOT(ss.model_, lr=1e-2, **common).fit(None, tgt).model_)}
+            print(seed, row, f"{time.time() - t0:.0f}s", flush=True)
+            continue
+        if "build_only" in variants:  # the harness's own path: each method's from_config (HarnessContext)
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as cache:
+                start = E.pretrained_source(spec, seed, 0, Path(cache))
+                row = {"source_only": auroc(copy.deepcopy(start))}
+                for name in ("adabn", "tent", "shot"):
+                    row[f"{name}[build]"] = auroc(E.build_and_fit(name, spec, seed, 0, Path(cache)).model_)
             print(seed, row, f"{time.time() - t0:.0f}s", flush=True)
             continue
         start = E.pretrained_source(spec, seed, 0, None)
