@@ -27,6 +27,9 @@ METHOD_DEFAULTS: dict[str, str] = {
     "*.batch_size": "literature: 32 per domain, the DANN reference implementation's batch size",
     "*.optimizer": "literature: AdamW (Loshchilov & Hutter 2019)",
     "*.lr": "literature: AdamW default 1e-3",
+    "*.lr_decay": "convention: constant (the method's own schedule, e.g. DANN's annealing, unchanged); the "
+                     "run config's train.lr_decay (see adapt/config.py provenance) sets cosine for source training",
+    "*.warmup": "convention: no warm-up unless asked (see train.warmup in adapt/config.py provenance)",
     "*.weight_decay": "literature: 1e-4, the common CNN default",
     "*.momentum": "literature: 0.9 SGD momentum",
     "*.grad_clip": "convention: a norm-5 clip only guards against blow-ups (rarely active)",

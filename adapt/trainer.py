@@ -44,6 +44,7 @@ from . import distributed as dist_utils
 from .checkpoint import fingerprint, load_checkpoint, save_checkpoint, state_dicts
 from .inference import autocast_ctx, batch_to, evaluate, label_free_metrics, predict_loader, resolve_device
 from .sampling import GlobalBatchSampler, epoch_seed, seeded_loader
+from .schedules import lr_schedule_factor
 from .train_config import LABEL_FREE_TARGET_METRICS, TrainConfig
 
 # The loop lives here; its parts live in their own modules (train_config, sampling,
@@ -298,7 +299,7 @@ def train(
         for step in step_bar:
             global_step = epoch * steps + step
             p = global_step / total_steps
-            factor = task.lr_factor(p)
+            factor = task.lr_factor(p) * lr_schedule_factor(p, cfg.lr_decay, cfg.warmup)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             db = batch_to(next(src_iter), device, channels_last)

@@ -166,6 +166,8 @@ class Method(BaseEstimator):
         batch_size: int = 32,
         optimizer: str = "adamw",
         lr: float = 1e-3,
+        lr_decay: str = "constant",
+        warmup: float = 0.0,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         grad_clip: float | None = 5.0,
@@ -198,6 +200,8 @@ class Method(BaseEstimator):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.lr = lr
+        self.lr_decay = lr_decay
+        self.warmup = warmup
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.grad_clip = grad_clip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..losses import supervised_loss
@@ -19,6 +21,19 @@ class SourceOnly(Method):
 
     requires = Requires(source="labelled", target="none")
     title = "Source only"
+
+    @classmethod
+    def from_config(cls, context: Any) -> Method:
+        """As :meth:`Method.from_config`; plain ``source_only`` also trains with the run's
+        ``train.source_augment`` preset (ERM + strong augmentation, no target image read)."""
+        params = context.train_params()
+        train = context.config.train
+        if cls is SourceOnly and train.source_augment != "none":
+            from shiftkit.adapt.augment.adapter import TargetStyle
+
+            params["source_adapter"] = TargetStyle(restyle=None, preset=train.source_augment,
+                                                   preset_strength=train.source_augment_strength)
+        return cls(context.backbone(), **params)
 
     def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         logits = self.model_(source["image"])
