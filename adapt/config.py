@@ -161,6 +161,9 @@ class TrainSection(_Section):
         "photometric", description="augmentation preset of the source_only model every method starts from "
         "(ERM + strong augmentation); none: plain source training")
     source_augment_strength: float = Field(0.5, ge=0.0, le=1.0, description="strength of source_augment (0..1)")
+    calibrate: bool = Field(
+        True, description="temperature scaling of the source_only model on source validation (folded into its "
+        "output layer; accuracy and AUROC unchanged)")
 
 
 class DANNConfig(_Section):
@@ -327,6 +330,8 @@ DEFAULT_PROVENANCE: dict[str, str] = {
     "train.source_augment": "literature: ERM + strong augmentation is the baseline most adaptation methods fail "
                             "to beat (WILDS 2.0, Koh et al. 2021 / Sagawa et al. 2022); photometric = the generic "
                             "preset of adapt/augment",
+    "train.calibrate": "literature: temperature scaling (Guo et al. 2017) on source validation; a calibrated "
+                       "source model is what label-free validators and a clinician read",
     "train.source_augment_strength": "convention: the photometric preset's own default strength 0.5",
     "train.early_stopping_patience": "convention: off unless asked; the efficacy harness early-stops the source "
                                      "model on source-validation AUROC/mIoU with patience 3",

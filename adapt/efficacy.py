@@ -405,13 +405,14 @@ def _train_kwargs(spec: BenchmarkSpec, model_seed: int, **over: Any) -> dict[str
 #: epoch, best restored), and (source model only) the photometric augmentation preset: ERM +
 #: strong augmentation. How each was chosen: `SOURCE_RECIPE_PROVENANCE`.
 SOURCE_RECIPE: dict[str, Any] = {"lr_decay": "cosine", "early_stopping": "val_loss", "augment": "photometric",
-                                 "augment_strength": 0.5}
+                                 "augment_strength": 0.5, "calibrate": True}
 SOURCE_RECIPE_PROVENANCE: dict[str, str] = {
     "lr_decay": "dev data (demo recipe, radiograph dev seeds 100-101; see train.lr_decay in adapt/config.py)",
     "early_stopping": "dev data: best source-val AUROC restored epochs whose source-test ECE was 0.2-0.5",
     "augment": "literature: ERM + strong augmentation, the baseline most adaptation methods fail to beat (WILDS "
                "2.0); the plain `source_only` row keeps the gain of augmentation itself visible",
     "augment_strength": "convention: the photometric preset's own default strength",
+    "calibrate": "literature: temperature scaling on source validation (Guo et al. 2017); see train.calibrate",
 }
 
 
@@ -453,7 +454,8 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     data = benchmark_data(spec, seed)
     m = SourceOnly(spec.backbone, source_adapter=_source_adapter(augment, SOURCE_RECIPE["augment_strength"]),
                    **_train_kwargs(spec, model_seed, early_stopping=SOURCE_RECIPE["early_stopping"],
-                                   lr_decay=SOURCE_RECIPE["lr_decay"], patience=spec.patience, restore_best=True))
+                                   lr_decay=SOURCE_RECIPE["lr_decay"], calibrate=SOURCE_RECIPE["calibrate"],
+                                   patience=spec.patience, restore_best=True))
     m.fit(_dataset(data["source_train"], spec.task), val=_dataset(data["source_val"], spec.task))
     if path is not None:
         from safetensors.torch import save_file

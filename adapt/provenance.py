@@ -46,6 +46,8 @@ METHOD_DEFAULTS: dict[str, str] = {
     "*.patience": "literature: 5 epochs, the common early-stopping patience",
     "*.min_delta": "convention: any improvement counts",
     "*.restore_best": "convention: keep the best monitored epoch",
+    "*.calibrate": "convention: off unless asked; the run config's train.calibrate and the efficacy harness's "
+                   "source recipe turn it on for the source model",
     "*.target_metrics": "convention: none unless asked",
     "*.oracle": "convention: target labels never select a model unless the user asks for an oracle run",
     "*.on_nonfinite": "convention: stop on NaN/Inf",

@@ -183,6 +183,7 @@ class Method(BaseEstimator):
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = True,
+        calibrate: bool = False,
         target_metrics: tuple[str, ...] = (),
         oracle: bool = False,
         on_nonfinite: str = "stop",
@@ -217,6 +218,7 @@ class Method(BaseEstimator):
         self.patience = patience
         self.min_delta = min_delta
         self.restore_best = restore_best
+        self.calibrate = calibrate
         self.target_metrics = target_metrics
         self.oracle = oracle
         self.on_nonfinite = on_nonfinite

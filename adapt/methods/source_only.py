@@ -25,9 +25,12 @@ class SourceOnly(Method):
     @classmethod
     def from_config(cls, context: Any) -> Method:
         """As :meth:`Method.from_config`; plain ``source_only`` also trains with the run's
-        ``train.source_augment`` preset (ERM + strong augmentation, no target image read)."""
+        ``train.source_augment`` preset (ERM + strong augmentation, no target image read) and is
+        temperature-scaled on source validation when ``train.calibrate``."""
         params = context.train_params()
         train = context.config.train
+        if cls is SourceOnly:
+            params["calibrate"] = train.calibrate
         if cls is SourceOnly and train.source_augment != "none":
             from shiftkit.adapt.augment.adapter import TargetStyle
 
