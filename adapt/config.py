@@ -96,7 +96,7 @@ class DataConfig(_Section):
     a user `manifest` (CSV/Parquet; paths relative to its folder).
     """
 
-    benchmark: Literal["radiograph", "dashcam"] | None = Field(
+    benchmark: Literal["radiograph", "dashcam", "digits"] | None = Field(
         None, description="default: radiograph, unless data.manifest is given")
     manifest: Path | None = None
     source_domain: str | None = Field(None, description="defaults to the benchmark's source")
