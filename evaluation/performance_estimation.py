@@ -35,6 +35,7 @@ import numpy as np
 from shiftkit.datasets.errors import DataError
 
 from ._arrays import labels_1d, to_numpy
+from .metrics import auroc_from_weights
 
 __all__ = ["Estimate", "PerformanceEstimator", "estimate_performance"]
 
@@ -113,19 +114,6 @@ def apply_bcts(proba: np.ndarray, t: float, b: np.ndarray) -> np.ndarray:
 
     z = np.log(np.clip(proba, 1e-12, 1.0))
     return softmax((z - z.mean(1, keepdims=True)) / t + b, axis=1)
-
-
-def _weighted_auc(score: np.ndarray, q1: np.ndarray) -> float:
-    """Expected-label AUROC: each row counts as positive with weight q1 and negative with 1 - q1.
-    P(s+ > s-) + P(tie) / 2 over weighted pairs, from per-score weight sums (O(n log n))."""
-    uniq, inv = np.unique(score, return_inverse=True)
-    pos = np.bincount(inv, q1, minlength=len(uniq))
-    neg = np.bincount(inv, 1.0 - q1, minlength=len(uniq))
-    tot = pos.sum() * neg.sum()
-    if tot <= 0:
-        return float("nan")
-    below = np.cumsum(neg) - neg  # negative weight strictly below each score
-    return float((pos * (below + 0.5 * neg)).sum() / tot)
 
 
 class PerformanceEstimator:
@@ -212,8 +200,8 @@ class PerformanceEstimator:
             out[m] = Estimate(m, "accuracy", float(point[i]), float(max(lo, 0.0)), float(min(hi, 1.0)), self.level)
         if self.n_classes_ == 2:
             q1 = apply_bcts(p, self.temperature_, self.bias_)[:, 1]
-            auc = _weighted_auc(p[:, 1], q1)
-            bs = [_weighted_auc(p[j, 1], q1[j]) for j in (idx[:30] if idx is not None else [])]
+            auc = auroc_from_weights(p[:, 1], q1, 1.0 - q1)  # expected-label AUROC
+            bs = [auroc_from_weights(p[j, 1], q1[j], 1.0 - q1[j]) for j in (idx[:30] if idx is not None else [])]
             lo, hi = np.nanquantile(bs, [a, 1 - a]) if bs else (auc, auc)
             out["cbpe_auroc"] = Estimate("cbpe", "auroc", auc, float(min(lo, auc)), float(max(hi, auc)), self.level)
         return out

@@ -24,19 +24,20 @@ class SourceOnly(Method):
 
     @classmethod
     def from_config(cls, context: Any) -> Method:
-        """As :meth:`Method.from_config`; plain ``source_only`` also trains with the run's
-        ``train.source_augment`` preset (ERM + strong augmentation, no target image read) and is
-        temperature-scaled on source validation when ``train.calibrate``."""
-        params = context.train_params()
-        train = context.config.train
-        if cls is SourceOnly:
-            params["calibrate"] = train.calibrate
-        if cls is SourceOnly and train.source_augment != "none":
-            from shiftkit.adapt.augment.adapter import TargetStyle
+        """As :meth:`Method.from_config`; in a run (a context with a run config), plain
+        ``source_only`` also trains with ``train.source_augment`` (ERM + strong augmentation, no
+        target image read) and is temperature-scaled on source validation when ``train.calibrate``."""
+        m = context.make(cls)
+        config = getattr(context, "config", None)
+        if cls is SourceOnly and config is not None:
+            train = config.train
+            m.calibrate = train.calibrate
+            if train.source_augment != "none" and m.source_adapter is None:
+                from shiftkit.adapt.augment.adapter import TargetStyle
 
-            params["source_adapter"] = TargetStyle(restyle=None, preset=train.source_augment,
-                                                   preset_strength=train.source_augment_strength)
-        return cls(context.backbone(), **params)
+                m.source_adapter = TargetStyle(restyle=None, preset=train.source_augment,
+                                               preset_strength=train.source_augment_strength)
+        return m
 
     def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         logits = self.model_(source["image"])
