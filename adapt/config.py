@@ -371,16 +371,18 @@ DEFAULT_PROVENANCE: dict[str, str] = {
     "train.weight_decay": "literature: 1e-4, the common CNN default",
     "train.device": "convention: CUDA when available",
     "train.seed": "convention: model seed 0 (not a tuned value)",
-    "train.early_stopping_metric": "dev data (see train.lr_decay): val_loss picks a calibrated epoch; "
-                                   "best val AUROC restored epochs with source-test FPR up to 0.9",
-    "train.lr_decay": "dev data (demo recipe, radiograph dev seeds 100-101): cosine decay ends training at a "
-                         "small learning rate, so the last epochs (and their BatchNorm statistics) are stable",
+    "train.early_stopping_metric": "dev data (demo recipe, radiograph dev seed 100): best-val-AUROC restoring gave "
+                                   "source-test ECE 0.23, balanced accuracy 0.64; see train.lr_decay",
+    "train.lr_decay": "dev data (demo recipe: resnet10, 800 images per domain, radiograph dev seeds 100-101): "
+                      "cosine + val_loss stopping + photometric source augmentation gave source-test balanced "
+                      "accuracy 0.71 / 0.83 and ECE 0.11 / 0.04 (old recipe, seed 100: 0.64, ECE 0.23); lr 3e-4 "
+                      "instead of 1e-3 was worse (seed 100: balanced accuracy 0.59, AUROC 0.74)",
     "train.warmup": "convention: no warm-up (AdamW at 1e-3 on these small CNNs does not diverge early)",
     "train.source_augment": "literature: ERM + strong augmentation is the baseline most adaptation methods fail "
                             "to beat (WILDS 2.0, Koh et al. 2021 / Sagawa et al. 2022); photometric = the generic "
                             "preset of adapt/augment",
-    "train.calibrate": "literature: temperature scaling (Guo et al. 2017) on source validation; a calibrated "
-                       "source model is what label-free validators and a clinician read",
+    "train.calibrate": "literature: temperature scaling (Guo et al. 2017) on source validation; dev seed 100 "
+                       "(demo recipe): source-test ECE 0.113 -> 0.075, accuracy unchanged",
     "train.source_augment_strength": "convention: the photometric preset's own default strength 0.5",
     "train.early_stopping_patience": "convention: off unless asked; the efficacy harness early-stops the source "
                                      "model on source-validation AUROC/mIoU with patience 3",
