@@ -20,7 +20,7 @@ def test_cosine_schedule_and_warmup():
     assert math.isclose(lr_schedule_factor(0.5, "cosine"), 0.5)
     assert lr_schedule_factor(1.0, "cosine") < 1e-12
     xs = [lr_schedule_factor(p / 100, "cosine") for p in range(101)]
-    assert all(a >= b for a, b in zip(xs, xs[1:]))  # monotone decay
+    assert all(a >= b for a, b in zip(xs[:-1], xs[1:], strict=True))  # monotone decay
     assert lr_schedule_factor(0.05, "cosine", warmup=0.1) < 0.6  # still warming up
     assert math.isclose(lr_schedule_factor(0.1, "cosine", warmup=0.1), 1.0)
 
