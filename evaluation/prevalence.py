@@ -39,6 +39,7 @@ from ._arrays import labels_1d
 from .performance_estimation import MIN_REFERENCE, _proba, apply_bcts, drift_verdict, fit_bcts
 
 REFERENCE_BOOTSTRAP = 20  # refits on reference resamples for the calibration term
+MIN_PREDICTED = 5  # reference predictions per class below which BBSE is not identified
 
 __all__ = ["PriorEstimate", "PriorShiftEstimator", "correct_proba", "corrected_threshold", "threshold_effect"]
 
@@ -215,6 +216,12 @@ class PriorShiftEstimator:
         np.add.at(joint, (p.argmax(1), y), 1.0)
         self.joint_ = joint / len(y)
         self.joint_pinv_ = np.linalg.pinv(self.joint_)
+        # BBSE solves C w = mu: with a class (almost) never predicted, C is (nearly) singular and
+        # w is not identified; its estimate then gets no interval
+        pred_counts = np.bincount(p.argmax(1), minlength=k)
+        rare = [int(c) for c in np.nonzero(pred_counts < MIN_PREDICTED)[0]]
+        self.bbse_problem_ = (f"BBSE not identified: the model predicts class(es) {rare} fewer than {MIN_PREDICTED} "
+                              "times on the reference (singular confusion matrix)") if rare else ""
         self.temperature_, self.bias_ = fit_bcts(np.log(p), y)
         self.n_reference_ = len(y)
         # calibration error of a fit on N rows: refit on bootstrap resamples of the reference
@@ -293,7 +300,10 @@ class PriorShiftEstimator:
                 return np.stack([np.clip(point - half, 0, 1), np.clip(point + half, 0, 1)], 1).tolist()
 
             interval = iv(em, boot_em, self.calibration_var_em_, self.row_var_em_)
-            bbse_iv = iv(lin, self._bbse_linear(mu), self.calibration_var_bbse_, self.row_var_bbse_)
+            if self.bbse_problem_:
+                why = "; ".join(w for w in (why, f"no BBSE interval: {self.bbse_problem_}") if w)
+            else:
+                bbse_iv = iv(lin, self._bbse_linear(mu), self.calibration_var_bbse_, self.row_var_bbse_)
         thr = (corrected_threshold(self.threshold, self.reference_prior_, em) if self.n_classes_ == 2 else None)
         return PriorEstimate(prior=em.tolist(), bbse=bbse.tolist(), em=em.tolist(),
                              reference_prior=self.reference_prior_.tolist(), interval=interval,

@@ -149,7 +149,8 @@ def run_seed(bench: str, seed: int, *, refs: int, batches: int, cache: Path) -> 
                     r = prior.estimate(bp)
                     share = float((by == 1).mean())
                     record("em", n, None if r.interval is None else r.interval[1], share, r.why)
-                    record("bbse", n, None if r.bbse_interval is None else r.bbse_interval[1], share, r.why)
+                    record("bbse", n, None if r.bbse_interval is None else r.bbse_interval[1], share,
+                           prior.bbse_problem_ or r.why)
     coverage = {m: {str(n): float(np.mean(v)) for n, v in d.items()} for m, d in hits.items()}
     width = {m: {str(n): float(np.mean(v)) for n, v in d.items()} for m, d in widths.items()}
     # direction of the error under shift: the first reference's estimators, batches of 128
@@ -184,8 +185,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 wid = [r["mean_width"][m][str(n)] for r in per_seed.values() if m in r["coverage"]]
                 lines.append(f"| {bench} | {m} | {n} | {np.mean(cov):.3f} | {min(cov):.3f}-{max(cov):.3f} | "
                              f"{np.mean(wid):.3f} |")
-        for m, why in sorted({(m, w) for r in per_seed.values() for m, w in r["no_interval"].items()}):
-            lines.append(f"| {bench} | {m} | all | no interval: {why} | | |")
+        for seed, r in per_seed.items():
+            for m, why in sorted(r["no_interval"].items()):
+                lines.append(f"| {bench} | {m} | seed {seed} | no interval in some draws: {why} | | |")
     return "\n".join(lines)
 
 
@@ -196,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", choices=("dev", "test"), default="dev")
     ap.add_argument("--n-seeds", type=int, default=5)
     ap.add_argument("--benchmarks", default="radiograph,dashcam")
-    ap.add_argument("--refs", type=int, default=10, help="reference draws per seed")
-    ap.add_argument("--batches", type=int, default=20, help="batches per reference draw and batch size")
+    ap.add_argument("--refs", type=int, default=100, help="reference draws per seed")
+    ap.add_argument("--batches", type=int, default=3, help="batches per reference draw and batch size")
     ap.add_argument("--cache", type=Path, default=Path("runs/monitor_coverage_cache"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
