@@ -66,6 +66,9 @@ METHODS = ("atc", "doc", "cbpe")
 #: an interval; below it the interval is None
 MIN_REFERENCE = 50
 FOLDS = 5
+#: rows a BCTS calibration is fitted on at most (a seeded subsample; K parameters need no more,
+#: and pixel rows of a segmentation reference run to hundreds of thousands)
+BCTS_MAX_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,9 @@ class PerformanceEstimator:
         s = self._score(p)
         # t such that mean(s > t) = reference accuracy (Garg et al. 2022, eq. 1)
         thr = float(np.quantile(s, 1.0 - acc, method="lower")) if acc < 1 else -np.inf
-        t, b = fit_bcts(np.log(p), y)
+        sub = (np.random.default_rng(self.seed).choice(len(y), BCTS_MAX_ROWS, replace=False)
+               if len(y) > BCTS_MAX_ROWS else slice(None))
+        t, b = fit_bcts(np.log(p[sub]), y[sub])
         return acc, thr, float(p.max(1).mean()), t, b
 
     def fit(self, proba: Any, y_true: Any, *, groups: Any = None) -> PerformanceEstimator:

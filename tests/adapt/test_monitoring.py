@@ -254,3 +254,27 @@ def test_monitor_report_renders_in_headless_chromium(cli_run, tmp_path: Path):
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 10.0 and (img < 200).mean() > 0.02  # plots drawn, not a blank page
+
+
+def test_segmentation_estimates_count_images_and_carry_the_trusted_verdict(tmp_path: Path):
+    from shiftkit.adapt.backbones import build_segmenter
+    from shiftkit.datasets.synth import dashcam
+
+    torch.manual_seed(0)
+    save_model(build_segmenter("tiny-unet", 3, 9), tmp_path, image_size=(32, 64), in_channels=3)
+    pred = load(tmp_path)
+    items = [dashcam.sample("urban_day", i, seed=DEV_DATA_SEEDS[2], size=(32, 64), split="val") for i in range(80)]
+    pred.set_reference(np.stack([s["image"] for s in items]), np.stack([s["mask"] for s in items]))
+    perf = pred._monitor_state.performance
+    assert perf.n_reference_ == 80  # images, not 80 x 256 pixel rows
+    batch = np.stack([dashcam.sample("urban_day", i, seed=DEV_DATA_SEEDS[2], size=(32, 64), split="test")["image"]
+                      for i in range(16)])
+    est = pred.estimate_performance(batch)
+    assert est["cbpe"].metric == "pixel_accuracy" and est["cbpe"].trusted in (True, False)
+    lo, hi = est["cbpe"].interval
+    # pixels of one image err together: counted as independent rows, the interval would be narrower
+    from shiftkit.evaluation.performance_estimation import PerformanceEstimator
+
+    state = pred._monitor_state
+    rows = PerformanceEstimator().fit(state.pixel_proba, state.pixel_labels)
+    assert hi - lo > 2 * 1.96 * np.sqrt(rows.residual_var_[2] * (1 / (16 * 256) + 1 / (80 * 256)))
