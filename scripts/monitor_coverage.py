@@ -175,16 +175,20 @@ def run_seed(bench: str, seed: int, *, refs: int, batches: int, cache: Path) -> 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown: estimator x batch size x benchmark, coverage pooled over seeds (per-seed range)."""
-    lines = ["| benchmark | estimator | batch | coverage (pooled) | per-seed min-max | mean width |",
+    lines = ["| benchmark | estimator | batch | coverage (mean over seeds) | per-seed min-max | mean width |",
              "| --- | --- | --- | --- | --- | --- |"]
     for bench, per_seed in results.items():
         names = sorted({m for r in per_seed.values() for m in r["coverage"]},
                        key=lambda m: ["atc", "doc", "cbpe", "em", "bbse"].index(m))
         for m in names:
             for n in SIZES:
-                cov = [r["coverage"][m][str(n)] for r in per_seed.values() if m in r["coverage"]]
-                wid = [r["mean_width"][m][str(n)] for r in per_seed.values() if m in r["coverage"]]
-                lines.append(f"| {bench} | {m} | {n} | {np.mean(cov):.3f} | {min(cov):.3f}-{max(cov):.3f} | "
+                have = [r for r in per_seed.values() if str(n) in r["coverage"].get(m, {})]
+                if not have:
+                    continue
+                cov = [r["coverage"][m][str(n)] for r in have]
+                wid = [r["mean_width"][m][str(n)] for r in have]
+                seeds = "" if len(have) == len(per_seed) else f" ({len(have)} of {len(per_seed)} seeds)"
+                lines.append(f"| {bench} | {m} | {n} | {np.mean(cov):.3f}{seeds} | {min(cov):.3f}-{max(cov):.3f} | "
                              f"{np.mean(wid):.3f} |")
         for seed, r in per_seed.items():
             for m, why in sorted(r["no_interval"].items()):
@@ -204,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="batches per reference draw and batch size (default per benchmark)")
     ap.add_argument("--cache", type=Path, default=Path("runs/monitor_coverage_cache"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--merge", nargs="*", type=Path, default=[],
+                    help="only merge these earlier outputs (e.g. one per benchmark) into --out")
     args = ap.parse_args(argv)
 
     import torch
@@ -214,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                        else Path("benchmarks/results/monitor_coverage.json"))
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for bench in [b.strip() for b in args.benchmarks.split(",") if b.strip()]:
+    commands = []
+    for path in args.merge:
+        doc = json.loads(path.read_text())
+        results.update(doc["results"])
+        commands.append(doc["command"])
+    for bench in ([] if args.merge else [b.strip() for b in args.benchmarks.split(",") if b.strip()]):
         results[bench] = {}
         for seed in seeds:
             args.cache.mkdir(parents=True, exist_ok=True)
@@ -226,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     from shiftkit.datasets.files import atomic_write_text
 
-    doc = {"command": "nice -n 10 .venv/bin/python scripts/monitor_coverage.py " + " ".join(argv or sys.argv[1:]),
+    cmd = "nice -n 10 .venv/bin/python scripts/monitor_coverage.py " + " ".join(argv or sys.argv[1:])
+    doc = {"command": " && ".join([*commands, cmd]),
            "seeds": [int(s) for s in seeds], "level": LEVEL, "sizes": list(SIZES),
            "setup": {b: {k: v for k, v in c.items()} for b, c in BENCH.items()},
            "table": md.splitlines(), "results": results, "seconds": round(time.perf_counter() - t0, 1)}
