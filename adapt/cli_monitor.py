@@ -59,7 +59,10 @@ def model_from_factory(spec: str) -> Any:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise DataError(f"--model-factory {spec!r}: {mod_name!r} has no function {fn_name!r}")
-    net = fn()
+    try:
+        net = fn()
+    except Exception as exc:  # the user's code: report it as a bad argument, not a crash
+        raise DataError(f"--model-factory {spec!r}: calling it failed ({type(exc).__name__}: {exc})") from None
     if not isinstance(net, nn.Module):
         raise DataError(f"--model-factory {spec!r}: returned {type(net).__name__}, not a torch nn.Module")
     return net

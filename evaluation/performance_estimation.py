@@ -68,7 +68,7 @@ MIN_REFERENCE = 50
 FOLDS = 5
 #: rows a BCTS calibration is fitted on at most (a seeded subsample; K parameters need no more,
 #: and pixel rows of a segmentation reference run to hundreds of thousands)
-BCTS_MAX_ROWS = 20_000
+BCTS_MAX_ROWS = 5_000
 
 
 @dataclass(frozen=True)
