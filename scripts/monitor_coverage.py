@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", choices=("dev", "test"), default="dev")
     ap.add_argument("--n-seeds", type=int, default=5)
     ap.add_argument("--benchmarks", default="radiograph,dashcam")
+    ap.add_argument("--seed-slice", default=None, help="start:stop of the chosen seeds (to run them in parallel)")
     ap.add_argument("--refs", type=int, default=None, help="reference draws per seed (default per benchmark)")
     ap.add_argument("--batches", type=int, default=None,
                     help="batches per reference draw and batch size (default per benchmark)")
@@ -216,15 +217,23 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     seeds = (DEV_DATA_SEEDS if args.seeds == "dev" else TEST_DATA_SEEDS)[: args.n_seeds]
+    if args.seed_slice:
+        a, b = (int(v) if v else None for v in args.seed_slice.split(":"))
+        seeds = seeds[a:b]
     out = args.out or (Path("runs/monitor_coverage_dev.json") if args.seeds == "dev"
                        else Path("benchmarks/results/monitor_coverage.json"))
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     commands = []
+    merged_seeds: list[int] = []
     for path in args.merge:
         doc = json.loads(path.read_text())
-        results.update(doc["results"])
+        for bench, per_seed in doc["results"].items():
+            results.setdefault(bench, {}).update(per_seed)
         commands.append(doc["command"])
+        merged_seeds += doc["seeds"]
+    if args.merge:
+        seeds = tuple(sorted(set(merged_seeds)))
     for bench in ([] if args.merge else [b.strip() for b in args.benchmarks.split(",") if b.strip()]):
         results[bench] = {}
         for seed in seeds:
