@@ -1,15 +1,14 @@
 """The ``auto`` method of a run config: label-free model selection inside ``shiftkit run``.
 
-``methods: [auto]`` fits every ``selection.candidates`` entry (``"dann"``,
-``"dann[lambda_max=0.3]"``, ``"augment[restyle_strength=0.5]"``, ...) through the registry, as
-any other method, describes each by what a deployment has -- labelled SOURCE validation data
-and UNLABELLED target training images (:class:`shiftkit.evaluation.selection.CandidateOutputs`)
--- and keeps the candidate that ``selection.validator`` scores highest
-(:func:`shiftkit.evaluation.selection.select`). The choice never reads a target label: the
-target images it sees are the target training split with its ``label`` and ``mask`` columns
-removed. Target test labels are read afterwards, only to report how good each validator's
-choice was (Spearman rank correlation with the true target metric, and regret = best
-candidate's true target score minus the chosen one's).
+``methods: [auto]`` fits every ``selection.candidates`` entry (a method name, or a name with
+settings such as ``dann[lambda_max=0.3]``) through the registry, as any other method, describes
+each by what a deployment has -- labelled SOURCE validation data and UNLABELLED target training
+images (:class:`shiftkit.evaluation.selection.CandidateOutputs`) -- and keeps the candidate that
+``selection.validator`` scores highest (:func:`shiftkit.evaluation.selection.select`). The
+choice never reads a target label: the target images it sees are the target training split with
+its ``label`` and ``mask`` columns removed. Target test labels are read afterwards, only to
+report how good each validator's choice was (Spearman rank correlation with the true target
+metric, and regret = best candidate's true target score minus the chosen one's).
 
 Each candidate's outputs are saved under ``run_dir/selection/<candidate>.npz``
 (``CandidateOutputs.to_arrays``), so the choice can be recomputed from the run folder.
@@ -17,73 +16,42 @@ Each candidate's outputs are saved under ``run_dir/selection/<candidate>.npz``
 
 from __future__ import annotations
 
-import re
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shiftkit.adapt.build import BuildContext
 from shiftkit.adapt.config import RunConfig
+from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_write_npz
 
 __all__ = ["candidate_outputs", "fit_auto", "parse_candidate", "slug"]
 
 
 def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``
-    (the syntax of ``shiftkit.adapt.efficacy.parse_method``; numbers are read as floats)."""
-    m = re.fullmatch(r"([a-z_][a-z0-9_]*)(?:\[([^\]]*)\])?", spec.strip())
-    if not m:
-        raise ConfigError("selection.candidates", [f"cannot read candidate {spec!r}"])
-    params: dict[str, Any] = {}
-    for part in filter(None, (m.group(2) or "").split(",")):
-        key, _, value = part.partition("=")
-        value = value.strip()
-        params[key.strip()] = float(value) if re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?", value) else value
-    return m.group(1), params
+    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
+    :func:`shiftkit.adapt.methods.spec.parse_spec`)."""
+    return parse_spec(spec, "selection.candidates")
 
 
-def slug(spec: str) -> str:
-    """A file-name form of a candidate spec (``dann[lambda_max=0.3]`` -> ``dann_lambda_max=0.3``)."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")
-
-
-def _candidate_config(config: RunConfig, name: str, params: dict[str, Any], cls: Any) -> tuple[RunConfig, dict]:
-    """The run config with the candidate's settings written into its method's config section;
-    settings of a method without a section come back as attributes to set on the built method."""
-    section = getattr(cls, "config_section", None)
-    if not params or section is None:
-        return config, dict(params)
-    current = getattr(config, section)
-    unknown = sorted(k for k in params if k not in type(current).model_fields)
-    if unknown:
-        raise ConfigError("selection.candidates", [f"{name}: {unknown} are not fields of the {section!r} section "
-                                                   f"(known: {sorted(type(current).model_fields)})"])
+def _candidate_context(context: BuildContext, spec: str) -> BuildContext:
+    """The build context of one candidate: its settings replace its section's (checked here,
+    before anything trains: a key the section does not have is named)."""
     from pydantic import ValidationError
 
+    name, params = parse_candidate(spec)
+    child = copy.copy(context)
+    child.name, child.method, child.overrides = f"auto_{slug(spec)}", name, params
     try:
-        new_section = type(current).model_validate({**current.model_dump(), **params})
+        child.section()
     except ValidationError as exc:
-        raise ConfigError("selection.candidates", [f"{name}{params}: {e['loc']}: {e['msg']}"
+        raise ConfigError("selection.candidates", [f"{spec!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                    for e in exc.errors()]) from None
-    return config.model_copy(update={section: new_section}), {}
-
-
-def _set_attributes(method: Any, spec: str, name: str, attrs: dict[str, Any]) -> None:
-    """Settings of a method without a config section: constructor attributes, or (augment) the
-    restyling strength of its target-style source adapter."""
-    for key, value in attrs.items():
-        if name == "augment" and key == "restyle_strength":
-            from shiftkit.adapt.augment.adapter import TargetStyle
-
-            method.source_adapter = TargetStyle(strength=float(value))
-        elif key in method.get_params(deep=False):
-            old = method.get_params(deep=False)[key]
-            cast = type(old) if isinstance(old, (int, float)) and not isinstance(old, bool) else (lambda v: v)
-            method.set_params(**{key: cast(value)})
-        else:
-            raise ConfigError("selection.candidates", [f"{spec!r}: {name} has no setting {key!r}"])
+    return child
 
 
 def _labels(dataset: Any, task: str) -> np.ndarray:
@@ -115,32 +83,13 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     Segmentation: the per-image source loss is the mean pixel cross-entropy and the target
     probabilities are a fixed sample of ``pixel_sample`` pixels (the same for every candidate).
     """
-    from shiftkit.evaluation import metrics
-    from shiftkit.evaluation.selection import CandidateOutputs
+    from shiftkit.evaluation.selection import candidate_outputs_from_predictions
 
     p_val, f_val = method.predict_proba_and_features(source_val)
     _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
     p_t, f_t = method.predict_proba_and_features(_ImagesOnly(target_unlabelled))
-    y = _labels(source_val, task)
-    p_val = np.clip(np.asarray(p_val, np.float64), 1e-12, 1.0)
-    if task == "classification":
-        loss = -np.log(p_val[np.arange(len(y)), y])
-        score = metrics.classification_metrics(y, p_val)["auroc"]
-        t_proba, t_pred = p_t, p_t.argmax(1)
-    else:
-        valid = y >= 0  # unlabelled pixels carry no loss
-        lp = np.log(np.take_along_axis(p_val, np.clip(y, 0, None)[:, None], 1)[:, 0])
-        loss = -(np.where(valid, lp, 0).reshape(len(y), -1).sum(1) / np.maximum(valid.reshape(len(y), -1).sum(1), 1))
-        score = metrics.segmentation_metrics(y, p_val.argmax(1), num_classes)["miou"]
-        n, _, h, w = p_t.shape
-        pix = np.random.default_rng(0).integers(0, [n, h, w], size=(pixel_sample, 3))
-        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
-        t_pred = p_t.argmax(1).astype(np.uint8)
-    return CandidateOutputs(
-        source_val_loss=np.asarray(loss, np.float32), source_val_score=float(score),
-        source_features=np.asarray(f_src, np.float32), source_val_features=np.asarray(f_val, np.float32),
-        target_features=np.asarray(f_t, np.float32), target_proba=np.asarray(t_proba, np.float32),
-        target_pred=np.asarray(t_pred))
+    return candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
+                                              pixel_sample=pixel_sample)
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
@@ -154,22 +103,15 @@ def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) 
     return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-
-
-def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
-             build: Callable[[str, RunConfig, str], Any], fit_built: Callable[[Any], Any], *,
-             num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,
+             fit_built: Callable[[Any], Any], *, num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Fit the candidates, choose one label-free; return (chosen fitted method, selection section).
 
     Args:
         fit: ``fit(name)``, the run's cached fit of a registered method with the run's own
             settings (a candidate without settings is that same model).
-        build: ``build(name, candidate_config, checkpoint_name)`` -> unfitted method.
+        context: the run's build context; a candidate with settings is built by its method's
+            ``from_config`` with the settings replacing its section's.
         fit_built: fits a built method on the run's data (target labels hidden).
         data: the run's datasets (``source_train``, ``source_val``, ``target_train``
             (no label/mask columns), ``target_test`` and ``target_test_labels`` for reporting).
@@ -181,23 +123,17 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     plans = []
     for spec in sel.candidates:  # every setting is checked before anything trains
         name, params = parse_candidate(spec)
-        cls = get_method(name)
-        if cls.requires.target == "labelled":
+        if get_method(name).requires.target == "labelled":
             raise ConfigError("selection.candidates", [f"{spec!r} trains on target labels; not a label-free candidate"])
-        plans.append((spec, name, params, *_candidate_config(config, name, params, cls)))
+        plans.append((spec, name, params, _candidate_context(context, spec)))
     fitted: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
-    for spec, name, params, cand_config, attrs in plans:
-        if not params:
-            method = fit(name)
-        else:
-            method = build(name, cand_config, f"auto_{slug(spec)}")
-            _set_attributes(method, spec, name, attrs)
-            method = fit_built(method)
+    for spec, name, params, child in plans:
+        method = fit(name) if not params else fit_built(get_method(name).from_config(child))
         fitted[spec] = method
         outputs[spec] = candidate_outputs(method, data["source_val"], data["source_train"], data["target_train"],
                                           config.task, num_classes)
-        _save_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
+        atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
     # Target test labels from here on: reporting how each validator did, never the choice.
     truth = {spec: _true_score(m, data, config.task, num_classes) for spec, m in fitted.items()}

@@ -35,8 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,8 +44,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftkit.adapt.build import BuildContext
+from shiftkit.adapt.methods.registry import BASELINE, DEFAULT_CANDIDATES, HARNESS_METHODS
+from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz, atomic_write_text
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+from shiftkit.evaluation.metrics import segmentation_counts
+from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
 
 log = logging.getLogger("shiftkit.efficacy")
 
@@ -55,11 +59,12 @@ __all__ = [
     "BENCHMARKS",
     "CANDIDATES",
     "DEFAULT_METHODS",
-    "LABELLED_TARGET",
+    "ORACLE",
     "BenchmarkSpec",
     "Cell",
     "check_method",
     "grid",
+    "labelled_target",
     "run_cell",
     "run_grid",
     "seeds_for",
@@ -98,11 +103,15 @@ class BenchmarkSpec:
     lr_mult: float = 0.25
     patience: int = 3
     provenance: tuple[tuple[str, str], ...] = ()
+    #: Settings the benchmark gives every method whose config section has them, in place of the
+    #: constructor's default (``(("out_disc_width", 32),)``); a cell's own settings win.
+    method_settings: tuple[tuple[str, Any], ...] = ()
 
     def key(self) -> str:
         """Short hash of the settings: a cell made under other settings is not reused."""
         d = asdict(self)
         d.pop("provenance")
+        d.pop("method_settings")  # the values the harness always used: cells made before stay valid
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -117,6 +126,8 @@ _PROV = (
     ("adapt_epochs", "literature/cost: DANN-style fine-tuning of a trained source model, a few epochs"),
     ("lr_mult", "dann.lr_mult default of the run config (see adapt/config.py provenance)"),
     ("batch_size, lr", "literature: AdamW defaults for small CNNs (1e-3 classification; 3e-3 tiny UNet)"),
+    ("method_settings", "cost: dashcam's output-space discriminator starts at width 32 (half ADVENT's 64) "
+                        "for the 32x64 images of the harness"),
 )
 
 #: The full profile (`make efficacy`). Sizes from `_PROV`; the quick profile is the test suite's.
@@ -128,7 +139,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "dashcam": BenchmarkSpec(
         name="dashcam", task="segmentation", source="urban_day", target="rural_day", size=(32, 64),
         backbone="tiny-unet", num_classes=9, metric="miou", n_train=300, n_val=100, n_test=600,
-        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV),
+        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV,
+        method_settings=(("out_disc_width", 32),)),
 }
 QUICK: dict[str, BenchmarkSpec] = {
     "radiograph": replace(BENCHMARKS["radiograph"], n_train=96, n_val=48, n_test=400, n_source_test=100,
@@ -139,31 +151,47 @@ QUICK: dict[str, BenchmarkSpec] = {
 
 #: What `make efficacy` runs (every registered method, each with its own defaults; `selected` is
 #: computed from the candidate cells, not trained). Methods that cannot do a benchmark's task
-#: (CDAN, MCC, Deep CORAL, SHOT on segmentation) are left out of that benchmark's grid.
-DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan", "mcc", "deep_coral",
-                   "self_training", "tent", "shot", "finetune[frac=0.01]", "finetune[frac=0.05]",
-                   "finetune[frac=0.1]", "linear_probe", "oracle")
+#: (their `check_params` says so, e.g. CDAN on segmentation) are left out of that benchmark's grid.
+DEFAULT_METHODS: tuple[str, ...] = HARNESS_METHODS
 
-#: Candidate grid of the label-free selection, per benchmark: the method and its key settings.
-#: Values bracket the shipped defaults by a factor ~3 either side (a grid fixed before any
-#: test-seed run; it is the user's search space, not tuned to this benchmark).
-CANDIDATES: dict[str, tuple[str, ...]] = {
-    "radiograph": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
-                   "augment", "augment[restyle_strength=0.5]", "adabn"),
-    "dashcam": ("source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
-                "augment", "augment[restyle_strength=0.5]", "adabn"),
-}
-#: Rows the harness builds itself beside the registry: the oracle and the few-label references
-#: (`finetune[frac=...]`, `linear_probe`), the only rows that read target labels.
-_HARNESS_ONLY = ("oracle", "finetune", "linear_probe")
-#: Rows trained on labelled target images; the table marks them.
-LABELLED_TARGET = ("oracle", "finetune", "linear_probe")
+#: Candidate grid of the label-free selection, per benchmark (the registry's
+#: ``DEFAULT_CANDIDATES``, also the default ``selection.candidates`` of ``auto``).
+CANDIDATES: dict[str, tuple[str, ...]] = {"radiograph": DEFAULT_CANDIDATES, "dashcam": DEFAULT_CANDIDATES}
+
+#: The harness's own row: the baseline method trained on as many *labelled* target images as
+#: the source has (an upper bound, not a method).
+ORACLE = "oracle"
+#: Settings of the harness's recipe, taken by every row: ``lr_mult`` (adaptation learning rate
+#: relative to the benchmark's) and, for labelled-target rows, ``frac`` (share of the labelled
+#: target images).
+RECIPE_SETTINGS = frozenset({"lr_mult"})
+LABELLED_SETTINGS = frozenset({"frac"})
+
+
+def _method_class(name: str) -> Any:
+    from shiftkit.adapt.methods.registry import get_method
+
+    return get_method(name)
+
+
+def labelled_target(row: str) -> bool:
+    """Whether a row trains on labelled target images (the oracle, the few-label references)."""
+    name = row.split("[")[0]
+    if name == ORACLE:
+        return True
+    try:
+        return _method_class(name).requires.target == "labelled"
+    except KeyError:
+        return False
 
 
 def _known() -> set[str]:
-    from shiftkit.adapt.methods.registry import method_names
+    """Row names: every registered method the harness can run (not one that needs the whole
+    labelled target set in place of the oracle), the few-label references, the oracle."""
+    from shiftkit.adapt.methods.registry import method_names, reference_names
 
-    return set(_HARNESS_ONLY) | {n for n in method_names() if n != "target_oracle"}
+    names = {n for n in method_names() if _method_class(n).requires.target != "labelled"}
+    return names | set(reference_names()) | {ORACLE}
 
 
 def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
@@ -194,22 +222,12 @@ def check_seeds(mode: str, seeds: Iterable[int]) -> None:
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``."""
-    m = re.fullmatch(r"([a-z_]+)(?:\[(.*)\])?", spec.strip())
-    if not m or m.group(1) not in _known():
+    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
+    :func:`shiftkit.adapt.methods.spec.parse_spec`); the name must be a row."""
+    name, params = parse_spec(spec, "efficacy")
+    if name not in _known():
         raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_known())} (settings as name[key=value])"])
-    params: dict[str, Any] = {}
-    for part in filter(None, (m.group(2) or "").split(",")):
-        key, _, value = part.partition("=")
-        value = value.strip()
-        try:
-            if value.lower() in ("true", "false"):  # not the string "false", which is truthy
-                params[key.strip()] = value.lower() == "true"
-            else:
-                params[key.strip()] = float(value) if re.fullmatch(r"[-+0-9.e]+", value) else value
-        except ValueError:
-            raise ConfigError("efficacy", [f"{spec!r}: cannot read setting {part!r}"]) from None
-    return m.group(1), params
+    return name, params
 
 
 @dataclass(frozen=True)
@@ -221,7 +239,7 @@ class Cell:
     seed: int
 
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.method).strip("_")
+        return slug(self.method)
 
     def paths(self, root: Path) -> tuple[Path, Path]:
         base = Path(root) / "cells" / self.benchmark / self.slug() / f"seed{self.seed}"
@@ -249,67 +267,46 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
     return out
 
 
-#: Settings of the rows the harness builds itself (``name[key=value]``).
-_HARNESS_SETTINGS: dict[str, frozenset[str]] = {
-    "oracle": frozenset(), "source_only": frozenset({"lr_mult"}), "adabn": frozenset({"lr_mult"}),
-    "importance_weighted": frozenset({"lr_mult"}), "dann": frozenset({"lambda_max", "lr_mult"}),
-    "augment": frozenset({"restyle_strength", "lr_mult"}), "finetune": frozenset({"frac", "lr_mult"}),
-    "linear_probe": frozenset({"frac", "lr_mult"}),
-}
-
-
 def settings_of(name: str) -> frozenset[str]:
-    """The settings ``name[key=value]`` accepts: the harness's own for the rows it builds, else
-    ``lr_mult`` and the method class's own constructor arguments (not the shared training
-    arguments of :class:`~shiftkit.adapt.methods.Method`, which the harness sets)."""
-    import inspect
+    """The settings ``name[key=value]`` accepts: the method's own constructor arguments (its
+    config section's names; not the shared training arguments, which the harness sets), the
+    recipe's ``lr_mult``, and ``frac`` for labelled-target rows. The oracle takes none."""
+    from shiftkit.adapt.build import setting_names
 
-    if name in _HARNESS_SETTINGS:
-        return _HARNESS_SETTINGS[name]
-    from shiftkit.adapt.methods import Method
-    from shiftkit.adapt.methods.registry import get_method
-
-    keys = {"lr_mult"}
-    for klass in get_method(name).__mro__:
-        if klass is Method or not issubclass(klass, Method) or "__init__" not in vars(klass):
-            continue
-        keys |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "model"))}
-    return frozenset(keys)
+    if name == ORACLE:
+        return frozenset()
+    keys = setting_names(_method_class(name)) | RECIPE_SETTINGS
+    return keys | LABELLED_SETTINGS if labelled_target(name) else keys
 
 
 def check_method(spec: str) -> tuple[str, dict[str, Any]]:
     """:func:`parse_method`, then refuse a setting the method does not take (before any training),
-    and a `finetune` without its fraction."""
+    and a labelled-target row without its fraction when the method declares none
+    (``labelled_fraction``)."""
     name, params = parse_method(spec)
     unknown = sorted(set(params) - settings_of(name))
     if unknown:
         raise ConfigError("efficacy", [f"{spec!r}: unknown setting(s) {unknown}; {name} takes "
                                        f"{sorted(settings_of(name)) or 'no settings'}"])
-    if name == "finetune" and "frac" not in params:
-        raise ConfigError("efficacy", [f"{spec!r}: finetune needs the fraction of labelled target images, "
-                                       "e.g. finetune[frac=0.05]"])
-    frac = params.get("frac", 1.0)
-    if not isinstance(frac, float) or not 0 < frac <= 1:
-        raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
+    if name != ORACLE and labelled_target(name):
+        default = _method_class(name).labelled_fraction
+        if default is None and "frac" not in params:
+            raise ConfigError("efficacy", [f"{spec!r}: {name} needs the fraction of labelled target images, "
+                                           f"e.g. {name}[frac=0.05]"])
+        frac = params.get("frac", default)
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
     return name, params
 
 
 def _supports(method: str, spec: BenchmarkSpec) -> bool:
     """False when the method declares it cannot do the benchmark's task (its `check_params`),
     e.g. CDAN or SHOT on segmentation; such pairs are left out of the grid, not failed."""
-    from shiftkit.adapt.methods.registry import get_method
-
     name, _ = parse_method(method)
-    if name == "linear_probe":
-        # LinearProbe needs a split (encoder, head) model; the segmenters are one UNet with no
-        # separate linear head, so a "probe" there would be a different method.
-        return spec.task == "classification"
-    if name in ("oracle", "dann", "finetune"):  # the harness builds these itself
+    if name == ORACLE:
         return True
-    cls = get_method(name)
-    check = getattr(cls(spec.backbone, task=spec.task, num_classes=spec.num_classes), "check_params", None)
-    return not (check() if check is not None else [])
+    cls = _method_class(name)
+    return not cls(spec.backbone, task=spec.task, num_classes=spec.num_classes).check_params()
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -391,12 +388,12 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if cache is not None:
         path = Path(cache) / spec.name / f"{spec.key()}-seed{seed}-model{model_seed}.safetensors"
         if path.is_file():
-            from safetensors.torch import load_file
+            from shiftkit.adapt.checkpoint import load_into
 
             build = build_classifier if spec.task == "classification" else build_segmenter
             data = benchmark_data(spec, seed)
             model = build(spec.backbone, data["source_train"]["images"].shape[1], spec.num_classes)
-            model.load_state_dict(load_file(str(path)))
+            load_into(model, path)
             return model
     data = benchmark_data(spec, seed)
     m = SourceOnly(spec.backbone, **_train_kwargs(spec, model_seed, early_stopping=_val_key(spec),
@@ -405,157 +402,92 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if path is not None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
     return m.model_
 
 
-def _dann_defaults() -> dict[str, Any]:
-    from shiftkit.adapt.config import DANNConfig
+class HarnessContext(BuildContext):
+    """The harness's build context: every method starts from a copy of the cached source-only
+    model (:func:`pretrained_source`) with the harness's training options (equal budgets:
+    ``adapt_epochs`` at ``lr * lr_mult``), and takes only the settings its cell names (plus the
+    benchmark's ``method_settings`` it has), the rest at its constructor's defaults."""
 
-    return DANNConfig().model_dump()
+    def __init__(self, method: str, spec: BenchmarkSpec, start: torch.nn.Module, train: dict[str, Any],
+                 settings: dict[str, Any]):
+        super().__init__(name=method, config=None, num_classes=spec.num_classes,  # type: ignore[arg-type]
+                         in_channels=0, run_dir=Path("."), method=method, overrides=dict(settings))
+        self.spec, self.start_model, self.train = spec, start, train
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def starts_trained(self) -> bool:
+        return True
+
+    def section(self) -> Any:
+        from shiftkit.adapt.build import section_model
+
+        model = section_model(_method_class(self.method))
+        given = {k: v for k, v in self.spec.method_settings if k in model.model_fields} | self.overrides
+        self.overrides = given
+        return model.model_validate(given)
+
+    def start(self, cls: type, section: Any) -> tuple[Any, dict[str, Any]]:
+        return self.start_model, dict(self.train)
+
+    def settings(self, cls: type, section: Any) -> dict[str, Any]:
+        takes = set(cls._get_param_names())
+        return {k: getattr(section, k) for k in self.overrides if k in takes}
+
+    def backbone(self) -> Any:
+        return self.start_model
+
+    def fitted(self, name: str) -> Any:
+        raise ConfigError("efficacy", [f"{self.method}: the harness starts every method from the source model"])
 
 
 def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, cache: Path | None) -> Any:
-    """Train the method a cell names; returns the fitted method (has ``predict_proba_and_features``)."""
-    from shiftkit.adapt import methods as M
+    """Train the row a cell names; returns the fitted method (has ``predict_proba_and_features``).
 
+    Every method is built by its own ``from_config`` in a :class:`HarnessContext`. Labelled-target
+    rows (``requires.target == "labelled"``) train on the first ``frac`` x ``n_train`` labelled
+    target training images only, at an equal budget in optimisation steps, not epochs: the batch
+    is ``min(batch_size, k)`` and each epoch has as many steps as an unsupervised method's epoch
+    (``n_train // batch_size``), the small labelled set being cycled."""
     name, params = check_method(method)
     data = benchmark_data(spec, seed)
     task = spec.task
     src = _dataset(data["source_train"], task)
     val = _dataset(data["source_val"], task)
     tgt = _dataset(data["target_unlabelled"], task, labelled=False)
-    if name == "oracle":
+    if name == ORACLE:
         # As many labelled target images as the source has, the whole budget, early-stopped on
         # labelled target validation data: an upper bound, not a deployable result.
-        m = M.SourceOnly(spec.backbone, **_train_kwargs(
+        m = _method_class(BASELINE)(spec.backbone, **_train_kwargs(
             spec, model_seed, epochs=spec.epochs + spec.adapt_epochs, early_stopping=_val_key(spec),
             patience=spec.patience, restore_best=True))
         return m.fit(_dataset(data["target_train"], task), val=_dataset(data["target_val"], task))
-    dann = _dann_defaults()
-    lr_mult = float(params.pop("lr_mult", spec.lr_mult))
-    start = copy.deepcopy(pretrained_source(spec, seed, model_seed, cache))
+    cls = _method_class(name)
+    lr_mult = params.pop("lr_mult", spec.lr_mult)
     kw = _train_kwargs(spec, model_seed, epochs=spec.adapt_epochs, lr=spec.lr * lr_mult)
-    if name == "source_only":
-        return M.SourceOnly(start, **kw).fit(src, val=val)
-    if name == "adabn":
-        return M.AdaBN(start, train_source=False, **kw).fit(src, tgt, val=val)
-    if name == "dann":
-        adv = dict(lambda_max=float(params.pop("lambda_max", dann["lambda_max"])), adversary=dann["adversary"],
-                   disc_lr_mult=dann["discriminator_lr_mult"])
-        if task == "classification":
-            m = M.DANN(start, disc_hidden=(dann["discriminator_hidden"],) * 2, **adv, **kw)
-        else:
-            m = M.SegDANN(start, feature_level=dann["seg_feature_level"], output_level=True,
-                          lambda_output=dann["seg_output_lambda"], out_disc_width=32, **adv, **kw)
-    elif name == "augment":
-        from shiftkit.adapt.augment.adapter import TargetStyle, TargetStyleSourceOnly
-
-        strength = float(params.pop("restyle_strength", 1.0))
-        m = TargetStyleSourceOnly(start, source_adapter=TargetStyle(strength=strength), **kw)
-    elif name == "importance_weighted":
-        from shiftkit.adapt import reweight
-
-        m = reweight.ImportanceWeighted(start, source_adapter=reweight.ImportanceWeighting(reweight.ClassifierRatio()),
-                                        **kw)
-    elif name in ("finetune", "linear_probe"):
-        return _fit_few_label(name, method, params, start, spec, data, kw, val)
-    else:
-        # Any other registered method (CDAN, MCC, TENT, ...): its own defaults, the cell's settings.
-        from shiftkit.adapt.methods.registry import get_method
-
-        cls = get_method(name)
-        m = cls(start, **params, **kw)
-        params = {}
-        if cls.requires.source == "none":
-            return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
-    if params:
-        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
+    labelled = cls.requires.target == "labelled"
+    if labelled:
+        k = max(1, round(params.pop("frac", cls.labelled_fraction) * spec.n_train))  # checked by check_method
+        part = {key: v[:k] for key, v in data["target_train"].items()}  # the generator's draws are i.i.d.
+        kw.update(batch_size=min(spec.batch_size, k), steps_per_epoch=max(1, spec.n_train // spec.batch_size))
+    start = copy.deepcopy(pretrained_source(spec, seed, model_seed, cache))
+    m = cls.from_config(HarnessContext(name, spec, start, kw, params))
+    if labelled:
+        return m.fit(None, _dataset(part, task), val=val)
+    if m.requires.source == "none":
+        return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
     return m.fit(src, tgt, val=val)
 
 
-def _fit_few_label(name: str, method: str, params: dict[str, Any], start: torch.nn.Module, spec: BenchmarkSpec,
-                   data: dict[str, Any], kw: dict[str, Any], val: Any) -> Any:
-    """The few-label references: FineTune / LinearProbe of the cached source model on the first
-    ``frac`` x ``n_train`` labelled target training images (``finetune`` needs ``frac``;
-    ``linear_probe`` defaults to all of them, a head-only counterpart of the oracle).
-
-    Equal budget in optimisation steps, not epochs: the batch is ``min(batch_size, k)`` and each
-    epoch has as many steps as an unsupervised method's epoch (``n_train // batch_size``), the
-    small labelled set being cycled."""
-    from shiftkit.adapt import methods as M
-
-    frac = params.pop("frac", 1.0)  # checked by check_method
-    if params:
-        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
-    k = max(1, round(frac * spec.n_train))
-    part = {key: v[:k] for key, v in data["target_train"].items()}  # the generator's draws are i.i.d.
-    steps = max(1, spec.n_train // spec.batch_size)
-    kw = {**kw, "batch_size": min(spec.batch_size, k), "steps_per_epoch": steps}
-    cls = M.FineTune if name == "finetune" else M.LinearProbe
-    return cls(start, **kw).fit(None, _dataset(part, spec.task), val=val)
-
-
 # --------------------------------------------------------------------------------------------- scoring
-
-
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _seg_counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(N, 3, K) per-image intersection, predicted and true pixel counts."""
-    n = len(y)
-    out = np.zeros((n, 3, k), np.int64)
-    for i in range(n):
-        t, p = y[i].ravel().astype(np.int64), pred[i].ravel().astype(np.int64)
-        out[i, 0] = np.bincount(t[t == p], minlength=k)
-        out[i, 1] = np.bincount(p, minlength=k)
-        out[i, 2] = np.bincount(t, minlength=k)
-    return out
-
-
-def _miou_from_counts(c: np.ndarray) -> float:
-    inter, pred, true = c[0].astype(float), c[1].astype(float), c[2].astype(float)
-    union = pred + true - inter
-    ok = union > 0
-    return float((inter[ok] / union[ok]).mean()) if ok.any() else float("nan")
-
-
-def metric_from_stats(stats: dict[str, np.ndarray], idx: np.ndarray | None = None) -> float:
-    """The target metric from stored per-image statistics (optionally a bootstrap resample)."""
-    if "score" in stats:
-        y, s = stats["label"], stats["score"]
-        return _auroc(y, s) if idx is None else _auroc(y[idx], s[idx])
-    c = stats["counts"] if idx is None else stats["counts"][idx]
-    return _miou_from_counts(c.sum(0))
-
-
-def bootstrap_ci(stats: dict[str, np.ndarray], n_boot: int = 300, seed: int = 0,
-                 other: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
-    """95 % percentile interval of the metric (or of metric - other's metric, paired) over
-    test-image resamples."""
-    n = len(stats["score"] if "score" in stats else stats["counts"])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = metric_from_stats(stats, idx)
-        if other is not None:
-            v -= metric_from_stats(other, idx)
-        vals.append(v)
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -564,52 +496,21 @@ def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tup
     proba, feats = method.predict_proba_and_features(ArrayDataset(part["images"]), batch_size=256)
     if spec.task == "classification":
         return {"label": part["labels"].astype(np.int8), "score": proba[:, 1].astype(np.float32)}, proba, feats
-    return {"counts": _seg_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
+    return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
 
 
 def _selection_outputs(method: Any, spec: BenchmarkSpec, data: dict[str, Any]) -> dict[str, np.ndarray]:
-    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs)."""
-    from shiftkit.adapt.data import ArrayDataset
+    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs), as arrays."""
+    from shiftkit.adapt.auto_select import candidate_outputs
 
-    val = data["source_val"]
-    p_val, f_val = method.predict_proba_and_features(ArrayDataset(val["images"]))
-    f_src = method.features(ArrayDataset(data["source_train"]["images"]))
-    p_t, f_t = method.predict_proba_and_features(ArrayDataset(data["target_unlabelled"]["images"]))
-    p_val = np.clip(p_val, 1e-12, 1.0)
-    if spec.task == "classification":
-        y = val["labels"]
-        loss = -np.log(p_val[np.arange(len(y)), y])
-        score = _auroc(y, p_val[:, 1])
-        t_proba, t_pred = p_t, p_t.argmax(1)
-    else:
-        y = val["masks"].astype(np.int64)
-        lp = np.log(np.take_along_axis(p_val, y[:, None], 1)[:, 0])
-        loss = -lp.reshape(len(y), -1).mean(1)
-        score = _miou_from_counts(_seg_counts(y, p_val.argmax(1), spec.num_classes).sum(0))
-        # A fixed pixel sample (the same for every candidate) for entropy and SND.
-        n, k, h, w = p_t.shape
-        rng = np.random.default_rng(0)
-        pix = rng.integers(0, [n, h, w], size=(4000, 3))
-        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
-        t_pred = p_t.argmax(1).astype(np.uint8)
-    return {"source_val_loss": loss.astype(np.float32), "source_val_score": np.float64(score),
-            "source_features": f_src.astype(np.float32), "source_val_features": f_val.astype(np.float32),
-            "target_features": f_t.astype(np.float32), "target_proba": t_proba.astype(np.float32),
-            "target_pred": t_pred}
+    out = candidate_outputs(method, _dataset(data["source_val"], spec.task),
+                            _dataset(data["source_train"], spec.task, labelled=False),
+                            _dataset(data["target_unlabelled"], spec.task, labelled=False), spec.task, spec.num_classes)
+    return out.to_arrays()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, default=float)
 
 
 def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
@@ -658,7 +559,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
         "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
     }
-    _atomic_npz(npz, arrays)
+    atomic_write_npz(npz, arrays)
     _atomic_json(js, result)  # written last: its presence marks the cell done
     return result
 
@@ -721,18 +622,6 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
             "evaluation": sel.evaluate(truth)}
 
 
-def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    from scipy.stats import t
-
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    if len(v) == 1:
-        return float(v[0]), math.nan, math.nan
-    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 @dataclass
 class _Row:
     method: str
@@ -764,8 +653,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         selections = []
         names = [m for m in methods if m not in ("selected", "candidates")]
         for seed in found:
-            base = _load(root, b, "source_only", seed)
-            orc = _load(root, b, "oracle", seed)
+            base = _load(root, b, BASELINE, seed)
+            orc = _load(root, b, ORACLE, seed)
             per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
             if "selected" in methods:
                 s = select_cells(root, b, seed, validator=validator, require_all=True)
@@ -783,8 +672,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                 row.pad.append(res.get("proxy_a_distance", math.nan))
                 if m == "selected":
                     row.chosen.append(selections[-1]["chosen"])
-                if base is not None and orc is not None and orc[0]["target"] != base[0]["target"]:
-                    row.gap_closed.append((res["target"] - base[0]["target"]) / (orc[0]["target"] - base[0]["target"]))
+                if base is not None and orc is not None:
+                    row.gap_closed.append(gap_closed(res["target"], base[0]["target"], orc[0]["target"]))
                 else:
                     row.gap_closed.append(math.nan)
                 if base is not None:
@@ -792,8 +681,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                                                          other=_stats(base[1], "target"))))
         out_rows = {}
         for m, row in rows.items():
-            mean, lo, hi = _t_interval(row.target)
-            g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
+            mean, lo, hi = t_interval(row.target)
+            g_mean, g_lo, g_hi = t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
                            "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
@@ -811,9 +700,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         spec = BENCHMARKS[b]
         table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
     _atomic_json(root / "table.json", table)
-    tmp = root / "table.md.tmp"
-    tmp.write_text(render_markdown(table), encoding="utf-8")
-    tmp.replace(root / "table.md")
+    atomic_write_text(root / "table.md", render_markdown(table))
     plot_table(table, root / "efficacy.png")
     return table
 
@@ -837,12 +724,12 @@ def render_markdown(table: dict[str, Any]) -> str:
         for m, r in t["rows"].items():
             per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
             name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
-            name += " *" if m.split("[")[0] in LABELLED_TARGET else ""
+            name += " *" if labelled_target(m) else ""
             lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
                          f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
                          f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
                          f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} |")
-        if any(m.split("[")[0] in LABELLED_TARGET for m in t["rows"]):
+        if any(labelled_target(m) for m in t["rows"]):
             lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
                       "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "
                       "`linear_probe` (new head on the frozen source encoder) on all of them. Every other row sees "
@@ -885,8 +772,6 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

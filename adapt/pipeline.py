@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shiftkit.adapt.config import RunConfig
+from shiftkit.adapt.build import BuildContext
+from shiftkit.adapt.config import AUTO_METHOD, RunConfig
+from shiftkit.adapt.methods.registry import BASELINE
 from shiftkit.datasets.errors import DataError, ImageReadError
 from shiftkit.datasets.files import atomic_write_text
 from shiftkit.evaluation.results import MethodResult, RunResult
@@ -74,6 +76,7 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.manifest: file not found: {config.data.manifest}")
     if config.model.checkpoint is not None and not Path(config.model.checkpoint).is_file():
         problems.append(f"model.checkpoint: file not found: {config.model.checkpoint}")
+    problems += _backbone_problems(config)
     source, target = domains_for(config)
     if config.data.benchmark is not None:
         known = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}").DOMAINS
@@ -84,6 +87,30 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.source_domain and data.target_domain are both {source!r}")
     if problems:
         raise ConfigError(config.name, problems)
+
+
+def _backbone_problems(config: RunConfig) -> list[str]:
+    """Build the backbone once (3 channels, 2 classes) so that an unknown library name, a wrong
+    option, a missing weights file or one whose keys do not fit fails before any training."""
+    from shiftkit.adapt.backbones_ecosystem import is_ecosystem_name
+    from shiftkit.datasets.errors import ShiftkitError
+
+    weights, name = config.model.weights, config.model.backbone
+    if weights is not None and not Path(weights).is_file():
+        return [f"model.weights: file not found: {weights}"]
+    if not is_ecosystem_name(name) and weights is None and not config.model.options:
+        return []
+    from shiftkit.adapt.backbones import build_classifier, build_segmenter
+
+    build = build_classifier if config.task == "classification" else build_segmenter
+    try:
+        build(name, 3, 2, weights=weights, **config.model.options)
+    except ShiftkitError as exc:
+        return [f"model.{'weights' if weights is not None else 'backbone'}: {exc}"]
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # the library's own refusal
+        return [f"model.backbone: {name!r} with options {config.model.options}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"]
+    return []
 
 
 def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
@@ -254,24 +281,22 @@ def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int 
     return callback
 
 
-def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
-    """Per-group audit of each method on the target test split (sex, age band), side by side."""
+def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> Any:
+    """Per-group audit of each method on the target test split (sex, age band), side by side:
+    a :class:`shiftkit.evaluation.bias.BiasSection`, or None without attributes or labels."""
     from shiftkit.evaluation import bias
 
     frame = frames["target_test"]
     sensitive = [c for c in ("sex", "age") if c in frame.columns]
     if not sensitive or "label" not in frame.columns:
-        return {}
+        return None
     sensitive = ["age_band" if c == "age" else c for c in sensitive]
     audits = {}
     for name, score in scores.items():
         table = frame.drop(columns=["image", "mask"], errors="ignore").copy()
         table["score"] = score
         audits[name] = bias.audit(table, sensitive, n_boot=100, seed=seed)
-    out: dict[str, Any] = {name: a.to_dict() for name, a in audits.items()}
-    if len(audits) > 1:
-        out["comparison"] = bias.compare_audits(audits)
-    return out
+    return bias.BiasSection.of(audits) if audits else None
 
 
 def _test_labels(dataset: Any, task: str) -> np.ndarray:
@@ -280,103 +305,38 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
     return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
 
 
-def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
-    """The backbone name, or a module holding the user's source checkpoint."""
-    if config.model.checkpoint is None:
-        return config.model.backbone
+def initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
+    """The backbone name, or a module holding the user's source checkpoint or pretrained weights."""
     from shiftkit.adapt.backbones import build_classifier, build_segmenter
 
-    torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
+    if config.model.weights is not None or config.model.options:
+        torch.manual_seed(config.train.seed)  # the new head's init follows the model seed
+        return build(config.model.backbone, in_channels, num_classes, weights=config.model.weights,
+                     **config.model.options)
+    if config.model.checkpoint is None:
+        return config.model.backbone
+    torch.manual_seed(config.train.seed)
     model = build(config.model.backbone, in_channels, num_classes)
-    from shiftkit.adapt.checkpoint import read_weights
+    from shiftkit.adapt.checkpoint import load_into
 
-    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_into(model, config.model.checkpoint, strict=False)  # never runs code
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
     return model
 
 
-@dataclass
-class BuildContext:
-    """What a method's ``from_config`` gets to build itself for one run.
-
-    Attributes:
-        name: the registry name being built.
-        config: the validated :class:`RunConfig` (a method reads its own section, e.g.
-            ``config.dann``).
-        num_classes, in_channels: read from the data.
-        run_dir: the run folder (checkpoints go under ``run_dir/checkpoints/<name>``).
-        fit_method: ``fit_method(name) -> fitted method``; fits another registered method once
-            (e.g. DANN's source-only starting point) and returns it.
-    """
-
-    name: str
-    config: RunConfig
-    num_classes: int
-    in_channels: int
-    run_dir: Path
-    fit_method: Callable[[str], Any] | None = None
-
-    def train_params(self) -> dict[str, Any]:
-        """The training options every method shares, from ``config.train`` (keyword arguments)."""
-        train = self.config.train
-        params: dict[str, Any] = {
-            "num_classes": self.num_classes,
-            "task": self.config.task,
-            "epochs": train.epochs,
-            "batch_size": train.batch_size,
-            "lr": train.lr,
-            "optimizer": train.optimizer,
-            "weight_decay": train.weight_decay,
-            "seed": train.seed,
-            "device": None if train.device == "auto" else train.device,
-            "num_workers": self.config.data.num_workers,
-            "checkpoint_dir": str(self.run_dir / "checkpoints" / self.name),
-            "resume": self.config.resume,
-            "progress": self.config.progress,
-        }
-        if train.early_stopping_patience is not None:
-            # Source-validation AUROC / mIoU (best epoch restored): the source model reaches its
-            # source plateau, and every method early-stops on the same source criterion.
-            key = "val_auroc" if self.config.task == "classification" else "val_miou"
-            params.update(early_stopping=key, patience=train.early_stopping_patience)
-        return params
-
-    def backbone(self) -> Any:
-        """The initial model: the backbone name, or a module holding ``model.checkpoint``."""
-        return _initial_model(self.config, self.in_channels, self.num_classes)
-
-    def build(self, method: str) -> Any:
-        """The registered ``method`` built by its ``from_config`` in this context (``name`` then
-        only names its checkpoint folder)."""
-        from shiftkit.adapt.methods import get_method
-
-        return get_method(method).from_config(self)
-
-    def fitted(self, name: str) -> Any:
-        """Another registered method, fitted on this run's data (once)."""
-        if self.fit_method is None:
-            raise ValueError(f"{self.name} needs the fitted {name!r} method; build it inside run()")
-        return self.fit_method(name)
-
-
 def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
                  in_channels: int | None = None, fit_method: Callable[[str], Any] | None = None) -> Any:
     """Instantiate the registered method ``name`` from the run config (its ``from_config``).
 
-    ``fit_method(name)`` returns another fitted method when this one starts from it (DANN
-    adapts the fitted source-only model when ``config.dann.start == "source_only"``).
+    ``fit_method(name)`` returns another fitted method when this one starts from it (an
+    adapting method's ``start: source_only`` adapts the fitted source-only model).
     """
-    from shiftkit.adapt.methods import get_method
-
     context = BuildContext(name=name, config=config, num_classes=num_classes, in_channels=in_channels or 1,
                            run_dir=run_dir, fit_method=fit_method)
-    return get_method(name).from_config(context)
+    return context.build(name)
 
 
 def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
@@ -399,15 +359,33 @@ def run(config: RunConfig) -> RunResult:
 
     Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically), every method's
     fitted model under `run_dir/models/<name>/` (`shiftkit.adapt.load` reads it) and, for
-    embedded benchmarks, the exported data under `run_dir/data/`.
+    embedded benchmarks, the exported data under `run_dir/data/`. With a `tracking` section the
+    run is logged to MLflow / TensorBoard (:mod:`shiftkit.adapt.tracking`).
     """
+    import os
+
+    from shiftkit.adapt import tracking
+
+    started = time.perf_counter()
+    check_run(config)  # before any export or training
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 logs
+    with tracking.tracker(config.tracking if main else None, config.name) as tracker:
+        if tracker is not None:
+            tracker.log_params(config.model_dump(mode="json"))
+        result = _run(config, started, tracker)
+        if tracker is not None:
+            tracker.log_metrics(result.metrics)
+            for name in ("report.html", "metrics.json", "models"):
+                tracker.log_artifact(result.run_dir / name)
+    return result
+
+
+def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
     from shiftkit.adapt import distributed
     from shiftkit.adapt.methods import method_title
     from shiftkit.datasets import load_manifest
     from shiftkit.evaluation import plots, report
 
-    started = time.perf_counter()
-    check_run(config)  # before any export or training
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
@@ -449,8 +427,10 @@ def run(config: RunConfig) -> RunResult:
 
     fitted: dict[str, Any] = {}
 
-    def fit_built(method: Any) -> Any:
+    def fit_built(method: Any, name: str | None = None) -> Any:
         monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+        if tracker is not None and name is not None:  # the epoch's target scores, logged as it ends
+            monitor = tracker.epoch_callback(name, monitor)
         try:
             return fit_method(method, data, monitor)
         except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
@@ -460,16 +440,18 @@ def run(config: RunConfig) -> RunResult:
 
     def fit(name: str) -> Any:
         nonlocal selection
-        if name not in fitted and name == "auto":  # label-free choice among selection.candidates
+        if name not in fitted and name == AUTO_METHOD:  # label-free choice among selection.candidates
             from shiftkit.adapt.auto_select import fit_auto
 
-            fitted[name], selection = fit_auto(
-                config, data, fit, lambda n, cfg, key: BuildContext(
-                    name=key, config=cfg, num_classes=num_classes, in_channels=in_channels, run_dir=run_dir,
-                    fit_method=fit).build(n), fit_built, num_classes=num_classes, run_dir=run_dir)
+            context = BuildContext(name=name, config=config, num_classes=num_classes, in_channels=in_channels,
+                                   run_dir=run_dir, fit_method=fit)
+            fitted[name], selection = fit_auto(config, data, fit, context, fit_built, num_classes=num_classes,
+                                               run_dir=run_dir)
         elif name not in fitted:
             log.info("fitting %s", name)
-            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit))
+            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit), name)
+            if tracker is not None:
+                tracker.log_history(name, fitted[name].history_)
         return fitted[name]
 
     for name in config.methods:
@@ -477,6 +459,8 @@ def run(config: RunConfig) -> RunResult:
         results[name] = evaluate_method(method, data, config, name=name, class_names=class_names)
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
+        if tracker is not None:  # a no-op for what was logged when the method was fitted
+            tracker.log_history(name, method.history_)
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
     run_info: dict[str, Any] = {
@@ -497,10 +481,10 @@ def run(config: RunConfig) -> RunResult:
         "machine": machine_summary(),
     }
     gaps = None
-    if "source_only" in results:
-        gaps = {"before (source only)": results["source_only"].gap}
+    if BASELINE in results:
+        gaps = {"before (source only)": results[BASELINE].gap}
         for name in config.methods:
-            if name != "source_only" and fitted[name].requires.target != "labelled":
+            if name != BASELINE and fitted[name].requires.target != "labelled":
                 gaps[f"after ({name})"] = results[name].gap
     from shiftkit.evaluation.overfitting import analyse_history
 
@@ -572,7 +556,7 @@ def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: 
     for name, method in fitted.items():
         if method.requires.target == "labelled":  # the oracle is not an adaptation
             continue
-        stage = "before adaptation" if name == "source_only" else "after adaptation"
+        stage = "before adaptation" if name == BASELINE else "after adaptation"
         preds = list(method.predict(images))
         out[f"Segmentation overlays: {method_title(name)} ({stage})"] = segmentation_overlay_figure(
             images, truths, preds, num_classes=num_classes, titles=titles, class_names=class_names)

@@ -51,7 +51,7 @@ from shiftkit.datasets.errors import ConfigError, DataError
 from shiftkit.datasets.files import atomic_write_bytes
 
 from .backbones import SegModel, as_split_model, build_classifier, build_mlp, build_segmenter
-from .checkpoint import UnsafeModelFileError, is_safetensors, read_weights
+from .checkpoint import UnsafeModelFileError, is_safetensors, load_into
 from .trainer import predict_loader
 
 __all__ = ["FORMAT_VERSION", "MIN_IMAGE_SIDE", "ModelFileError", "Prediction", "Predictor", "Sidecar",
@@ -111,20 +111,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     checkpoint written by :func:`shiftkit.adapt.trainer.train` (``modules.model`` is used).
     ``key`` selects a sub-dict (e.g. ``"state_dict"``).
     """
-    p = Path(path)
-    state: Any = read_weights(p)  # the one safe loader: safetensors or weights_only state dicts
-    if key is not None:
-        state = state[key]
-    elif isinstance(state, dict) and "modules" in state and "model" in state.get("modules", {}):
-        state = state["modules"]["model"]
-    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k[len("model."):] if k.startswith("model.") and k not in model.state_dict() else k: v
-             for k, v in state.items() if not k.startswith("shift.")}
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        raise DataError(f"{p}: weights do not fit the model: {str(exc)[:500]}") from None
+    load_into(model, path, strict=strict, key=key)  # the one weight loader (shiftkit.adapt.checkpoint)
     return model
 
 
@@ -265,6 +252,10 @@ class PreprocessingSpec(_Strict):
     resize: Literal["bilinear"] = "bilinear"
     reader: Literal["shiftkit", "monai", "arrays"] = "shiftkit"
     pipeline: PipelineSpec | None = None
+    #: Per-channel mean/std the network applies itself to [0, 1] inputs (timm/torchvision/smp
+    #: backbones: the pretrained weights' config) and the weights' native input size; a record,
+    #: not a step :class:`Predictor` runs (the network's first module does it).
+    normalize: dict[str, Any] | None = None
 
 
 class ShiftSpec(_Strict):
@@ -535,6 +526,8 @@ def save_model(
            "min_size": int(min_size) if min_size is not None else min(MIN_IMAGE_SIDE, side),
            "value_range": [0.0, 1.0], "resize": "bilinear",
            **_describe_preprocessing(method_or_model, preprocessing, src, tds)}
+    if arch.get("normalize"):
+        pre["normalize"] = {**arch["normalize"], "applied_by": "network"}
     sidecar: dict[str, Any] = {
         "format": "shiftkit-model",
         "format_version": FORMAT_VERSION,
@@ -816,11 +809,12 @@ class Predictor:
         """``(N, K)`` probabilities only (rows of NaN where ``status`` is ``"error"``)."""
         return self.predict(data).proba
 
-    def adapt(self, target_images: Any, *, method: str = "tent", **kwargs: Any) -> Any:
+    def adapt(self, target_images: Any, *, method: str | None = None, **kwargs: Any) -> Any:
         """Adapt the loaded model to a new site's unlabelled images, with no source data.
 
-        Delegates to :func:`shiftkit.adapt.methods.source_free.adapt_source_free` (``"tent"``
-        or ``"shot"``; ``kwargs`` go to the method), then re-centres the shift score on the new
+        Delegates to :func:`shiftkit.adapt.methods.source_free.adapt_source_free` (a registered
+        source-free method; default TENT, ``registry.DEFAULT_SOURCE_FREE``; ``kwargs`` go to
+        the method), then re-centres the shift score on the new
         images. ``target_images``: anything :meth:`predict` accepts. Returns the fitted method
         (its ``warnings_`` say whether the stream looked label-correlated or collapsed).
 
@@ -885,6 +879,10 @@ class Predictor:
 def _rebuild(arch: dict, where: str) -> nn.Module:
     kind = arch.get("kind")
     try:
+        from .backbones_ecosystem import is_ecosystem_name, rebuild
+
+        if is_ecosystem_name(arch.get("name")):  # timm:/tv:/smp: rebuilt by name, options and normalisation
+            return rebuild(arch)
         if kind == "classifier":
             return build_classifier(arch["name"], int(arch["in_channels"]), int(arch["num_classes"]),
                                     spatial_dims=int(arch.get("spatial_dims", 2)), dropout=float(arch.get("dropout", 0.0)))

@@ -56,6 +56,7 @@ import numpy as np
 from shiftkit.datasets.errors import DataError
 
 from ._arrays import labels_1d, to_numpy
+from .metrics import auroc_from_weights
 
 __all__ = ["Estimate", "PerformanceEstimator", "drift_verdict", "estimate_performance", "normal_interval"]
 
@@ -223,19 +224,6 @@ def apply_bcts(proba: np.ndarray, t: float, b: np.ndarray) -> np.ndarray:
     return softmax((z - z.mean(1, keepdims=True)) / t + b, axis=1)
 
 
-def _weighted_auc(score: np.ndarray, q1: np.ndarray) -> float:
-    """Expected-label AUROC: each row counts as positive with weight q1 and negative with 1 - q1.
-    P(s+ > s-) + P(tie) / 2 over weighted pairs, from per-score weight sums (O(n log n))."""
-    uniq, inv = np.unique(score, return_inverse=True)
-    pos = np.bincount(inv, q1, minlength=len(uniq))
-    neg = np.bincount(inv, 1.0 - q1, minlength=len(uniq))
-    tot = pos.sum() * neg.sum()
-    if tot <= 0:
-        return float("nan")
-    below = np.cumsum(neg) - neg  # negative weight strictly below each score
-    return float((pos * (below + 0.5 * neg)).sum() / tot)
-
-
 class PerformanceEstimator:
     """ATC, DoC and CBPE fitted on labelled reference outputs.
 
@@ -362,7 +350,7 @@ class PerformanceEstimator:
                               "; ".join(w for w in (why, note) if w))
         if self.n_classes_ == 2:
             q1 = apply_bcts(p, self.temperature_, self.bias_)[:, 1]
-            auc = _weighted_auc(p[:, 1], q1)
+            auc = auroc_from_weights(p[:, 1], q1, 1.0 - q1)  # expected-label AUROC
             out["cbpe_auroc"] = Estimate("cbpe", "auroc", auc, None, self.level, trusted, "; ".join(
                 w for w in (why, "no interval: the coverage of an expected-AUROC interval was never measured") if w))
         return out

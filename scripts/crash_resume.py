@@ -66,7 +66,7 @@ def tiny_config(out_dir: Path, *, n_per_domain: int = 60, epochs: int = 3, image
         "data": {"benchmark": "radiograph", "n_per_domain": n_per_domain, "image_size": image_size},
         "model": {"backbone": "tiny"},
         "train": {"epochs": epochs, "batch_size": 16, "device": "cpu", "seed": 0},
-        "dann": {"discriminator_hidden": 32},
+        "dann": {"disc_hidden": [32, 32]},
         "evaluation": {"n_permutations": n_permutations},
     }
 
@@ -719,10 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in summary[key]:
             print(f"{key}: {line}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        from shiftkit.datasets.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     return 0 if summary["ok"] else 1
 
 

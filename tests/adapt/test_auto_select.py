@@ -103,24 +103,24 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     assert len(seen) == len(candidates)
 
     sel = result.selection
-    assert sel is not None and sel["candidates"] == candidates and sel["validator"] == DEFAULT_VALIDATOR
+    assert sel is not None and list(sel.candidates) == candidates and sel.validator == DEFAULT_VALIDATOR
     # The choice is the argmax of the default validator, recomputed from the saved outputs.
-    outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel["outputs"][c])) for c in candidates}
+    outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel.outputs[c])) for c in candidates}
     scores = validator_scores(outputs, [DEFAULT_VALIDATOR])[DEFAULT_VALIDATOR]
-    assert sel["chosen"] == max(candidates, key=lambda c: scores[c])
-    assert sel["validators"][DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel["chosen"]], rel=1e-6)
+    assert sel.chosen == max(candidates, key=lambda c: scores[c])
+    assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.chosen], rel=1e-6)
     # The chosen model is the run's `auto` method, scored and saved like the others.
-    truth = sel["true_target"]
+    truth = sel.true_target
     auto_auroc = result.methods["auto"].target["auroc"]
-    assert truth[sel["chosen"]] == pytest.approx(auto_auroc, abs=1e-9)
+    assert truth[sel.chosen] == pytest.approx(auto_auroc, abs=1e-9)
     assert truth["source_only"] == pytest.approx(result.methods["source_only"].target["auroc"], abs=1e-9)
     assert (result.model_dir("auto") / "model.safetensors").is_file() or any(result.model_dir("auto").iterdir())
     # Every validator: its choice, regret from the true target scores, Spearman in [-1, 1] or nan.
-    assert set(sel["validators"]) == set(VALIDATOR_NAMES)
+    assert set(sel.validators) == set(VALIDATOR_NAMES)
     best = max(truth.values())
-    for v, row in sel["validators"].items():
+    for v, row in sel.validators.items():
         assert row["choice"] in candidates
-        assert row["score"] == pytest.approx(sel["scores"][v][row["choice"]])
+        assert row["score"] == pytest.approx(sel.scores[v][row["choice"]])
         assert row["regret"] == pytest.approx(best - truth[row["choice"]]) and row["regret"] >= 0
         assert np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
     html = result.report_path.read_text(encoding="utf-8")
