@@ -298,8 +298,14 @@ class PerformanceEstimator:
             r = _group_means(resid, g)
             self.residual_var_ = r.var(1, ddof=1)
             self.residual_mean_ = r.mean(1)
+            # CBPE's correction uses the full fit's own mean residual on the reference: the
+            # estimate is then DoC on calibrated probabilities, and its error is exactly
+            # mean_ref(d) - mean_batch(d) for one fixed calibration map, whose variance the
+            # interval states (a cross-fitted mean would mix two different maps)
+            self.cbpe_offset_ = float((correct - self._per_row(p)[2]).mean())
         else:
             self.residual_var_ = self.residual_mean_ = None
+            self.cbpe_offset_ = 0.0
         return self
 
     def _per_row(self, p: np.ndarray, params: tuple | None = None) -> np.ndarray:
@@ -328,12 +334,11 @@ class PerformanceEstimator:
         g = _groups(groups, len(p), "groups")
         terms = self._per_row(p)
         point = terms.mean(1)
-        if self.residual_mean_ is not None:
-            # CBPE: BCTS minimises the NLL, which for K > 2 (and pixel rows) does not make the mean
-            # top-class probability equal the accuracy; add back the cross-fitted mean residual
-            # (dashcam development seeds: +0.007 bias removed). ATC and DoC are unbiased on the
-            # reference by construction, so they are left as published.
-            point[2] += self.residual_mean_[2]
+        # CBPE: BCTS minimises the NLL, which for K > 2 (and pixel rows) does not make the mean
+        # top-class probability equal the accuracy; add back its mean residual on the reference
+        # (dashcam development seeds: a +0.007 bias). ATC and DoC are unbiased on the reference
+        # by construction, so they are left as published.
+        point[2] += self.cbpe_offset_
         point = np.clip(point, 0.0, 1.0)
         n = len(np.unique(g)) if g is not None else p.shape[0]
         trusted, why = drift_verdict(drift)
