@@ -849,17 +849,31 @@ class Predictor:
 
         return load_reference(self, folder, **monitor_kwargs)
 
-    def monitor(self, batch: Any, *, attributes: Any = None, online: bool = True) -> Any:
-        """Drift verdict of one incoming batch: :class:`shiftkit.evaluation.monitor.BatchDrift`."""
+    def monitor(self, batch: Any, *, attributes: Any = None, online: bool = False) -> Any:
+        """Drift verdict of one incoming batch (stateless): :class:`shiftkit.evaluation.monitor.BatchDrift`.
+        For a stream with an online alarm use :meth:`stream`."""
         from .monitoring import monitor
 
         return monitor(self, batch, attributes=attributes, online=online)
 
     def estimate_performance(self, batch: Any) -> dict:
-        """Label-free accuracy estimates (ATC, DoC, CBPE) and the estimated class prior of a batch."""
+        """Label-free accuracy estimates (ATC, DoC, CBPE) and the estimated class prior of a batch,
+        each with an interval and a ``trusted`` verdict (stateless)."""
         from .monitoring import estimate_performance
 
         return estimate_performance(self, batch)
+
+    def check(self, batch: Any, *, attributes: Any = None) -> Any:
+        """Stateless drift verdict + estimates of one batch: :class:`shiftkit.adapt.monitoring.BatchCheck`."""
+        from .monitoring import check
+
+        return check(self, batch, attributes=attributes)
+
+    def stream(self) -> Any:
+        """A new :class:`shiftkit.adapt.monitoring.MonitorStream` (explicit online state: update, summary, reset)."""
+        from .monitoring import MonitorStream
+
+        return MonitorStream(self)
 
 
 def _rebuild(arch: dict, where: str) -> nn.Module:
@@ -880,7 +894,9 @@ def _rebuild(arch: dict, where: str) -> nn.Module:
                              activation=str(arch.get("activation", "relu")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(where, [f"architecture: cannot rebuild {arch!r} ({type(exc).__name__}: {exc})"]) from None
-    raise ConfigError("load", [f"{where}: architecture {arch!r} is not built in; pass model= to rebuild it"])
+    raise ConfigError("load", [f"{where}: architecture {arch!r} is not built in; rebuild it from your own code: in "
+                               "Python load(path, model=YourNet()), on the command line --model-factory "
+                               "package.module:function (a function returning the untrained network)"])
 
 
 def _read_sidecar(jpath: Path, wpath: Path) -> tuple[dict, Sidecar]:
