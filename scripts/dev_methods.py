@@ -87,7 +87,8 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
     from shiftkit.adapt import efficacy as E
     from shiftkit.adapt.methods import SHOT, TENT, AdaBN, SHOTSource
 
-    spec = replace(E.BENCHMARKS["radiograph"], n_train=n_train, n_test=n_test, n_source_test=200)
+    bench = os.environ.get("BENCH", "radiograph")  # BENCH=digits: the real-image benchmark (accuracy)
+    spec = replace(E.BENCHMARKS[bench], n_train=n_train, n_test=n_test, n_source_test=200)
     for seed in seeds:
         t0 = time.time()
         data = E.benchmark_data(spec, seed)
@@ -100,8 +101,10 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
         def auroc(model, xt=xt, yt=yt) -> float:
             model.eval()
             with torch.no_grad():
-                p = torch.softmax(model(torch.from_numpy(xt)), 1)[:, 1].numpy()
-            return round(float(roc_auc_score(yt, p)), 4)
+                p = torch.softmax(model(torch.from_numpy(xt)), 1).numpy()
+            if p.shape[1] > 2:
+                return round(float((p.argmax(1) == yt).mean()), 4)  # accuracy (digits)
+            return round(float(roc_auc_score(yt, p[:, 1])), 4)
 
         if "shot_recipe_backbone1" in variants:  # SHOTSource from scratch with the backbone at 1x (only this)
             ss = SHOTSource(E.BENCHMARKS["radiograph"].backbone, num_classes=2, epochs=spec.epochs,
