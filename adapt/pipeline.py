@@ -569,7 +569,7 @@ def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domain
     :func:`shiftkit.adapt.save_model` (safetensors + JSON sidecar, the target feature statistics
     for the shift score), so ``shiftkit.adapt.load(run_dir / "models" / name)`` predicts what
     the method predicted in the run."""
-    from shiftkit.adapt.predictor import save_model
+    from shiftkit.adapt.saving import save_model
 
     out = {}
     for name in config.methods:
