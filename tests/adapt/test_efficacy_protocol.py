@@ -127,14 +127,15 @@ def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeyp
     it runs trains on a target dataset whose `label`/`mask` raise if anything reads them."""
     from shiftkit.adapt import pipeline
     from shiftkit.adapt.config import METHOD_NAMES, RunConfig
+    from shiftkit.adapt.run_data import LABEL_BEARING_COLUMNS
 
     frame = pd.DataFrame({"image": ["a.png"] * 10, "label": [0, 1] * 5, "mask": ["m.png"] * 10,
                           "domain": ["s"] * 5 + ["t"] * 5, "sex": ["F"] * 10})
     splits = pipeline.split_domains(frame, "s", "t", seed=DEV_DATA_SEEDS[0])
-    assert not set(pipeline.LABEL_BEARING_COLUMNS) & set(splits.target_train.columns)
+    assert not set(LABEL_BEARING_COLUMNS) & set(splits.target_train.columns)
     assert "sex" in splits.target_train.columns
 
-    real = pipeline._datasets
+    real = pipeline.method_datasets
     seen = []
 
     def guarded(splits, skip_bad):
@@ -144,7 +145,7 @@ def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeyp
         seen.append(True)
         return out
 
-    monkeypatch.setattr(pipeline, "_datasets", guarded)
+    monkeypatch.setattr(pipeline, "method_datasets", guarded)
     cfg = RunConfig(name="guard", out_dir=tmp_path, progress=False)
     cfg.methods = [m for m in METHOD_NAMES if m != "target_oracle"]
     cfg.data.n_per_domain, cfg.data.image_size, cfg.data.seed = 40, 32, DEV_DATA_SEEDS[0]
