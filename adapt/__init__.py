@@ -17,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "load": ".predictor",
     "save_model": ".predictor",
+    "save_ensemble": ".ensemble",
     "load_weights": ".predictor",
     "Predictor": ".predictor",
     "Prediction": ".predictor",
