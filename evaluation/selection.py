@@ -429,3 +429,8 @@ def safe_choice(selection: Selection, baseline: str, *, fallback: str | None = N
     return SafeChoice(proposed, proposed, False,
                       f"every committee validator ({', '.join(voters)}) scores {proposed} above {baseline} "
                       f"by more than {margin:.2f} of its range", leads)
+
+#: What ``selected`` / ``auto`` deploys when the safety rule fires: ``"baseline"`` (source-only)
+#: or ``"ensemble"`` (the candidates' averaged probabilities, where the task allows). See
+#: benchmarks/efficacy/dev for the development measurement of both.
+SAFETY_FALLBACK = "baseline"

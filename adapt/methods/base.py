@@ -153,6 +153,12 @@ class Method(BaseEstimator):
     title: ClassVar[str] = ""
     #: The :class:`~shiftkit.adapt.config.RunConfig` section holding this method's options.
     config_section: ClassVar[str | None] = None
+    #: Settings worth trying in label-free selection (``auto`` / the harness's ``selected``), each
+    #: a dict of this method's settings; ``{}`` = its defaults. Read by
+    #: :func:`shiftkit.adapt.candidates.candidate_pool`; a subclass with a setting that matters
+    #: lists a small grid here and says in ``selection_grid_provenance`` how it was chosen.
+    selection_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    selection_grid_provenance: ClassVar[str] = "the method's defaults only"
 
     def __init__(
         self,

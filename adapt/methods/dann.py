@@ -101,6 +101,10 @@ class DANN(Method):
     requires = Requires(source="labelled", target="unlabelled")
     title = "DANN"
     config_section = "dann"
+    selection_grid = ({}, {"lambda_max": 0.3}, {"lambda_max": 3.0})
+    selection_grid_provenance = ("literature: the adversarial weight is DANN's one sensitive setting (Ganin et al. 2016 "
+                                 "search it per task); the grid brackets the default 1.0 by ~3x either side, fixed "
+                                 "before any test-seed run")
 
     def __init__(
         self,
