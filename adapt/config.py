@@ -41,13 +41,12 @@ METHOD_NAMES = tuple(BUILTIN_METHODS)
 #: label-free validator chooses (``shiftkit.adapt.auto_select``); not a registry class.
 AUTO_METHOD = "auto"
 
-#: The default candidate grid of ``auto``: the benchmark-independent grid of the efficacy harness
-#: (``shiftkit.adapt.efficacy.CANDIDATES``, equal for both benchmarks; a test keeps them equal).
-DEFAULT_CANDIDATES: tuple[str, ...] = (
-    "source_only", "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
-    "augment", "augment[restyle_strength=0.5]", "adabn")
+#: The default candidates of ``auto``: empty = the pool derived from the registry for the run's
+#: task (:func:`shiftkit.adapt.candidates.candidate_pool`, the same pool as the efficacy harness's
+#: ``selected``), resolved when the run starts.
+DEFAULT_CANDIDATES: tuple[str, ...] = ()
 #: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
-VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "rank_mean")
+VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "rank_mean")
 _CANDIDATE_SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?:\[([^\]]*)\])?")
 
 
@@ -181,9 +180,10 @@ class SelectionConfig(_Section):
     """`selection:` options of the ``auto`` method (label-free model selection)."""
 
     candidates: list[Annotated[str, AfterValidator(_candidate)]] = Field(
-        list(DEFAULT_CANDIDATES), min_length=2,
+        list(DEFAULT_CANDIDATES),
         description="method specs, each 'method' or 'method[key=value,...]' (the key a field of the method's "
-                    "config section, e.g. dann[lambda_max=0.3]); default: the efficacy harness's grid")
+                    "config section, e.g. dann[lambda_max=0.3]); default (empty): every registered label-free "
+                    "method that can do the task, with the settings grid each declares")
     validator: Annotated[str, AfterValidator(_validator)] = Field(
         "entropy", description="the label-free validator that chooses (default: "
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
@@ -193,6 +193,8 @@ class SelectionConfig(_Section):
         dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
         if dup:
             raise ValueError(f"selection.candidates: {dup} listed twice")
+        if len(self.candidates) == 1:
+            raise ValueError("selection.candidates: list at least 2 candidates, or none for the default pool")
         return self
 
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from shiftkit.datasets.errors import ConfigError, DataError
 
-__all__ = ["ENSEMBLE_FILE", "EnsembleModel", "is_ensemble", "load_ensemble", "save_ensemble"]
+__all__ = ["ENSEMBLE_FILE", "EnsembleModel", "SegEnsembleModel", "ensemble_model", "fitted_ensemble", "is_ensemble",
+           "load_ensemble", "save_ensemble"]
 
 #: The sidecar file that marks a directory as an ensemble.
 ENSEMBLE_FILE = "ensemble.json"
@@ -46,16 +47,15 @@ class EnsembleModel(nn.Module):
     Classification members are split models (``encoder``, ``head``): ``encoder(x)`` returns
     the members' features concatenated ``(N, sum D_i)`` and ``head(f)`` splits them back, so
     every consumer of a split model (the predictor, ``predict_proba_and_features``) works
-    unchanged. Segmentation members: ``forward_with_features(x)`` -> ``(log mean probability
-    (N, K, H, W), concatenated feature maps)``.
+    unchanged. Segmentation members: see :class:`SegEnsembleModel`. Build either with
+    :func:`ensemble_model`.
     """
 
-    def __init__(self, members: Sequence[nn.Module], task: Literal["classification", "segmentation"]):
+    def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
         if len(members) < 2:
             raise ConfigError("ensemble", [f"an ensemble needs at least 2 members, got {len(members)}"])
         self.members = nn.ModuleList(members)
-        self.task = task
         self.dims = [int(getattr(m, "feature_dim", 0)) for m in members]
         self.feature_dim = sum(self.dims)
         self.arch = {"kind": "ensemble", "members": [dict(getattr(m, "arch", {}) or {}) for m in members]}
@@ -72,14 +72,41 @@ class EnsembleModel(nn.Module):
         parts = torch.split(f, self.dims, 1)
         return self._log_mean([m.head(p) for m, p in zip(self.members, parts, strict=True)])
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+class SegEnsembleModel(EnsembleModel):
+    """Segmenter members: ``forward_with_features(x)`` -> ``(log mean probability (N, K, H, W),
+    the members' feature maps concatenated along channels)``."""
+
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outs = [m.forward_with_features(x) for m in self.members]
         return self._log_mean([o[0] for o in outs]), torch.cat([o[1] for o in outs], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.task == "segmentation":
-            return self.forward_with_features(x)[0]
-        return self.head(self.encoder(x))
+        return self.forward_with_features(x)[0]
+
+
+def ensemble_model(members: Sequence[nn.Module], task: str) -> EnsembleModel:
+    """The ensemble of ``members`` for ``task`` (``"classification"`` / ``"segmentation"``)."""
+    return SegEnsembleModel(members) if task == "segmentation" else EnsembleModel(members)
+
+
+def fitted_ensemble(members: Sequence[Any], task: str, num_classes: int) -> Any:
+    """A fitted method whose model is the ensemble of the fitted ``members`` (no training):
+    what ``methods: [auto]`` deploys when its safety rule falls back to the ensemble. It
+    predicts, reports and saves (per member, :func:`save_ensemble`) like any fitted method."""
+    from shiftkit.adapt.methods import SourceOnly
+
+    first = members[0]
+    model = ensemble_model([m.model_ for m in members], task)
+    method = SourceOnly(model, task=task, num_classes=num_classes, device=getattr(first, "device", None),
+                        batch_size=getattr(first, "batch_size", 32))
+    method.model_ = model  # fitted state without a fit: the members were trained already
+    method.history_ = []
+    method.members_ = list(members)
+    return method
 
 
 class _Member(BaseModel):
@@ -186,7 +213,7 @@ def load_ensemble(path: str | os.PathLike[str], *, device: str | None = None) ->
             problems.append(f"members: {m.path} records other preprocessing than {spec.members[0].path}")
     if problems:
         raise ModelFileError(jpath, problems)
-    model = EnsembleModel([p.model for p in predictors], spec.task)
+    model = ensemble_model([p.model for p in predictors], spec.task)
     sidecar = {**first.sidecar, "shift": None, "ensemble": raw,
                "feature_dim": model.feature_dim}
     return Predictor(model, sidecar, None, None, first.device, source=str(jpath))

@@ -47,7 +47,8 @@ class _GuardedTarget:
 
 
 def test_config_accepts_auto_and_its_selection_section() -> None:
-    from shiftkit.adapt.efficacy import CANDIDATES
+    from shiftkit.adapt.candidates import candidate_pool
+    from shiftkit.adapt.efficacy import candidates_for
     from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, VALIDATORS
 
     config = parse_config({"methods": ["source_only", "auto"],
@@ -55,8 +56,9 @@ def test_config_accepts_auto_and_its_selection_section() -> None:
     assert config.methods == ["source_only", "auto"]
     assert config.selection.validator == DEFAULT_VALIDATOR
     defaults = RunConfig().selection
-    assert all(tuple(defaults.candidates) == grid for grid in CANDIDATES.values())
-    assert DEFAULT_CANDIDATES == tuple(defaults.candidates)
+    # No list by default: `auto` and the harness's `selected` draw from the same derived pool.
+    assert DEFAULT_CANDIDATES == tuple(defaults.candidates) == ()
+    assert candidates_for("radiograph") == candidate_pool("classification", num_classes=2)
     assert set(VALIDATOR_NAMES) == {*VALIDATORS, "rank_mean"}
     for bad, where in (({"candidates": ["dann", "danm"]}, "danm"),
                        ({"candidates": ["dann", "target_oracle"]}, "target labels"),
@@ -107,8 +109,17 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     # The choice is the argmax of the default validator, recomputed from the saved outputs.
     outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel["outputs"][c])) for c in candidates}
     scores = validator_scores(outputs, [DEFAULT_VALIDATOR])[DEFAULT_VALIDATOR]
-    assert sel["chosen"] == max(candidates, key=lambda c: scores[c])
-    assert sel["validators"][DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel["chosen"]], rel=1e-6)
+    assert sel["proposed"] == max(candidates, key=lambda c: scores[c])
+    assert sel["validators"][DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel["proposed"]], rel=1e-6)
+    # The safety rule deploys the proposal only when every committee validator prefers it to
+    # source-only; otherwise source-only, and it says why.
+    safety = sel["safety"]
+    leads_positive = all(v > 0 for v in safety.get("leads", {}).values())
+    if sel["proposed"] == "source_only" or not safety["fell_back"]:
+        assert sel["chosen"] == sel["proposed"] and (sel["proposed"] == "source_only" or leads_positive)
+    else:
+        assert sel["chosen"] == "source_only" and not leads_positive and "not confidently better" in safety["reason"]
+    assert np.isfinite(sel["ensemble_true_target"])
     # The chosen model is the run's `auto` method, scored and saved like the others.
     truth = sel["true_target"]
     auto_auroc = result.methods["auto"].target["auroc"]
@@ -122,9 +133,32 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
         assert row["choice"] in candidates
         assert row["score"] == pytest.approx(sel["scores"][v][row["choice"]])
         assert row["regret"] == pytest.approx(best - truth[row["choice"]]) and row["regret"] >= 0
-        assert np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
+        assert row["spearman"] is None or np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
     html = result.report_path.read_text(encoding="utf-8")
     assert "Label-free model selection" in html and "dann[lambda_max=0.3]" in html
+
+
+def test_the_pool_is_every_label_free_method_that_can_do_the_task() -> None:
+    from shiftkit.adapt.candidates import candidate_pool
+    from shiftkit.adapt.methods import Method, Requires
+    from shiftkit.adapt.methods.registry import _REGISTERED, register
+
+    cls_pool = candidate_pool("classification", num_classes=2)
+    seg_pool = candidate_pool("segmentation", num_classes=9)
+    assert cls_pool[0] == seg_pool[0] == "source_only"
+    assert "target_oracle" not in cls_pool  # trains on target labels
+    assert "cdan" in cls_pool and "cdan" not in seg_pool  # CDAN declares it cannot segment
+    assert {"dann[lambda_max=0.3]", "augment[restyle_strength=0.5]"} <= set(cls_pool)  # their own grids
+
+    @register("_pool_probe")
+    class _Probe(Method):
+        requires = Requires(source="labelled", target="unlabelled")
+        selection_grid = ({}, {"lr": 0.01})
+
+    try:
+        assert candidate_pool("classification", num_classes=2)[-2:] == ("_pool_probe", "_pool_probe[lr=0.01]")
+    finally:
+        _REGISTERED.pop("_pool_probe")
 
 
 def _with_labels(splits: Any) -> Any:
