@@ -80,6 +80,13 @@ def _ensemble_cell(loaded: dict[str, tuple[dict, dict]]) -> tuple[dict, dict] | 
 
 def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
                  require_all: bool = False) -> dict[str, Any] | None:
+    """See :func:`_select` (this drops the ensemble's arrays: the result is JSON)."""
+    got = _select(root, benchmark, seed, validator=validator, require_all=require_all)
+    return None if got is None else got[0]
+
+
+def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
+            require_all: bool = False) -> tuple[dict[str, Any], tuple[dict, dict] | None] | None:
     """Label-free choice among the finished candidate cells of one (benchmark, seed), with the
     safety rule, plus each validator's and each policy's regret (the embedded benchmarks have
     target labels; the choice never reads them).
@@ -127,7 +134,7 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
                     "gain_vs_source_only": true_all[c] - truth[BASELINE]} for p, c in picks.items()}
     return {"seed": seed, "candidates": list(cands), "true_target": truth, "ensemble_target": ens_true,
             **sel.to_dict(), "chosen": chosen.chosen, "proposed": sel.chosen, "safety": chosen.to_dict(),
-            "evaluation": sel.evaluate(truth), "policies": policies, "_ensemble": ens}
+            "evaluation": sel.evaluate(truth), "policies": policies}, ens
 
 
 def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -177,9 +184,9 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             orc = _load(root, b, "oracle", seed)
             per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
             if "selected" in methods:
-                s = select_cells(root, b, seed, validator=validator, require_all=True)
-                if s is not None:
-                    ens = s.pop("_ensemble")
+                got_sel = _select(root, b, seed, validator=validator, require_all=True)
+                if got_sel is not None:
+                    s, ens = got_sel
                     selections.append(s)
                     if ens is not None:
                         per["ensemble"] = ens
