@@ -62,3 +62,19 @@ def test_a_swapped_member_or_a_bad_sidecar_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ens" / "ensemble.json").write_text(json.dumps(side))
     with pytest.raises(ModelFileError, match="members.0.path"):
         sa.load(tmp_path / "ens")
+
+
+def test_fitted_ensemble_predicts_like_its_saved_and_loaded_copy(tmp_path: Path) -> None:
+    from shiftkit.adapt.ensemble import fitted_ensemble
+    from shiftkit.adapt.methods import SourceOnly
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 1, 16, 16)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    members = [SourceOnly("tiny", epochs=1, batch_size=8, seed=s, progress=False, device="cpu")
+               .fit(sa.ArrayDataset(x, labels=y)) for s in (0, 1)]
+    ens = fitted_ensemble(members, "classification", 2)
+    want = np.mean([m.predict_proba(x) for m in members], axis=0)
+    np.testing.assert_allclose(ens.predict_proba(x), want, atol=1e-5)
+    sa.save_ensemble(members, tmp_path / "auto", image_size=(16, 16), in_channels=1)
+    np.testing.assert_allclose(sa.load(tmp_path / "auto").predict(x).proba, want, atol=1e-5)
