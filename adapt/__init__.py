@@ -3,8 +3,9 @@
 Public entry points (imported lazily so the CLI starts fast):
 ``load`` / ``save_model`` (:mod:`.predictor`), ``build_classifier`` / ``build_segmenter``
 (:mod:`.backbones`), ``train`` / ``TrainConfig`` (:mod:`.trainer`) and the methods
-``SourceOnly``, ``DANN``, ``SegDANN``, ``FineTune``, ``LinearProbe``, ``AdaBN``,
-``TargetOracle`` with their contract (``Method``, ``Requires``, ``NotFittedError``), registry
+``SourceOnly``, ``DANN``, ``SegDANN``, ``CDAN``, ``MCC``, ``DeepCORAL``, ``SelfTraining``,
+``TENT``, ``SHOT``, ``FineTune``, ``LinearProbe``, ``AdaBN``, ``TargetOracle``,
+``ImportanceWeighted``, ``TargetStyleSourceOnly`` (every registered method) with their contract (``Method``, ``Requires``, ``NotFittedError``), registry
 (``register``, ``get_method``, ``method_names``) and source adapters (``SourceAdapter``,
 ``ImportanceWeighting``, ``TargetStyle``), and the end-to-end job ``RunConfig`` / ``load_config`` (:mod:`.config`) and ``run`` (:mod:`.pipeline`).
 """
@@ -24,7 +25,6 @@ _EXPORTS = {
     "UnsafeModelFileError": ".checkpoint",
     "NonFiniteLossError": ".trainer",
     "CachedDataset": ".data",
-    "BuildContext": ".pipeline",
     "build_classifier": ".backbones",
     "build_segmenter": ".backbones",
     "SplitModel": ".backbones",
@@ -48,6 +48,18 @@ _EXPORTS = {
     "FineTune": ".methods",
     "LinearProbe": ".methods",
     "AdaBN": ".methods",
+    "CDAN": ".methods",
+    "MCC": ".methods",
+    "DeepCORAL": ".methods",
+    "SelfTraining": ".methods",
+    "TENT": ".methods",
+    "SHOT": ".methods",
+    "ImportanceWeighted": ".reweight",
+    "TargetStyleSourceOnly": ".augment",
+    "ClassifierRatio": ".reweight",
+    "KMM": ".reweight",
+    "KLIEP": ".reweight",
+    "BuildContext": ".build",
     "RunConfig": ".config",
     "load_config": ".config",
     "run": ".pipeline",

@@ -22,73 +22,41 @@ Each candidate's outputs are saved under ``run_dir/selection/<candidate>.npz``
 
 from __future__ import annotations
 
-import re
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shiftkit.adapt.build import BuildContext
 from shiftkit.adapt.config import RunConfig
+from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
 
 __all__ = ["candidate_outputs", "fit_auto", "parse_candidate", "slug"]
 
 
 def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``
-    (the syntax of ``shiftkit.adapt.efficacy.parse_method``; numbers are read as floats)."""
-    m = re.fullmatch(r"([a-z_][a-z0-9_]*)(?:\[([^\]]*)\])?", spec.strip())
-    if not m:
-        raise ConfigError("selection.candidates", [f"cannot read candidate {spec!r}"])
-    params: dict[str, Any] = {}
-    for part in filter(None, (m.group(2) or "").split(",")):
-        key, _, value = part.partition("=")
-        value = value.strip()
-        params[key.strip()] = float(value) if re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?", value) else value
-    return m.group(1), params
+    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
+    :func:`shiftkit.adapt.methods.spec.parse_spec`)."""
+    return parse_spec(spec, "selection.candidates")
 
 
-def slug(spec: str) -> str:
-    """A file-name form of a candidate spec (``dann[lambda_max=0.3]`` -> ``dann_lambda_max=0.3``)."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")
-
-
-def _candidate_config(config: RunConfig, name: str, params: dict[str, Any], cls: Any) -> tuple[RunConfig, dict]:
-    """The run config with the candidate's settings written into its method's config section;
-    settings of a method without a section come back as attributes to set on the built method."""
-    section = getattr(cls, "config_section", None)
-    if not params or section is None:
-        return config, dict(params)
-    current = getattr(config, section)
-    unknown = sorted(k for k in params if k not in type(current).model_fields)
-    if unknown:
-        raise ConfigError("selection.candidates", [f"{name}: {unknown} are not fields of the {section!r} section "
-                                                   f"(known: {sorted(type(current).model_fields)})"])
+def _candidate_context(context: BuildContext, spec: str) -> BuildContext:
+    """The build context of one candidate: its settings replace its section's (checked here,
+    before anything trains: a key the section does not have is named)."""
     from pydantic import ValidationError
 
+    name, params = parse_candidate(spec)
+    child = copy.copy(context)
+    child.name, child.method, child.overrides = f"auto_{slug(spec)}", name, params
     try:
-        new_section = type(current).model_validate({**current.model_dump(), **params})
+        child.section()
     except ValidationError as exc:
-        raise ConfigError("selection.candidates", [f"{name}{params}: {e['loc']}: {e['msg']}"
+        raise ConfigError("selection.candidates", [f"{spec!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                    for e in exc.errors()]) from None
-    return config.model_copy(update={section: new_section}), {}
-
-
-def _set_attributes(method: Any, spec: str, name: str, attrs: dict[str, Any]) -> None:
-    """Settings of a method without a config section: constructor attributes, or (augment) the
-    restyling strength of its target-style source adapter."""
-    for key, value in attrs.items():
-        if name == "augment" and key == "restyle_strength":
-            from shiftkit.adapt.augment.adapter import TargetStyle
-
-            method.source_adapter = TargetStyle(strength=float(value))
-        elif key in method.get_params(deep=False):
-            old = method.get_params(deep=False)[key]
-            cast = type(old) if isinstance(old, (int, float)) and not isinstance(old, bool) else (lambda v: v)
-            method.set_params(**{key: cast(value)})
-        else:
-            raise ConfigError("selection.candidates", [f"{spec!r}: {name} has no setting {key!r}"])
+    return child
 
 
 def _labels(dataset: Any, task: str) -> np.ndarray:
@@ -170,15 +138,15 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
-             build: Callable[[str, RunConfig, str], Any], fit_built: Callable[[Any], Any], *,
-             num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,
+             fit_built: Callable[[Any], Any], *, num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Fit the candidates, choose one label-free; return (chosen fitted method, selection section).
 
     Args:
         fit: ``fit(name)``, the run's cached fit of a registered method with the run's own
             settings (a candidate without settings is that same model).
-        build: ``build(name, candidate_config, checkpoint_name)`` -> unfitted method.
+        context: the run's build context; a candidate with settings is built by its method's
+            ``from_config`` with the settings replacing its section's.
         fit_built: fits a built method on the run's data (target labels hidden).
         data: the run's datasets (``source_train``, ``source_val``, ``target_train``
             (no label/mask columns), ``target_test`` and ``target_test_labels`` for reporting).
@@ -193,19 +161,13 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     plans = []
     for spec in specs:  # every setting is checked before anything trains
         name, params = parse_candidate(spec)
-        cls = get_method(name)
-        if cls.requires.target == "labelled":
+        if get_method(name).requires.target == "labelled":
             raise ConfigError("selection.candidates", [f"{spec!r} trains on target labels; not a label-free candidate"])
-        plans.append((spec, name, params, *_candidate_config(config, name, params, cls)))
+        plans.append((spec, name, params, _candidate_context(context, spec)))
     fitted: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
-    for spec, name, params, cand_config, attrs in plans:
-        if not params:
-            method = fit(name)
-        else:
-            method = build(name, cand_config, f"auto_{slug(spec)}")
-            _set_attributes(method, spec, name, attrs)
-            method = fit_built(method)
+    for spec, name, params, child in plans:
+        method = fit(name) if not params else fit_built(get_method(name).from_config(child))
         fitted[spec] = method
         outputs[spec] = candidate_outputs(method, data["source_val"], data["source_train"], data["target_train"],
                                           config.task, num_classes)

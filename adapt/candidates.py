@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shiftkit.adapt.methods.registry import BASELINE  # the safety rule's reference
+
 __all__ = ["BASELINE", "ENSEMBLE", "candidate_pool", "format_spec", "label_free"]
 
-#: The candidate that does no harm by construction; the safety rule's reference.
-BASELINE = "source_only"
 #: The name of the candidates' ensemble (averaged probabilities) in selection reports.
 ENSEMBLE = "ensemble"
 

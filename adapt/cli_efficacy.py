@@ -48,10 +48,11 @@ def register(app: typer.Typer) -> None:
         Each cell writes its own result file; finished cells are never re-run.
         """
         from shiftkit.adapt import efficacy as E
+        from shiftkit.adapt.methods.spec import split_specs
 
         try:
             seed_list = _seeds(mode, seeds, n_seeds)
-            mlist = _csv(methods) if methods else [*E.DEFAULT_METHODS, "selected"]
+            mlist = split_specs(methods) if methods else [*E.DEFAULT_METHODS, "selected"]
             blist = _csv(benchmarks)
             cells = E.grid(mlist, blist, seed_list)
         except ShiftkitError as exc:

@@ -66,8 +66,12 @@ def register(app: typer.Typer) -> None:
         _execute(config)
 
     @app.command("methods")
-    def methods_command() -> None:
+    def methods_command(
+        settings: bool = typer.Option(False, "--settings", help="also list each method's settings: its config "
+                                      "section (= name[key=value] keys), defaults and how each was chosen"),
+    ) -> None:
         """List the registered adaptation methods (the names a run config's `methods` takes)."""
+        from shiftkit.adapt.build import section_model
         from shiftkit.adapt.methods import get_method, method_names
 
         for name in method_names():
@@ -77,6 +81,9 @@ def register(app: typer.Typer) -> None:
             extra = f" (+ source adapter {type(adapter).__name__}, reads target images)" if adapter is not None else ""
             typer.echo(f"{name:20s} {cls.__name__:22s} source: {req.source:9s} target: {req.target:10s} "
                        f"{cls.title}{extra}")
+            if settings:
+                for key, info in section_model(cls).model_fields.items():
+                    typer.echo(f"    {name}.{key} = {info.default!r}" + (f"  # {info.description}" if info.description else ""))
 
     @app.command("run")
     def run_command(

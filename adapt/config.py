@@ -6,7 +6,6 @@ setting; `load_config` reports every problem at once with its dotted key path.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,15 +20,14 @@ from pydantic import (
     model_validator,
 )
 
-from shiftkit.adapt.config_methods import (
-    CDANConfig,
-    CORALConfig,
-    MCCConfig,
-    SelfTrainingConfig,
-    SHOTConfig,
-    TENTConfig,
+from shiftkit.adapt.methods.registry import (
+    BUILTIN_METHODS,
+    DEFAULT_CANDIDATES,
+    DEFAULT_RUN_METHODS,
+    get_method,
+    method_names,
 )
-from shiftkit.adapt.methods.registry import BUILTIN_METHODS, method_names
+from shiftkit.adapt.methods.spec import parse_spec
 from shiftkit.datasets.errors import ConfigError
 
 #: The built-in method names (``shiftkit.adapt.methods.registry``); methods registered at run
@@ -41,13 +39,8 @@ METHOD_NAMES = tuple(BUILTIN_METHODS)
 #: label-free validator chooses (``shiftkit.adapt.auto_select``); not a registry class.
 AUTO_METHOD = "auto"
 
-#: The default candidates of ``auto``: empty = the pool derived from the registry for the run's
-#: task (:func:`shiftkit.adapt.candidates.candidate_pool`, the same pool as the efficacy harness's
-#: ``selected``), resolved when the run starts.
-DEFAULT_CANDIDATES: tuple[str, ...] = ()
 #: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
 VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "rank_mean")
-_CANDIDATE_SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?:\[([^\]]*)\])?")
 
 
 def _registered(name: str) -> str:
@@ -58,18 +51,15 @@ def _registered(name: str) -> str:
 
 
 def _candidate(spec: str) -> str:
-    m = _CANDIDATE_SPEC.fullmatch(spec.strip())
-    if not m:
-        raise ValueError(f"candidate {spec!r} is not 'method' or 'method[key=value,...]'")
-    if m.group(1) not in method_names():
-        raise ValueError(f"candidate {spec!r}: unknown method {m.group(1)!r}; registered methods are "
+    try:
+        name, _ = parse_spec(spec, "selection.candidates")
+    except ConfigError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
+    if name not in method_names():
+        raise ValueError(f"candidate {spec!r}: unknown method {name!r}; registered methods are "
                          f"{list(method_names())}")
-    if m.group(1) == "target_oracle":
+    if get_method(name).requires.target == "labelled":
         raise ValueError(f"candidate {spec!r}: trains on target labels, so it cannot be a label-free candidate")
-    for part in filter(None, (m.group(2) or "").split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise ValueError(f"candidate {spec!r}: cannot read setting {part!r} (write key=value)")
     return spec.strip()
 
 
@@ -152,30 +142,6 @@ class TrainSection(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)
 
 
-class DANNConfig(_Section):
-    epochs: int | None = Field(None, ge=1, description="defaults to train.epochs")
-    lambda_max: float = Field(1.0, gt=0)
-    discriminator_hidden: int = Field(256, ge=8)
-    discriminator_lr_mult: float = Field(1.0, gt=0, description="discriminator lr relative to train.lr")
-    adversary: Literal["grl", "confusion"] = Field(
-        "confusion", description="grl: gradient reversal (the paper); confusion: encoder drives D's output to 1/2"
-    )
-    start: Literal["source_only", "scratch"] = Field(
-        "source_only",
-        description="source_only: adapt a copy of the fitted source-only model (fitted first if not in methods); "
-        "scratch: train the adapted model from random weights",
-    )
-    lr_mult: float = Field(
-        0.25, gt=0, description="adaptation learning rate relative to train.lr (when start=source_only)"
-    )
-    seg_feature_level: bool = Field(
-        False, description="segmentation: also align pooled bottleneck features (at lambda_max)"
-    )
-    seg_output_lambda: float = Field(
-        0.01, gt=0, description="segmentation: weight of the output-space (ADVENT) alignment, times lambda_max"
-    )
-
-
 class SelectionConfig(_Section):
     """`selection:` options of the ``auto`` method (label-free model selection)."""
 
@@ -207,25 +173,28 @@ class EvalConfig(_Section):
 
 
 class RunConfig(_Section):
-    """One end-to-end job: data -> source model -> adaptation -> evaluation -> report."""
+    """One end-to-end job: data -> source model -> adaptation -> evaluation -> report.
+
+    Besides the keys below, a top-level key named after a registered method is that method's
+    section (``dann:``, ``mcc:``, or your own method's): its settings, generated from the
+    method's constructor (:func:`shiftkit.adapt.build.section_model`). ``config.section(name)``
+    (or ``config.<name>``) returns it, with the defaults when the file has none.
+    """
+
+    # Method sections are extra keys, validated against the registry (a method registered at
+    # run time has a section too); any other extra key is an error.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     out_dir: Path = Path("runs")
     task: Literal["classification", "segmentation"] | None = Field(
         None, description="default: segmentation for the dashcam benchmark, else classification")
     methods: list[MethodName] = Field(
-        ["source_only", "dann"], description="registered method names (or 'auto': label-free selection among "
+        list(DEFAULT_RUN_METHODS), description="registered method names (or 'auto': label-free selection among "
                                               "selection.candidates), fitted and reported in this order")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainSection = TrainSection()
-    dann: DANNConfig = DANNConfig()
-    cdan: CDANConfig = CDANConfig()
-    mcc: MCCConfig = MCCConfig()
-    deep_coral: CORALConfig = CORALConfig()
-    self_training: SelfTrainingConfig = SelfTrainingConfig()
-    tent: TENTConfig = TENTConfig()
-    shot: SHOTConfig = SHOTConfig()
     selection: SelectionConfig = SelectionConfig()
     evaluation: EvalConfig = EvalConfig()
     resume: bool = False
@@ -252,9 +221,63 @@ class RunConfig(_Section):
                                  f"choose from {list(names)}")
         return self
 
+    @model_validator(mode="after")
+    def _method_sections(self) -> RunConfig:
+        sections, problems = _sections(self.__pydantic_extra__ or {})
+        if problems:
+            raise ValueError(_SECTION_PROBLEMS + "\n".join(problems))
+        if self.__pydantic_extra__ is not None:
+            self.__pydantic_extra__.update(sections)
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.out_dir / self.name
+
+    def section(self, method: str) -> BaseModel:
+        """The settings section of registered ``method`` (its defaults unless the config gives it)."""
+        extra = self.__pydantic_extra__
+        if extra is None:
+            raise AttributeError("section")
+        if method not in extra:
+            from shiftkit.adapt.build import section_model
+
+            get_method(method)  # KeyError naming the registered methods
+            extra[method] = section_model(get_method(method))()
+        return extra[method]
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and name in method_names():
+            return self.section(name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+_SECTION_PROBLEMS = "method sections:\n"
+
+
+def _sections(raw: dict[str, Any]) -> tuple[dict[str, BaseModel], list[str]]:
+    """Validate the extra top-level keys: each must name a registered method (its section)."""
+    from pydantic import ValidationError
+
+    sections: dict[str, BaseModel] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key in RunConfig.model_fields:
+            continue
+        if key not in method_names():
+            problems.append(f"{key}: unknown key")
+            continue
+        from shiftkit.adapt.build import section_model
+
+        model = section_model(get_method(key))
+        if isinstance(value, model):
+            sections[key] = value
+            continue
+        try:
+            sections[key] = model.model_validate({} if value is None else value)
+        except ValidationError as exc:
+            problems += [f"{key}.{p}" for p in _format_errors(exc)]
+    return sections, problems
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
@@ -278,7 +301,9 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, _format_errors(exc)) from None
+        # The sections are checked after the other keys: list their problems with the rest.
+        problems = [p for p in _format_errors(exc) if not p.startswith(_SECTION_PROBLEMS)]
+        raise ConfigError(source, problems + _sections(raw)[1]) from None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -299,8 +324,8 @@ def load_config(path: str | Path) -> RunConfig:
 
 #: How each adaptation default of the run config was chosen ("dev data": on development data
 #: seeds; "label-free": by a criterion that reads no target label; "literature": from the cited
-#: paper or the library's convention). A test checks every field of the adaptation sections
-#: (`train`, `dann`) has an entry. Settings chosen on runs whose data and model seed were one
+#: paper or the library's convention). A test checks every field of `train` has an entry; a
+#: method's settings record theirs in `shiftkit.adapt.provenance` (the section's descriptions). Settings chosen on runs whose data and model seed were one
 #: number (before data seeds existed) say so; `shiftkit select` re-chooses them label-free.
 DEFAULT_PROVENANCE: dict[str, str] = {
     "train.epochs": "literature: a few passes suffice for the small backbones of the demo (Ganin et al. 2016 "
@@ -313,17 +338,4 @@ DEFAULT_PROVENANCE: dict[str, str] = {
     "train.seed": "convention: model seed 0 (not a tuned value)",
     "train.early_stopping_patience": "convention: off unless asked; the efficacy harness early-stops the source "
                                      "model on source-validation AUROC/mIoU with patience 3",
-    "dann.epochs": "convention: defaults to train.epochs (equal budget with the baseline)",
-    "dann.lambda_max": "literature: 1.0, Ganin et al. 2016's lambda_p schedule end point",
-    "dann.discriminator_hidden": "literature: a 2-layer MLP discriminator as Ganin et al. 2016 (width reduced "
-                                 "from 1024 for 64-256-d features)",
-    "dann.discriminator_lr_mult": "literature: same learning rate as the encoder (Ganin et al. 2016)",
-    "dann.adversary": "dev data (old seeds 10-12, data and model seed one number): confusion (Tzeng et al. 2015) "
-                      "did not oscillate where gradient reversal did; re-checked label-free by shiftkit select",
-    "dann.start": "literature: adapt the trained source model (ADVENT / SHOT practice, the clinical workflow)",
-    "dann.lr_mult": "dev data (old seeds 10-12, data and model seed one number): 0.25; the candidate grid of "
-                    "shiftkit select also holds lr_mult=1",
-    "dann.seg_feature_level": "dev data (old seed 10, data seed 0): off; feature-level alignment at weight 1 "
-                              "cost source mIoU without closing the gap",
-    "dann.seg_output_lambda": "literature: ADVENT's small output-space weight (Vu et al. 2019 use 1e-3 to 1e-2)",
 }

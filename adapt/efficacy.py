@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftkit.adapt.build import BuildContext
+from shiftkit.adapt.methods.registry import BASELINE, HARNESS_METHODS
+from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
 
@@ -55,11 +57,12 @@ __all__ = [
     "BENCHMARKS",
     "candidates_for",
     "DEFAULT_METHODS",
-    "LABELLED_TARGET",
+    "ORACLE",
     "BenchmarkSpec",
     "Cell",
     "check_method",
     "grid",
+    "labelled_target",
     "run_cell",
     "run_grid",
     "seeds_for",
@@ -98,11 +101,15 @@ class BenchmarkSpec:
     lr_mult: float = 0.25
     patience: int = 3
     provenance: tuple[tuple[str, str], ...] = ()
+    #: Settings the benchmark gives every method whose config section has them, in place of the
+    #: constructor's default (``(("out_disc_width", 32),)``); a cell's own settings win.
+    method_settings: tuple[tuple[str, Any], ...] = ()
 
     def key(self) -> str:
         """Short hash of the settings: a cell made under other settings is not reused."""
         d = asdict(self)
         d.pop("provenance")
+        d.pop("method_settings")  # the values the harness always used: cells made before stay valid
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -117,6 +124,8 @@ _PROV = (
     ("adapt_epochs", "literature/cost: DANN-style fine-tuning of a trained source model, a few epochs"),
     ("lr_mult", "dann.lr_mult default of the run config (see adapt/config.py provenance)"),
     ("batch_size, lr", "literature: AdamW defaults for small CNNs (1e-3 classification; 3e-3 tiny UNet)"),
+    ("method_settings", "cost: dashcam's output-space discriminator starts at width 32 (half ADVENT's 64) "
+                        "for the 32x64 images of the harness"),
 )
 
 #: The full profile (`make efficacy`). Sizes from `_PROV`; the quick profile is the test suite's.
@@ -128,7 +137,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "dashcam": BenchmarkSpec(
         name="dashcam", task="segmentation", source="urban_day", target="rural_day", size=(32, 64),
         backbone="tiny-unet", num_classes=9, metric="miou", n_train=300, n_val=100, n_test=600,
-        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV),
+        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV,
+        method_settings=(("out_disc_width", 32),)),
 }
 QUICK: dict[str, BenchmarkSpec] = {
     "radiograph": replace(BENCHMARKS["radiograph"], n_train=96, n_val=48, n_test=400, n_source_test=100,
@@ -139,10 +149,8 @@ QUICK: dict[str, BenchmarkSpec] = {
 
 #: What `make efficacy` runs (every registered method, each with its own defaults; `selected` is
 #: computed from the candidate cells, not trained). Methods that cannot do a benchmark's task
-#: (CDAN, MCC, Deep CORAL, SHOT on segmentation) are left out of that benchmark's grid.
-DEFAULT_METHODS = ("source_only", "dann", "augment", "adabn", "importance_weighted", "cdan", "mcc", "deep_coral",
-                   "self_training", "tent", "shot", "finetune[frac=0.01]", "finetune[frac=0.05]",
-                   "finetune[frac=0.1]", "linear_probe", "oracle")
+#: (their `check_params` says so, e.g. CDAN on segmentation) are left out of that benchmark's grid.
+DEFAULT_METHODS: tuple[str, ...] = HARNESS_METHODS
 
 def candidates_for(benchmark: str) -> tuple[str, ...]:
     """The label-free selection's candidates on ``benchmark``: every registered label-free method
@@ -154,17 +162,40 @@ def candidates_for(benchmark: str) -> tuple[str, ...]:
     return candidate_pool(spec.task, num_classes=spec.num_classes, backbone=spec.backbone)
 
 
-#: Rows the harness builds itself beside the registry: the oracle and the few-label references
-#: (`finetune[frac=...]`, `linear_probe`), the only rows that read target labels.
-_HARNESS_ONLY = ("oracle", "finetune", "linear_probe")
-#: Rows trained on labelled target images; the table marks them.
-LABELLED_TARGET = ("oracle", "finetune", "linear_probe")
+#: The harness's own row: the baseline method trained on as many *labelled* target images as
+#: the source has (an upper bound, not a method).
+ORACLE = "oracle"
+#: Settings of the harness's recipe, taken by every row: ``lr_mult`` (adaptation learning rate
+#: relative to the benchmark's) and, for labelled-target rows, ``frac`` (share of the labelled
+#: target images).
+RECIPE_SETTINGS = frozenset({"lr_mult"})
+LABELLED_SETTINGS = frozenset({"frac"})
+
+
+def _method_class(name: str) -> Any:
+    from shiftkit.adapt.methods.registry import get_method
+
+    return get_method(name)
+
+
+def labelled_target(row: str) -> bool:
+    """Whether a row trains on labelled target images (the oracle, the few-label references)."""
+    name = row.split("[")[0]
+    if name == ORACLE:
+        return True
+    try:
+        return _method_class(name).requires.target == "labelled"
+    except KeyError:
+        return False
 
 
 def _known() -> set[str]:
-    from shiftkit.adapt.methods.registry import method_names
+    """Row names: every registered method the harness can run (not one that needs the whole
+    labelled target set in place of the oracle), the few-label references, the oracle."""
+    from shiftkit.adapt.methods.registry import method_names, reference_names
 
-    return set(_HARNESS_ONLY) | {n for n in method_names() if n != "target_oracle"}
+    names = {n for n in method_names() if _method_class(n).requires.target != "labelled"}
+    return names | set(reference_names()) | {ORACLE}
 
 
 def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
@@ -195,22 +226,12 @@ def check_seeds(mode: str, seeds: Iterable[int]) -> None:
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1.0})``."""
-    m = re.fullmatch(r"([a-z_]+)(?:\[(.*)\])?", spec.strip())
-    if not m or m.group(1) not in _known():
+    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
+    :func:`shiftkit.adapt.methods.spec.parse_spec`); the name must be a row."""
+    name, params = parse_spec(spec, "efficacy")
+    if name not in _known():
         raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_known())} (settings as name[key=value])"])
-    params: dict[str, Any] = {}
-    for part in filter(None, (m.group(2) or "").split(",")):
-        key, _, value = part.partition("=")
-        value = value.strip()
-        try:
-            if value.lower() in ("true", "false"):  # not the string "false", which is truthy
-                params[key.strip()] = value.lower() == "true"
-            else:
-                params[key.strip()] = float(value) if re.fullmatch(r"[-+0-9.e]+", value) else value
-        except ValueError:
-            raise ConfigError("efficacy", [f"{spec!r}: cannot read setting {part!r}"]) from None
-    return m.group(1), params
+    return name, params
 
 
 @dataclass(frozen=True)
@@ -222,7 +243,7 @@ class Cell:
     seed: int
 
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.method).strip("_")
+        return slug(self.method)
 
     def paths(self, root: Path) -> tuple[Path, Path]:
         base = Path(root) / "cells" / self.benchmark / self.slug() / f"seed{self.seed}"
@@ -250,67 +271,46 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
     return out
 
 
-#: Settings of the rows the harness builds itself (``name[key=value]``).
-_HARNESS_SETTINGS: dict[str, frozenset[str]] = {
-    "oracle": frozenset(), "source_only": frozenset({"lr_mult"}), "adabn": frozenset({"lr_mult"}),
-    "importance_weighted": frozenset({"lr_mult"}), "dann": frozenset({"lambda_max", "lr_mult"}),
-    "augment": frozenset({"restyle_strength", "lr_mult"}), "finetune": frozenset({"frac", "lr_mult"}),
-    "linear_probe": frozenset({"frac", "lr_mult"}),
-}
-
-
 def settings_of(name: str) -> frozenset[str]:
-    """The settings ``name[key=value]`` accepts: the harness's own for the rows it builds, else
-    ``lr_mult`` and the method class's own constructor arguments (not the shared training
-    arguments of :class:`~shiftkit.adapt.methods.Method`, which the harness sets)."""
-    import inspect
+    """The settings ``name[key=value]`` accepts: the method's own constructor arguments (its
+    config section's names; not the shared training arguments, which the harness sets), the
+    recipe's ``lr_mult``, and ``frac`` for labelled-target rows. The oracle takes none."""
+    from shiftkit.adapt.build import setting_names
 
-    if name in _HARNESS_SETTINGS:
-        return _HARNESS_SETTINGS[name]
-    from shiftkit.adapt.methods import Method
-    from shiftkit.adapt.methods.registry import get_method
-
-    keys = {"lr_mult"}
-    for klass in get_method(name).__mro__:
-        if klass is Method or not issubclass(klass, Method) or "__init__" not in vars(klass):
-            continue
-        keys |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "model"))}
-    return frozenset(keys)
+    if name == ORACLE:
+        return frozenset()
+    keys = setting_names(_method_class(name)) | RECIPE_SETTINGS
+    return keys | LABELLED_SETTINGS if labelled_target(name) else keys
 
 
 def check_method(spec: str) -> tuple[str, dict[str, Any]]:
     """:func:`parse_method`, then refuse a setting the method does not take (before any training),
-    and a `finetune` without its fraction."""
+    and a labelled-target row without its fraction when the method declares none
+    (``labelled_fraction``)."""
     name, params = parse_method(spec)
     unknown = sorted(set(params) - settings_of(name))
     if unknown:
         raise ConfigError("efficacy", [f"{spec!r}: unknown setting(s) {unknown}; {name} takes "
                                        f"{sorted(settings_of(name)) or 'no settings'}"])
-    if name == "finetune" and "frac" not in params:
-        raise ConfigError("efficacy", [f"{spec!r}: finetune needs the fraction of labelled target images, "
-                                       "e.g. finetune[frac=0.05]"])
-    frac = params.get("frac", 1.0)
-    if not isinstance(frac, float) or not 0 < frac <= 1:
-        raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
+    if name != ORACLE and labelled_target(name):
+        default = _method_class(name).labelled_fraction
+        if default is None and "frac" not in params:
+            raise ConfigError("efficacy", [f"{spec!r}: {name} needs the fraction of labelled target images, "
+                                           f"e.g. {name}[frac=0.05]"])
+        frac = params.get("frac", default)
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
     return name, params
 
 
 def _supports(method: str, spec: BenchmarkSpec) -> bool:
     """False when the method declares it cannot do the benchmark's task (its `check_params`),
     e.g. CDAN or SHOT on segmentation; such pairs are left out of the grid, not failed."""
-    from shiftkit.adapt.methods.registry import get_method
-
     name, _ = parse_method(method)
-    if name == "linear_probe":
-        # LinearProbe needs a split (encoder, head) model; the segmenters are one UNet with no
-        # separate linear head, so a "probe" there would be a different method.
-        return spec.task == "classification"
-    if name in ("oracle", "dann", "finetune"):  # the harness builds these itself
+    if name == ORACLE:
         return True
-    cls = get_method(name)
-    check = getattr(cls(spec.backbone, task=spec.task, num_classes=spec.num_classes), "check_params", None)
-    return not (check() if check is not None else [])
+    cls = _method_class(name)
+    return not cls(spec.backbone, task=spec.task, num_classes=spec.num_classes).check_params()
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -413,91 +413,84 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     return m.model_
 
 
-def _dann_defaults() -> dict[str, Any]:
-    from shiftkit.adapt.config import DANNConfig
+class HarnessContext(BuildContext):
+    """The harness's build context: every method starts from a copy of the cached source-only
+    model (:func:`pretrained_source`) with the harness's training options (equal budgets:
+    ``adapt_epochs`` at ``lr * lr_mult``), and takes only the settings its cell names (plus the
+    benchmark's ``method_settings`` it has), the rest at its constructor's defaults."""
 
-    return DANNConfig().model_dump()
+    def __init__(self, method: str, spec: BenchmarkSpec, start: torch.nn.Module, train: dict[str, Any],
+                 settings: dict[str, Any]):
+        super().__init__(name=method, config=None, num_classes=spec.num_classes,  # type: ignore[arg-type]
+                         in_channels=0, run_dir=Path("."), method=method, overrides=dict(settings))
+        self.spec, self.start_model, self.train = spec, start, train
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def starts_trained(self) -> bool:
+        return True
+
+    def section(self) -> Any:
+        from shiftkit.adapt.build import section_model
+
+        model = section_model(_method_class(self.method))
+        given = {k: v for k, v in self.spec.method_settings if k in model.model_fields} | self.overrides
+        self.overrides = given
+        return model.model_validate(given)
+
+    def start(self, cls: type, section: Any) -> tuple[Any, dict[str, Any]]:
+        return self.start_model, dict(self.train)
+
+    def settings(self, cls: type, section: Any) -> dict[str, Any]:
+        takes = set(cls._get_param_names())
+        return {k: getattr(section, k) for k in self.overrides if k in takes}
+
+    def backbone(self) -> Any:
+        return self.start_model
+
+    def fitted(self, name: str) -> Any:
+        raise ConfigError("efficacy", [f"{self.method}: the harness starts every method from the source model"])
 
 
 def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, cache: Path | None) -> Any:
-    """Train the method a cell names; returns the fitted method (has ``predict_proba_and_features``)."""
-    from shiftkit.adapt import methods as M
+    """Train the row a cell names; returns the fitted method (has ``predict_proba_and_features``).
 
+    Every method is built by its own ``from_config`` in a :class:`HarnessContext`. Labelled-target
+    rows (``requires.target == "labelled"``) train on the first ``frac`` x ``n_train`` labelled
+    target training images only, at an equal budget in optimisation steps, not epochs: the batch
+    is ``min(batch_size, k)`` and each epoch has as many steps as an unsupervised method's epoch
+    (``n_train // batch_size``), the small labelled set being cycled."""
     name, params = check_method(method)
     data = benchmark_data(spec, seed)
     task = spec.task
     src = _dataset(data["source_train"], task)
     val = _dataset(data["source_val"], task)
     tgt = _dataset(data["target_unlabelled"], task, labelled=False)
-    if name == "oracle":
+    if name == ORACLE:
         # As many labelled target images as the source has, the whole budget, early-stopped on
         # labelled target validation data: an upper bound, not a deployable result.
-        m = M.SourceOnly(spec.backbone, **_train_kwargs(
+        m = _method_class(BASELINE)(spec.backbone, **_train_kwargs(
             spec, model_seed, epochs=spec.epochs + spec.adapt_epochs, early_stopping=_val_key(spec),
             patience=spec.patience, restore_best=True))
         return m.fit(_dataset(data["target_train"], task), val=_dataset(data["target_val"], task))
-    dann = _dann_defaults()
-    lr_mult = float(params.pop("lr_mult", spec.lr_mult))
-    start = copy.deepcopy(pretrained_source(spec, seed, model_seed, cache))
+    cls = _method_class(name)
+    lr_mult = params.pop("lr_mult", spec.lr_mult)
     kw = _train_kwargs(spec, model_seed, epochs=spec.adapt_epochs, lr=spec.lr * lr_mult)
-    if name == "source_only":
-        return M.SourceOnly(start, **kw).fit(src, val=val)
-    if name == "adabn":
-        return M.AdaBN(start, train_source=False, **kw).fit(src, tgt, val=val)
-    if name == "dann":
-        adv = dict(lambda_max=float(params.pop("lambda_max", dann["lambda_max"])), adversary=dann["adversary"],
-                   disc_lr_mult=dann["discriminator_lr_mult"])
-        if task == "classification":
-            m = M.DANN(start, disc_hidden=(dann["discriminator_hidden"],) * 2, **adv, **kw)
-        else:
-            m = M.SegDANN(start, feature_level=dann["seg_feature_level"], output_level=True,
-                          lambda_output=dann["seg_output_lambda"], out_disc_width=32, **adv, **kw)
-    elif name == "augment":
-        from shiftkit.adapt.augment.adapter import TargetStyle, TargetStyleSourceOnly
-
-        strength = float(params.pop("restyle_strength", 1.0))
-        m = TargetStyleSourceOnly(start, source_adapter=TargetStyle(strength=strength), **kw)
-    elif name == "importance_weighted":
-        from shiftkit.adapt import reweight
-
-        m = reweight.ImportanceWeighted(start, source_adapter=reweight.ImportanceWeighting(reweight.ClassifierRatio()),
-                                        **kw)
-    elif name in ("finetune", "linear_probe"):
-        return _fit_few_label(name, method, params, start, spec, data, kw, val)
-    else:
-        # Any other registered method (CDAN, MCC, TENT, ...): its own defaults, the cell's settings.
-        from shiftkit.adapt.methods.registry import get_method
-
-        cls = get_method(name)
-        m = cls(start, **params, **kw)
-        params = {}
-        if cls.requires.source == "none":
-            return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
-    if params:
-        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
+    labelled = cls.requires.target == "labelled"
+    if labelled:
+        k = max(1, round(params.pop("frac", cls.labelled_fraction) * spec.n_train))  # checked by check_method
+        part = {key: v[:k] for key, v in data["target_train"].items()}  # the generator's draws are i.i.d.
+        kw.update(batch_size=min(spec.batch_size, k), steps_per_epoch=max(1, spec.n_train // spec.batch_size))
+    start = copy.deepcopy(pretrained_source(spec, seed, model_seed, cache))
+    m = cls.from_config(HarnessContext(name, spec, start, kw, params))
+    if labelled:
+        return m.fit(None, _dataset(part, task), val=val)
+    if m.requires.source == "none":
+        return m.fit(None, tgt, val=val)  # source-free: the trained source model and the target only
     return m.fit(src, tgt, val=val)
-
-
-def _fit_few_label(name: str, method: str, params: dict[str, Any], start: torch.nn.Module, spec: BenchmarkSpec,
-                   data: dict[str, Any], kw: dict[str, Any], val: Any) -> Any:
-    """The few-label references: FineTune / LinearProbe of the cached source model on the first
-    ``frac`` x ``n_train`` labelled target training images (``finetune`` needs ``frac``;
-    ``linear_probe`` defaults to all of them, a head-only counterpart of the oracle).
-
-    Equal budget in optimisation steps, not epochs: the batch is ``min(batch_size, k)`` and each
-    epoch has as many steps as an unsupervised method's epoch (``n_train // batch_size``), the
-    small labelled set being cycled."""
-    from shiftkit.adapt import methods as M
-
-    frac = params.pop("frac", 1.0)  # checked by check_method
-    if params:
-        raise ConfigError("efficacy", [f"{method!r}: unknown setting(s) {sorted(params)}"])
-    k = max(1, round(frac * spec.n_train))
-    part = {key: v[:k] for key, v in data["target_train"].items()}  # the generator's draws are i.i.d.
-    steps = max(1, spec.n_train // spec.batch_size)
-    kw = {**kw, "batch_size": min(spec.batch_size, k), "steps_per_epoch": steps}
-    cls = M.FineTune if name == "finetune" else M.LinearProbe
-    return cls(start, **kw).fit(None, _dataset(part, spec.task), val=val)
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -21,14 +21,16 @@ import numpy as np
 from shiftkit.adapt.efficacy import (
     BENCHMARKS,
     DEFAULT_METHODS,
-    LABELLED_TARGET,
+    ORACLE,
     Cell,
     _atomic_json,
     bootstrap_ci,
     candidates_for,
     cell_key_of,
+    labelled_target,
     metric_from_stats,
 )
+from shiftkit.adapt.methods.registry import BASELINE
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
 
 log = logging.getLogger("shiftkit.efficacy")
@@ -180,8 +182,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         selections = []
         names = [m for m in methods if m not in ("selected", "candidates")]
         for seed in found:
-            base = _load(root, b, "source_only", seed)
-            orc = _load(root, b, "oracle", seed)
+            base = _load(root, b, BASELINE, seed)
+            orc = _load(root, b, ORACLE, seed)
             per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
             if "selected" in methods:
                 got_sel = _select(root, b, seed, validator=validator, require_all=True)
@@ -267,12 +269,12 @@ def render_markdown(table: dict[str, Any]) -> str:
         for m, r in t["rows"].items():
             per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
             name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
-            name += " *" if m.split("[")[0] in LABELLED_TARGET else ""
+            name += " *" if labelled_target(m) else ""
             lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
                          f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
                          f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
                          f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} |")
-        if any(m.split("[")[0] in LABELLED_TARGET for m in t["rows"]):
+        if any(labelled_target(m) for m in t["rows"]):
             lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
                       "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "
                       "`linear_probe` (new head on the frozen source encoder) on all of them. Every other row sees "

@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shiftkit.adapt.config import RunConfig
+from shiftkit.adapt.build import BuildContext
+from shiftkit.adapt.config import AUTO_METHOD, RunConfig
+from shiftkit.adapt.methods.registry import BASELINE
 from shiftkit.datasets.errors import DataError, ImageReadError
 from shiftkit.datasets.files import atomic_write_text
 from shiftkit.evaluation.results import MethodResult, RunResult
@@ -280,7 +282,7 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
     return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
 
 
-def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
+def initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
     """The backbone name, or a module holding the user's source checkpoint."""
     if config.model.checkpoint is None:
         return config.model.backbone
@@ -301,82 +303,16 @@ def _initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any
     return model
 
 
-@dataclass
-class BuildContext:
-    """What a method's ``from_config`` gets to build itself for one run.
-
-    Attributes:
-        name: the registry name being built.
-        config: the validated :class:`RunConfig` (a method reads its own section, e.g.
-            ``config.dann``).
-        num_classes, in_channels: read from the data.
-        run_dir: the run folder (checkpoints go under ``run_dir/checkpoints/<name>``).
-        fit_method: ``fit_method(name) -> fitted method``; fits another registered method once
-            (e.g. DANN's source-only starting point) and returns it.
-    """
-
-    name: str
-    config: RunConfig
-    num_classes: int
-    in_channels: int
-    run_dir: Path
-    fit_method: Callable[[str], Any] | None = None
-
-    def train_params(self) -> dict[str, Any]:
-        """The training options every method shares, from ``config.train`` (keyword arguments)."""
-        train = self.config.train
-        params: dict[str, Any] = {
-            "num_classes": self.num_classes,
-            "task": self.config.task,
-            "epochs": train.epochs,
-            "batch_size": train.batch_size,
-            "lr": train.lr,
-            "optimizer": train.optimizer,
-            "weight_decay": train.weight_decay,
-            "seed": train.seed,
-            "device": None if train.device == "auto" else train.device,
-            "num_workers": self.config.data.num_workers,
-            "checkpoint_dir": str(self.run_dir / "checkpoints" / self.name),
-            "resume": self.config.resume,
-            "progress": self.config.progress,
-        }
-        if train.early_stopping_patience is not None:
-            # Source-validation AUROC / mIoU (best epoch restored): the source model reaches its
-            # source plateau, and every method early-stops on the same source criterion.
-            key = "val_auroc" if self.config.task == "classification" else "val_miou"
-            params.update(early_stopping=key, patience=train.early_stopping_patience)
-        return params
-
-    def backbone(self) -> Any:
-        """The initial model: the backbone name, or a module holding ``model.checkpoint``."""
-        return _initial_model(self.config, self.in_channels, self.num_classes)
-
-    def build(self, method: str) -> Any:
-        """The registered ``method`` built by its ``from_config`` in this context (``name`` then
-        only names its checkpoint folder)."""
-        from shiftkit.adapt.methods import get_method
-
-        return get_method(method).from_config(self)
-
-    def fitted(self, name: str) -> Any:
-        """Another registered method, fitted on this run's data (once)."""
-        if self.fit_method is None:
-            raise ValueError(f"{self.name} needs the fitted {name!r} method; build it inside run()")
-        return self.fit_method(name)
-
-
 def build_method(name: str, config: RunConfig, num_classes: int, run_dir: Path,
                  in_channels: int | None = None, fit_method: Callable[[str], Any] | None = None) -> Any:
     """Instantiate the registered method ``name`` from the run config (its ``from_config``).
 
-    ``fit_method(name)`` returns another fitted method when this one starts from it (DANN
-    adapts the fitted source-only model when ``config.dann.start == "source_only"``).
+    ``fit_method(name)`` returns another fitted method when this one starts from it (an
+    adapting method's ``start: source_only`` adapts the fitted source-only model).
     """
-    from shiftkit.adapt.methods import get_method
-
     context = BuildContext(name=name, config=config, num_classes=num_classes, in_channels=in_channels or 1,
                            run_dir=run_dir, fit_method=fit_method)
-    return get_method(name).from_config(context)
+    return context.build(name)
 
 
 def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
@@ -460,13 +396,13 @@ def run(config: RunConfig) -> RunResult:
 
     def fit(name: str) -> Any:
         nonlocal selection
-        if name not in fitted and name == "auto":  # label-free choice among selection.candidates
+        if name not in fitted and name == AUTO_METHOD:  # label-free choice among selection.candidates
             from shiftkit.adapt.auto_select import fit_auto
 
-            fitted[name], selection = fit_auto(
-                config, data, fit, lambda n, cfg, key: BuildContext(
-                    name=key, config=cfg, num_classes=num_classes, in_channels=in_channels, run_dir=run_dir,
-                    fit_method=fit).build(n), fit_built, num_classes=num_classes, run_dir=run_dir)
+            context = BuildContext(name=name, config=config, num_classes=num_classes, in_channels=in_channels,
+                                   run_dir=run_dir, fit_method=fit)
+            fitted[name], selection = fit_auto(config, data, fit, context, fit_built, num_classes=num_classes,
+                                               run_dir=run_dir)
         elif name not in fitted:
             log.info("fitting %s", name)
             fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit))
@@ -497,10 +433,10 @@ def run(config: RunConfig) -> RunResult:
         "machine": machine_summary(),
     }
     gaps = None
-    if "source_only" in results:
-        gaps = {"before (source only)": results["source_only"].gap}
+    if BASELINE in results:
+        gaps = {"before (source only)": results[BASELINE].gap}
         for name in config.methods:
-            if name != "source_only" and fitted[name].requires.target != "labelled":
+            if name != BASELINE and fitted[name].requires.target != "labelled":
                 gaps[f"after ({name})"] = results[name].gap
     from shiftkit.evaluation.overfitting import analyse_history
 
@@ -572,7 +508,7 @@ def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: 
     for name, method in fitted.items():
         if method.requires.target == "labelled":  # the oracle is not an adaptation
             continue
-        stage = "before adaptation" if name == "source_only" else "after adaptation"
+        stage = "before adaptation" if name == BASELINE else "after adaptation"
         preds = list(method.predict(images))
         out[f"Segmentation overlays: {method_title(name)} ({stage})"] = segmentation_overlay_figure(
             images, truths, preds, num_classes=num_classes, titles=titles, class_names=class_names)

@@ -816,11 +816,12 @@ class Predictor:
         """``(N, K)`` probabilities only (rows of NaN where ``status`` is ``"error"``)."""
         return self.predict(data).proba
 
-    def adapt(self, target_images: Any, *, method: str = "tent", **kwargs: Any) -> Any:
+    def adapt(self, target_images: Any, *, method: str | None = None, **kwargs: Any) -> Any:
         """Adapt the loaded model to a new site's unlabelled images, with no source data.
 
-        Delegates to :func:`shiftkit.adapt.methods.source_free.adapt_source_free` (``"tent"``
-        or ``"shot"``; ``kwargs`` go to the method), then re-centres the shift score on the new
+        Delegates to :func:`shiftkit.adapt.methods.source_free.adapt_source_free` (a registered
+        source-free method; default TENT, ``registry.DEFAULT_SOURCE_FREE``; ``kwargs`` go to
+        the method), then re-centres the shift score on the new
         images. ``target_images``: anything :meth:`predict` accepts. Returns the fitted method
         (its ``warnings_`` say whether the stream looked label-correlated or collapsed).
 

@@ -6,7 +6,10 @@ paper or the library's convention), "convention" (not a tuned value: an off swit
 argument, a size that does not change the result) or "cost". Settings chosen before data
 seeds existed (on runs whose data and model seed were one number) say so.
 ``tests/adapt/test_efficacy_protocol.py`` checks that every method class's defaults are here.
-The run config's own defaults are in :data:`shiftkit.adapt.config.DEFAULT_PROVENANCE`.
+A method's config section is generated from its constructor and shows these records as its
+fields' descriptions (:func:`shiftkit.adapt.build.section_model`), so each is written once; the
+run's recipes record theirs next to their fields (:data:`shiftkit.adapt.build.RECIPES`) and the
+run config's own defaults are in :data:`shiftkit.adapt.config.DEFAULT_PROVENANCE`.
 """
 
 from __future__ import annotations
@@ -58,13 +61,15 @@ METHOD_DEFAULTS: dict[str, str] = {
     "DANN.gamma": "literature: gamma = 10 (Ganin et al. 2016)",
     "DANN.lr_schedule": "literature: lr_p = lr0 / (1 + 10 p)^0.75 (Ganin et al. 2016)",
     "DANN.disc_lr_mult": "literature: the discriminator shares the encoder's learning rate (Ganin et al. 2016)",
-    "DANN.adversary": "literature: gradient reversal, the paper's; the run config picks confusion "
-                      "(adapt/config.py DEFAULT_PROVENANCE)",
+    "DANN.adversary": "dev data (old seeds 10-12, data and model seed one number): confusion (Tzeng et al. 2015) "
+                      "did not oscillate where gradient reversal (the paper's) did; re-checked label-free by "
+                      "shiftkit select",
     # SegDANN (ADVENT, Vu et al. 2019)
-    "SegDANN.feature_level": "literature: DANN's feature-level discriminator on",
+    "SegDANN.feature_level": "dev data (old seed 10, data seed 0): off; feature-level alignment at weight 1 "
+                             "cost source mIoU without closing the gap",
     "SegDANN.output_level": "literature: ADVENT's output-space discriminator on",
     "SegDANN.lambda_feature": "literature: 1, as DANN",
-    "SegDANN.lambda_output": "literature: 1 relative weight; the run config scales it to ADVENT's 1e-2",
+    "SegDANN.lambda_output": "literature: ADVENT's small output-space weight (Vu et al. 2019 use 1e-3 to 1e-2)",
     "SegDANN.out_disc_width": "literature: 64, ADVENT's / DCGAN's first discriminator width",
     "SegDANN.disc_hidden": "literature: one hidden layer for pooled bottleneck features",
     # AdaBN (Li et al. 2017)
@@ -78,22 +83,15 @@ METHOD_DEFAULTS: dict[str, str] = {
     "FineTune.source_weight": "convention: target-only fine-tuning unless asked",
     "LinearProbe.freeze": "literature: a linear probe trains the head on a frozen encoder (by definition)",
     "LinearProbe.reset_head": "convention: keep the trained head as the starting point",
-    # ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
-    "ImportanceWeighted.weights": "convention: estimated unless given",
-    "ImportanceWeighted.estimator": "convention: the user names one; the pipeline uses ClassifierRatio",
-    "ImportanceWeighted.featurize": "literature: pooled pixels, a model-free input for the density ratio",
-    "ImportanceWeighted.clip": "convention: no clip unless asked (weights are normalised to mean 1)",
-    "ImportanceWeighted.mode": "literature: weighted loss (Shimodaira 2000)",
+    # ImportanceWeighting, the source adapter of ImportanceWeighted (Shimodaira 2000; Sugiyama et al. 2007)
+    "ImportanceWeighting.weights": "convention: estimated unless given",
+    "ImportanceWeighting.estimator": "convention: the user names one; the pipeline uses ClassifierRatio",
+    "ImportanceWeighting.featurize": "literature: pooled pixels, a model-free input for the density ratio",
+    "ImportanceWeighting.clip": "convention: no clip unless asked (weights are normalised to mean 1)",
+    "ImportanceWeighting.mode": "literature: weighted loss (Shimodaira 2000)",
     # Target-style augmentation (FDA, Yang & Soatto 2020; histogram matching; PDA)
-    "AugmentedSourceOnly.restyle": "convention: a mix of the three restylers, none preferred",
-    "AugmentedSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
-                                            "the selection grid also holds 0.5",
-    "AugmentedSourceOnly.restyle_p": "literature: most but not all images restyled, keeping source "
-                                     "appearance in the batch (FDA trains on restyled images only)",
-    "AugmentedSourceOnly.preset": "convention: no preset unless asked",
-    "AugmentedSourceOnly.preset_strength": "convention: a moderate strength when a preset is asked for",
-    "AugmentedSourceOnly.augmenter": "convention: built from the arguments above unless given",
-    "AugmentedSourceOnly.max_target_images": "cost: target pool size; 256 images cover the target's style",
+    "TargetStyleSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
+                                              "the selection grid also holds 0.5",
     # Methods added with the method contract; entries restate what each class's docstring records.
     "MCC.mcc_weight": "literature: mu = 1, Jin et al. 2020's value for every benchmark",
     "MCC.temperature": "literature: T = 2.5 (Jin et al. 2020)",

@@ -78,7 +78,7 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
     cl = device.type == "cuda"
     if kind == "seg":
         method = SegDANN(name, num_classes=num_classes, in_channels=channels, device=str(device),
-                         adversary=adversary)
+                         adversary=adversary, feature_level=True, lambda_output=1.0)
     else:
         method = DANN(name, num_classes=num_classes, in_channels=channels, device=str(device), adversary=adversary)
     fake = [{"image": torch.zeros(channels, *size)}]

@@ -322,7 +322,8 @@ def bench_backbone(name: str, seg: bool, args, device, amp: bool, channels_last:
     cls = SegDANN if seg else DANN
     common = dict(num_classes=k, in_channels=channels, batch_size=b, epochs=1, device=str(device), amp=amp,
                   channels_last=channels_last, progress=False, num_workers=args.trainer_workers, seed=0)
-    probe = cls(build(), **common, steps_per_epoch=1)
+    both_levels = {"feature_level": True, "lambda_output": 1.0} if seg else {}  # feature + output space
+    probe = cls(build(), **common, **both_levels, steps_per_epoch=1)
     probe.setup([{"image": xs_cpu[0]}])  # the model copy and discriminator(s) the trainer would train
     step_rate, step_all = dann_step_rate(probe, xs, xt, ys, seg, device, amp=amp, channels_last=channels_last, **timing)
     out["dann_step_img_s"], out["dann_step_samples"] = step_rate, step_all

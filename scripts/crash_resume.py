@@ -66,7 +66,7 @@ def tiny_config(out_dir: Path, *, n_per_domain: int = 60, epochs: int = 3, image
         "data": {"benchmark": "radiograph", "n_per_domain": n_per_domain, "image_size": image_size},
         "model": {"backbone": "tiny"},
         "train": {"epochs": epochs, "batch_size": 16, "device": "cpu", "seed": 0},
-        "dann": {"discriminator_hidden": 32},
+        "dann": {"disc_hidden": [32, 32]},
         "evaluation": {"n_permutations": n_permutations},
     }
 

@@ -15,6 +15,8 @@ source-only training with ``TargetStyle()`` as its default adapter.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import Dataset
 
 from shiftkit.adapt.adapters import SourceAdapter
@@ -84,8 +86,9 @@ class TargetStyle(SourceAdapter):
 class TargetStyleSourceOnly(SourceOnly):
     """Source-only training on target-styled source images (target images, never labels).
 
-    :class:`SourceOnly` whose ``source_adapter`` defaults to ``TargetStyle()`` (mixed
-    restyling toward the target); pass ``source_adapter=TargetStyle(...)`` to choose.
+    :class:`SourceOnly` whose ``source_adapter`` defaults to
+    ``TargetStyle(strength=restyle_strength)`` (mixed restyling toward the target); pass
+    ``source_adapter=TargetStyle(...)`` to choose everything (``restyle_strength`` is then unused).
     """
 
     # requires: as SourceOnly; the default adapter reads the target images (fit(source, target)).
@@ -94,5 +97,9 @@ class TargetStyleSourceOnly(SourceOnly):
     selection_grid_provenance = ("design: full (default) and half restyling strength, the two ends that differ on "
                                  "development seeds 100-101 (benchmarks/efficacy/dev); fixed before any test-seed run")
 
+    def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.restyle_strength = restyle_strength
+
     def default_source_adapter(self) -> TargetStyle:
-        return TargetStyle()
+        return TargetStyle(strength=self.restyle_strength)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "NotFittedError": ".base",
     "Requires": ".base",
     "TargetView": ".base",
+    "supervised_loss": ".base",
     "SourceOnly": ".source_only",
     "TargetOracle": ".source_only",
     "DANN": ".dann",

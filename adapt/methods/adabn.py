@@ -75,6 +75,14 @@ class AdaBN(SourceOnly):
         self.train_source = train_source
         self.bn_batch_size = bn_batch_size
 
+    @classmethod
+    def from_config(cls, context: Any) -> AdaBN:
+        """As every method; when the context hands over an already trained source model (the
+        efficacy harness), only the target statistics are re-estimated (``train_source=False``)."""
+        if context.starts_trained:
+            return context.make(cls, train_source=False)
+        return context.make(cls)
+
     def check_params(self) -> list[str]:
         if not self.train_source and isinstance(self.model, str):
             return ["train_source=False needs a trained model (a module), not a backbone name"]

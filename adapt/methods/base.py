@@ -50,7 +50,7 @@ from ..train_config import TrainConfig
 from ..trainer import TrainResult, train
 
 if TYPE_CHECKING:
-    from ..pipeline import BuildContext
+    from ..build import BuildContext
 
 __all__ = ["Method", "NotFittedError", "Requires", "TargetView", "labelled_count", "supervised_loss"]
 
@@ -151,8 +151,18 @@ class Method(BaseEstimator):
     requires: ClassVar[Requires] = Requires()
     #: Display name in reports.
     title: ClassVar[str] = ""
-    #: The :class:`~shiftkit.adapt.config.RunConfig` section holding this method's options.
-    config_section: ClassVar[str | None] = None
+    #: How ``shiftkit run`` starts this method (:data:`shiftkit.adapt.build.RECIPES`): ``None``
+    #: (the backbone, ``train``'s options), ``"adapt"`` (a copy of the fitted source-only model
+    #: at ``train.lr * lr_mult``), ``"source_free"`` or ``"online"``. The recipe's fields join
+    #: the method's config section.
+    recipe: ClassVar[str | None] = None
+    #: Classes of the same family whose constructor settings the config section also holds
+    #: (``"module:Class"``; e.g. the segmentation variant ``from_config`` builds for segmentation).
+    settings_also: ClassVar[tuple[str, ...]] = ()
+    #: Labelled-target methods only (``requires.target == "labelled"``): the share of the labelled
+    #: target training set the efficacy harness gives the method when a cell does not say
+    #: (``name[frac=f]``); ``None``: the cell must say.
+    labelled_fraction: ClassVar[float | None] = 1.0
     #: Settings worth trying in label-free selection (``auto`` / the harness's ``selected``), each
     #: a dict of this method's settings; ``{}`` = its defaults. Read by
     #: :func:`shiftkit.adapt.candidates.candidate_pool`; a subclass with a setting that matters
@@ -262,15 +272,16 @@ class Method(BaseEstimator):
     # ---------------------------------------------------------------- building
     @classmethod
     def from_config(cls, context: BuildContext) -> Method:
-        """Build this method for ``shiftkit run`` from the run config.
+        """Build this method in ``context``: ``shiftkit run``, ``auto``, the efficacy harness or
+        ``Predictor.adapt`` (every caller builds through here).
 
-        ``context`` (:class:`shiftkit.adapt.pipeline.BuildContext`) gives the run config, the
-        initial model (:meth:`~BuildContext.backbone`), the shared training options
-        (:meth:`~BuildContext.train_params`) and other fitted methods
-        (:meth:`~BuildContext.fitted`). Override to read your own config section
-        (``context.config.<config_section>``).
+        ``context`` (:class:`shiftkit.adapt.build.BuildContext`) knows where the method starts
+        and with which training options (the caller's recipe) and which settings it was given
+        (its config section, generated from this constructor, or ``name[key=value]``);
+        ``context.make(cls)`` puts them together. Override only to build another class of
+        the family or to fix an argument from the context (e.g. the segmentation variant).
         """
-        return cls(context.backbone(), **context.train_params())
+        return context.make(cls)
 
     def check_params(self) -> list[str]:
         """Problems with this method's own parameters (override; called by ``fit``)."""

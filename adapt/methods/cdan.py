@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,7 @@ from torch import nn
 from ..grl import grad_reverse
 from ..losses import ADVERSARIES, domain_labels, supervised_loss
 from .alignment_losses import MultilinearMap, RandomizedMultilinearMap, cdan_entropy_weights, mcc_loss
-from .base import Method
 from .dann import DANN, DomainDiscriminator
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["CDAN", "weighted_adversarial_loss"]
 
@@ -118,7 +114,7 @@ class CDAN(DANN):
     """
 
     title = "CDAN+E"
-    config_section = "cdan"
+    recipe = "adapt"
     # Not DANN's grid: one CDAN candidate per pool keeps `auto` affordable; DANN's grid already
     # probes the adversarial weight.
     selection_grid = ({},)
@@ -145,18 +141,6 @@ class CDAN(DANN):
         self.max_multilinear_dim = max_multilinear_dim
         self.mcc_weight = mcc_weight
         self.mcc_temperature = mcc_temperature
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``cdan`` section (see :class:`shiftkit.adapt.config_methods.CDANConfig`)."""
-        from ..config_methods import start_model
-
-        c = context.config.cdan
-        model, train = start_model(context, c)
-        return cls(model, adversary=c.adversary, lambda_max=c.lambda_max,
-                   disc_hidden=(c.discriminator_hidden, c.discriminator_hidden),
-                   disc_lr_mult=c.discriminator_lr_mult, entropy_conditioning=c.entropy_conditioning,
-                   randomized_dim=c.randomized_dim, mcc_weight=c.mcc_weight, **train)
 
     def check_params(self) -> list[str]:
         problems = super().check_params()

@@ -15,17 +15,12 @@ domains differ by contrast, texture or correlation between features.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from ..losses import supervised_loss
 from .alignment_losses import coral_loss
 from .base import Method, Requires
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["DeepCORAL"]
 
@@ -42,20 +37,11 @@ class DeepCORAL(Method):
 
     requires = Requires(source="labelled", target="unlabelled")
     title = "Deep CORAL"
-    config_section = "deep_coral"
+    recipe = "adapt"
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, coral_weight: float = 1.0, **kwargs):
         super().__init__(model, **kwargs)
         self.coral_weight = coral_weight
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``deep_coral`` section (see :class:`shiftkit.adapt.config_methods.CORALConfig`)."""
-        from ..config_methods import start_model
-
-        c = context.config.deep_coral
-        model, train = start_model(context, c)
-        return cls(model, coral_weight=c.weight, **train)
 
     def check_params(self) -> list[str]:
         problems = []

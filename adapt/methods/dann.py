@@ -100,7 +100,8 @@ class DANN(Method):
 
     requires = Requires(source="labelled", target="unlabelled")
     title = "DANN"
-    config_section = "dann"
+    recipe = "adapt"
+    settings_also = ("shiftkit.adapt.methods.dann_seg:SegDANN",)  # the segmentation variant's settings
     selection_grid = ({}, {"lambda_max": 0.3}, {"lambda_max": 3.0})
     selection_grid_provenance = ("literature: the adversarial weight is DANN's one sensitive setting (Ganin et al. 2016 "
                                  "search it per task); the grid brackets the default 1.0 by ~3x either side, fixed "
@@ -130,27 +131,13 @@ class DANN(Method):
 
     @classmethod
     def from_config(cls, context: BuildContext) -> Method:
-        """``dann`` section: adversary, lambda_max, discriminator width and lr; with
-        ``start="source_only"`` it adapts a copy of the fitted source-only model at
-        ``train.lr * lr_mult`` (the clinical workflow: start where the source hospital's model is)."""
-        dc = context.config.dann
-        train = context.train_params()
-        if dc.epochs is not None:
-            train["epochs"] = dc.epochs
-        model = context.backbone()
-        if dc.start == "source_only":
-            model = context.fitted("source_only").model_  # copied by fit: the source model stays as is
-            train["lr"] = context.config.train.lr * dc.lr_mult
-        adv = dict(disc_hidden=(dc.discriminator_hidden, dc.discriminator_hidden), lambda_max=dc.lambda_max,
-                   disc_lr_mult=dc.discriminator_lr_mult, adversary=dc.adversary)
-        if context.config.task == "segmentation":
+        """DANN for classification, :class:`~shiftkit.adapt.methods.SegDANN` (same settings, plus
+        its own) for segmentation."""
+        if context.task == "segmentation":
             from .dann_seg import SegDANN
 
-            # Output space at a small weight (as ADVENT): on the dashcam benchmark the feature-level
-            # discriminator at weight 1 cost source mIoU without closing the gap (docs/adapt.md).
-            return SegDANN(model, feature_level=dc.seg_feature_level, output_level=True,
-                           lambda_output=dc.seg_output_lambda, **adv, **train)
-        return cls(model, **adv, **train)
+            return context.make(SegDANN)
+        return context.make(cls)
 
     def check_params(self) -> list[str]:
         problems = []

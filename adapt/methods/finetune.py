@@ -40,6 +40,7 @@ class FineTune(Method):
 
     requires = Requires(source="optional", target="labelled")
     title = "Fine-tune (uses target labels)"
+    labelled_fraction = None  # the harness's cell names how many labelled target images: finetune[frac=f]
 
     def __init__(
         self,

@@ -28,11 +28,20 @@ class LinearProbe(FineTune):
     """
 
     title = "Linear probe (uses target labels)"
+    labelled_fraction = 1.0  # all labelled target images: a head-only counterpart of the oracle
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, freeze: Sequence[str] = ("encoder",),
                  reset_head: bool = False, **kwargs: Any):
         super().__init__(model, freeze=freeze, **kwargs)
         self.reset_head = reset_head
+
+    def check_params(self) -> list[str]:
+        problems = super().check_params()
+        if self.task == "segmentation":
+            # A segmenter is one network with no separate linear head: a "probe" there would be
+            # another method.
+            problems.append("LinearProbe needs a split (encoder, linear head) classifier (task='classification')")
+        return problems
 
     def _apply_freeze(self) -> list[nn.Module]:
         frozen = super()._apply_freeze()

@@ -13,17 +13,12 @@ It needs no discriminator (cheap) and adds to any adversarial method: ``CDAN(mcc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from ..losses import supervised_loss
 from .alignment_losses import mcc_loss
 from .base import Method, Requires
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["MCC"]
 
@@ -40,22 +35,13 @@ class MCC(Method):
 
     requires = Requires(source="labelled", target="unlabelled")
     title = "MCC"
-    config_section = "mcc"
+    recipe = "adapt"
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, mcc_weight: float = 1.0,
                  temperature: float = 2.5, **kwargs):
         super().__init__(model, **kwargs)
         self.mcc_weight = mcc_weight
         self.temperature = temperature
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``mcc`` section (see :class:`shiftkit.adapt.config_methods.MCCConfig`)."""
-        from ..config_methods import start_model
-
-        c = context.config.mcc
-        model, train = start_model(context, c)
-        return cls(model, mcc_weight=c.weight, temperature=c.temperature, **train)
 
     def check_params(self) -> list[str]:
         problems = []

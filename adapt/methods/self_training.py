@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,9 +49,6 @@ from torch.utils.data import DataLoader
 from ..losses import supervised_loss
 from ..trainer import batch_to
 from .base import Method, Requires
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["SelfTraining", "class_mix", "strong_perturb"]
 
@@ -170,7 +167,7 @@ class SelfTraining(Method):
 
     requires = Requires(source="labelled", target="unlabelled")
     title = "Self-training"
-    config_section = "self_training"
+    recipe = "adapt"
 
     def __init__(
         self,
@@ -193,17 +190,6 @@ class SelfTraining(Method):
         self.cb_fraction = cb_fraction
         self.ema_decay = ema_decay
         self.record_rounds = record_rounds
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``self_training`` section (see :class:`shiftkit.adapt.config_methods.SelfTrainingConfig`)."""
-        from ..config_methods import start_model
-
-        c = context.config.self_training
-        model, train = start_model(context, c)
-        return cls(model, threshold=c.threshold, unlabelled_weight=c.unlabelled_weight,
-                   strong_strength=c.strong_strength, class_balanced=c.class_balanced, cb_fraction=c.cb_fraction,
-                   ema_decay=c.ema_decay, **train)
 
     def check_params(self) -> list[str]:
         problems = []

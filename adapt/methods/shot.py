@@ -26,7 +26,7 @@ index, so any dataset or stream works). ``beta`` = 0.3 is the paper's (literatur
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +39,6 @@ from ..data import as_dataset
 from ..trainer import batch_to
 from .alignment_losses import information_maximisation_loss
 from .base import Method, Requires, TargetView
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["SHOT", "cluster_centroids"]
 
@@ -77,28 +74,13 @@ class SHOT(Method):
 
     requires = Requires(source="none", target="unlabelled")
     title = "SHOT (source-free)"
-    config_section = "shot"
+    recipe = "source_free"
 
     def __init__(self, model: str | nn.Module | tuple = "tiny", *, beta: float = 0.3, diversity_weight: float = 1.0,
                  **kwargs: Any):
         super().__init__(model, **kwargs)
         self.beta = beta
         self.diversity_weight = diversity_weight
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``shot`` section (see :class:`shiftkit.adapt.config_methods.SHOTConfig`); starts from the
-        user's checkpoint or the run's source-only model, and sees no source data."""
-        from ..config_methods import source_model
-
-        c = context.config.shot
-        train = context.train_params()
-        if c.epochs is not None:
-            train["epochs"] = c.epochs
-        train["lr"] = context.config.train.lr * c.lr_mult
-        train.pop("early_stopping", None)  # no labelled validation data without the source
-        train.pop("patience", None)
-        return cls(source_model(context), beta=c.beta, **train)
 
     def check_params(self) -> list[str]:
         problems = []

@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -61,9 +61,6 @@ from ..trainer import batch_to, resolve_device
 from .adabn import recompute_bn_stats
 from .alignment_losses import entropy
 from .base import Method, Requires, TargetView
-
-if TYPE_CHECKING:
-    from ..pipeline import BuildContext
 
 __all__ = ["TENT", "bn_affine_parameters", "tent_step"]
 
@@ -165,7 +162,7 @@ class TENT(Method):
 
     requires = Requires(source="none", target="unlabelled")
     title = "TENT (source-free)"
-    config_section = "tent"
+    recipe = "online"
 
     def __init__(
         self,
@@ -191,19 +188,6 @@ class TENT(Method):
         self.correlation_ratio = correlation_ratio
         self.max_stream_f = max_stream_f
         self.on_collapse = on_collapse
-
-    @classmethod
-    def from_config(cls, context: BuildContext) -> Method:
-        """``tent`` section (see :class:`shiftkit.adapt.config_methods.TENTConfig`); starts from the
-        user's checkpoint or the run's source-only model, and sees no source data."""
-        from ..config_methods import source_model
-
-        c = context.config.tent
-        train = context.train_params()
-        train.update(lr=c.lr, epochs=c.epochs, batch_size=c.batch_size or train["batch_size"])
-        train.pop("early_stopping", None)
-        train.pop("patience", None)
-        return cls(source_model(context), on_collapse=c.on_collapse, **train)
 
     def check_params(self) -> list[str]:
         problems = []

@@ -55,13 +55,22 @@ def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
 def test_every_adaptation_default_records_how_it_was_chosen() -> None:
     from shiftkit.adapt.config import DEFAULT_PROVENANCE, RunConfig
     from shiftkit.adapt.efficacy import BENCHMARKS
+    from shiftkit.adapt.methods.registry import method_names
 
     config = RunConfig()
-    fields = [f"{sec}.{k}" for sec in ("train", "dann") for k in type(getattr(config, sec)).model_fields]
-    missing = [f for f in fields if f not in DEFAULT_PROVENANCE]
-    assert not missing, f"defaults without a recorded origin: {missing}"
+    missing = [f"train.{k}" for k in type(config.train).model_fields if f"train.{k}" not in DEFAULT_PROVENANCE]
     kinds = ("dev data", "label-free", "literature", "convention", "cost")
-    vague = [k for k, v in DEFAULT_PROVENANCE.items() if not v.startswith(kinds)]
+    # Every method's section (generated from its constructor, plus its recipe) shows each
+    # default's provenance record as the field's description.
+    records = dict(DEFAULT_PROVENANCE)
+    for name in method_names():
+        for key, info in type(config.section(name)).model_fields.items():
+            if info.description is None:
+                missing.append(f"{name}.{key}")
+            else:
+                records[f"{name}.{key}"] = info.description
+    assert not missing, f"defaults without a recorded origin: {missing}"
+    vague = [k for k, v in records.items() if not v.startswith(kinds)]
     assert not vague, vague
     for spec in BENCHMARKS.values():
         assert {"n_test", "n_train", "epochs", "adapt_epochs"} <= {k for k, _ in spec.provenance}
@@ -218,22 +227,11 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
     import inspect
 
     from shiftkit.adapt import methods as M
+    from shiftkit.adapt.methods.registry import get_method, method_names, reference_names
     from shiftkit.adapt.provenance import METHOD_DEFAULTS
 
     classes = [getattr(M, n) for n in getattr(M, "__all__", []) if inspect.isclass(getattr(M, n, None))]
-    try:
-        from shiftkit.adapt.augment import AugmentedSourceOnly
-        from shiftkit.adapt.reweight import ImportanceWeighted
-
-        classes += [AugmentedSourceOnly, ImportanceWeighted]
-    except ImportError:  # moved by a refactor: the registry below still covers them
-        pass
-    try:
-        from shiftkit.adapt.methods.registry import get_method, method_names  # every registered method
-
-        classes += [get_method(n) for n in method_names()]
-    except ImportError:
-        pass
+    classes += [get_method(n) for n in (*method_names(), *reference_names())]  # every registered method
     checked = {c for c in classes if hasattr(c, "fit")}
     assert len(checked) >= 6, checked
     missing = []
@@ -244,6 +242,13 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
             if f"{cls.__name__}.{p.name}" not in METHOD_DEFAULTS and f"*.{p.name}" not in METHOD_DEFAULTS:
                 missing.append(f"{cls.__name__}.{p.name}={p.default!r}")
     assert not missing, f"method defaults without a recorded origin: {missing}"
+    # ... and no record outlives its argument (a renamed or removed class or argument).
+    from shiftkit.adapt import ImportanceWeighting, TargetStyle  # the source adapters the methods default to
+
+    known = {f"{c.__name__}.{p}" for c in (*checked, ImportanceWeighting, TargetStyle)
+             for p in inspect.signature(c.__init__).parameters}
+    stale = sorted(k for k in METHOD_DEFAULTS if not k.startswith("*.") and k not in known)
+    assert not stale, f"records of arguments that no longer exist: {stale}"
     kinds = ("dev data", "label-free", "literature", "convention", "cost")
     assert all(v.startswith(kinds) for v in METHOD_DEFAULTS.values())
 

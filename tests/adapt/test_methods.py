@@ -77,7 +77,7 @@ def test_segdann_step_trains_model_and_both_discriminators() -> None:
     rng = np.random.default_rng(0)
     x = rng.random((8, 3, 32, 32)).astype("f4")
     masks = rng.integers(0, 4, (8, 32, 32))
-    m = SegDANN("tiny-unet", num_classes=4, epochs=1, batch_size=4, progress=False)
+    m = SegDANN("tiny-unet", feature_level=True, num_classes=4, epochs=1, batch_size=4, progress=False)
     m.fit(ArrayDataset(x, masks=masks), ArrayDataset(x + 0.5))
     h = m.history_[-1]
     for key in ("cls_loss", "domain_loss", "disc_acc", "out_domain_loss", "out_disc_acc", "lambda"):

@@ -122,7 +122,7 @@ def test_no_identifier_reaches_outputs_or_logs(tmp_path: Path) -> None:
                  "target_domain": "siteB"},
         "model": {"backbone": "tiny"},
         "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-        "dann": {"discriminator_hidden": 32},
+        "dann": {"disc_hidden": [32, 32]},
         "evaluation": {"n_permutations": 50},
     }
     cfg_path = tmp_path / "privacy.yaml"

@@ -163,8 +163,8 @@ def test_saturated_dann_discriminator_is_warned_in_metrics_and_report(tmp_path: 
     # lambda_max ~ 0: nothing pushes the encoder to hide the domain, so the discriminator wins.
     with caplog.at_level(logging.WARNING, logger="shiftkit"):
         res = _dann_run(tmp_path, "saturate", train={"epochs": 10, "batch_size": 4, "lr": 0.01},
-                        dann={"lambda_max": 1e-6, "discriminator_hidden": 64,
-                              "discriminator_lr_mult": 5.0})
+                        dann={"lambda_max": 1e-6, "disc_hidden": [64, 64],
+                              "disc_lr_mult": 5.0})
     saturated = [h["epoch"] for h in res.histories["dann"] if h["disc_acc"] > 0.99 and h["domain_loss"] < 0.05]
     assert saturated, res.histories["dann"]  # it really saturated, in at least one epoch
     warned = [w for w in res.metrics["warnings"] if "saturated" in w]
