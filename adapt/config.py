@@ -151,7 +151,7 @@ class SelectionConfig(_Section):
                     "config section, e.g. dann[lambda_max=0.3]); default (empty): every registered label-free "
                     "method that can do the task, with the settings grid each declares")
     validator: Annotated[str, AfterValidator(_validator)] = Field(
-        "entropy", description="the label-free validator that chooses (default: "
+        "mixval", description="the label-free validator that proposes (default: "
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
 
     @model_validator(mode="after")

@@ -112,20 +112,27 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     assert sel["proposed"] == max(candidates, key=lambda c: scores[c])
     assert sel["validators"][DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel["proposed"]], rel=1e-6)
     # The safety rule deploys the proposal only when every committee validator prefers it to
-    # source-only; otherwise source-only, and it says why.
+    # source-only by the margin; otherwise the fallback (the candidates' ensemble), saying why.
+    from shiftkit.evaluation.selection import SAFETY_MARGIN
+
     safety = sel["safety"]
-    leads_positive = all(v > 0 for v in safety.get("leads", {}).values())
+    confident = all(v > SAFETY_MARGIN for v in safety.get("leads", {}).values())
     if sel["proposed"] == "source_only" or not safety["fell_back"]:
-        assert sel["chosen"] == sel["proposed"] and (sel["proposed"] == "source_only" or leads_positive)
+        assert sel["chosen"] == sel["proposed"] and (sel["proposed"] == "source_only" or confident)
     else:
-        assert sel["chosen"] == "source_only" and not leads_positive and "not confidently better" in safety["reason"]
+        assert sel["chosen"] == "ensemble" and not confident and "not confidently better" in safety["reason"]
     assert np.isfinite(sel["ensemble_true_target"])
     # The chosen model is the run's `auto` method, scored and saved like the others.
     truth = sel["true_target"]
     auto_auroc = result.methods["auto"].target["auroc"]
-    assert truth[sel["chosen"]] == pytest.approx(auto_auroc, abs=1e-9)
+    deployed_truth = sel["ensemble_true_target"] if sel["chosen"] == "ensemble" else truth[sel["chosen"]]
+    assert deployed_truth == pytest.approx(auto_auroc, abs=1e-9)
     assert truth["source_only"] == pytest.approx(result.methods["source_only"].target["auroc"], abs=1e-9)
     assert (result.model_dir("auto") / "model.safetensors").is_file() or any(result.model_dir("auto").iterdir())
+    # What auto deployed loads back, ensemble or single model, and predicts what the run scored.
+    from shiftkit.adapt import load
+
+    assert load(result.model_dir("auto")).predict(np.zeros((1, 1, 32, 32), np.float32)).proba.shape == (1, 2)
     # Every validator: its choice, regret from the true target scores, Spearman in [-1, 1] or nan.
     assert set(sel["validators"]) == set(VALIDATOR_NAMES)
     best = max(truth.values())

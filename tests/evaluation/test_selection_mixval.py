@@ -112,21 +112,22 @@ def test_mixval_validator_ranks_by_both_probes_and_refuses_missing_probes() -> N
     sel = select(cands, "mixval")
     assert sel.chosen == "c" and sel.scores["mixval"]["b"] < sel.scores["mixval"]["a"]
     plain = {"a": _cand(p), "b": _cand(p)}
-    assert "mixval" not in select(plain).scores  # every other validator still runs
+    assert "mixval" not in select(plain, "entropy").scores  # every other validator still runs
     with pytest.raises(Exception, match="mixval"):
         select(plain, "mixval")
 
 
 def test_safe_choice_falls_back_when_the_committee_disagrees() -> None:
     names = ["source_only", "x", "y"]
+    COM = ("entropy", "mixval", "ensv")  # noqa: N806
     agree = {"entropy": dict(zip(names, [0.0, 1.0, 0.5], strict=True)),
              "ensv": dict(zip(names, [0.2, 0.9, 0.3], strict=True))}
-    kept = safe_choice(Selection(agree, "entropy", "x"), "source_only")
+    kept = safe_choice(Selection(agree, "entropy", "x"), "source_only", committee=COM, margin=0.0)
     assert kept.chosen == "x" and not kept.fell_back and kept.leads["entropy"] == pytest.approx(1.0)
     disagree = {**agree, "mixval": dict(zip(names, [3.0, 1.0, 2.0], strict=True))}
-    fb = safe_choice(Selection(disagree, "entropy", "x"), "source_only", fallback="ensemble")
+    fb = safe_choice(Selection(disagree, "entropy", "x"), "source_only", fallback="ensemble", committee=COM, margin=0.0)
     assert fb.chosen == "ensemble" and fb.fell_back and "mixval" in fb.reason
     # A lead smaller than the margin is not confident.
     close = {**agree, "ensv": dict(zip(names, [0.85, 0.9, 0.3], strict=True))}  # lead 0.05 of a 0.6 range
-    assert not safe_choice(Selection(close, "entropy", "x"), "source_only").fell_back
-    assert safe_choice(Selection(close, "entropy", "x"), "source_only", margin=0.1).fell_back
+    assert not safe_choice(Selection(close, "entropy", "x"), "source_only", committee=COM, margin=0.0).fell_back
+    assert safe_choice(Selection(close, "entropy", "x"), "source_only", committee=COM, margin=0.1).fell_back
