@@ -300,6 +300,17 @@ def _methods_section(methods: Mapping[str, MethodResult]) -> str:
     return out
 
 
+def _safety_note(selection: Mapping[str, Any]) -> str:
+    """What the safety rule decided (proposed vs deployed, and why), when the run recorded it."""
+    safety = selection.get("safety")
+    if not isinstance(safety, Mapping):
+        return ""
+    proposed = html.escape(str(selection.get("proposed", selection.get("chosen"))))
+    verdict = "fell back" if safety.get("fell_back") else "kept the proposal"
+    return (f"<p>proposed: <b>{proposed}</b>; safety rule {verdict}: {html.escape(str(safety.get('reason', '')))}"
+            "</p>")
+
+
 def selection_section(selection: Mapping[str, Any] | None) -> str:
     """The ``auto`` method's label-free model selection: one row per validator (its choice, the
     choice's score, Spearman with the true target metric, regret), the chooser first, then the
@@ -313,7 +324,7 @@ def selection_section(selection: Mapping[str, Any] | None) -> str:
     out = (f"<h3>Label-free model selection (auto)</h3><p>chosen: <b>{html.escape(str(selection.get('chosen')))}</b>"
            f" by {html.escape(str(chooser))}; regret and Spearman against the "
            f"{html.escape(str(selection.get('true_metric', 'true target metric')))} (reported, never used to choose)</p>"
-           + _matrix_table(rows, "validator"))
+           + _safety_note(selection) + _matrix_table(rows, "validator"))
     scores, truth = selection.get("scores"), selection.get("true_target")
     if isinstance(scores, Mapping) and isinstance(truth, Mapping):
         cands = {c: {**{v: s.get(c) for v, s in scores.items() if isinstance(s, Mapping)}, "true target": truth.get(c)}

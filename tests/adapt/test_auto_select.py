@@ -142,7 +142,7 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
         assert row["regret"] == pytest.approx(best - truth[row["choice"]]) and row["regret"] >= 0
         assert row["spearman"] is None or np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
     html = result.report_path.read_text(encoding="utf-8")
-    assert "Label-free model selection" in html and "dann[lambda_max=0.3]" in html
+    assert "Label-free model selection" in html and "dann[lambda_max=0.3]" in html and "safety rule" in html
 
 
 def test_the_pool_is_every_label_free_method_that_can_do_the_task() -> None:
