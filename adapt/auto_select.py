@@ -33,6 +33,7 @@ from shiftkit.adapt.build import BuildContext
 from shiftkit.adapt.config import RunConfig
 from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_write_npz
 
 __all__ = ["candidate_outputs", "fit_auto", "parse_candidate", "slug"]
 
@@ -88,9 +89,10 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     Segmentation: the per-image source loss is the mean pixel cross-entropy and the target
     probabilities are a fixed sample of ``pixel_sample`` pixels (the same for every candidate).
     """
+    from dataclasses import replace
+
     from shiftkit.adapt.data import ArrayDataset
-    from shiftkit.evaluation import metrics
-    from shiftkit.evaluation.selection import CandidateOutputs, mixval_probes
+    from shiftkit.evaluation.selection import candidate_outputs_from_predictions, mixval_probes
 
     p_val, f_val = method.predict_proba_and_features(source_val)
     _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
@@ -98,26 +100,9 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     # MixVal predicts on mixtures of the target images: it needs the model, not stored outputs.
     images = np.stack([np.asarray(target_unlabelled[i]["image"], np.float32) for i in range(len(target_unlabelled))])
     probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x))[0], images, p_t.argmax(1))
-    y = _labels(source_val, task)
-    p_val = np.clip(np.asarray(p_val, np.float64), 1e-12, 1.0)
-    if task == "classification":
-        loss = -np.log(p_val[np.arange(len(y)), y])
-        score = metrics.classification_metrics(y, p_val)["auroc"]
-        t_proba, t_pred = p_t, p_t.argmax(1)
-    else:
-        valid = y >= 0  # unlabelled pixels carry no loss
-        lp = np.log(np.take_along_axis(p_val, np.clip(y, 0, None)[:, None], 1)[:, 0])
-        loss = -(np.where(valid, lp, 0).reshape(len(y), -1).sum(1) / np.maximum(valid.reshape(len(y), -1).sum(1), 1))
-        score = metrics.segmentation_metrics(y, p_val.argmax(1), num_classes)["miou"]
-        n, _, h, w = p_t.shape
-        pix = np.random.default_rng(0).integers(0, [n, h, w], size=(pixel_sample, 3))
-        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
-        t_pred = p_t.argmax(1).astype(np.uint8)
-    return CandidateOutputs(
-        source_val_loss=np.asarray(loss, np.float32), source_val_score=float(score),
-        source_features=np.asarray(f_src, np.float32), source_val_features=np.asarray(f_val, np.float32),
-        target_features=np.asarray(f_t, np.float32), target_proba=np.asarray(t_proba, np.float32),
-        target_pred=np.asarray(t_pred), mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]))
+    out = candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
+                                             pixel_sample=pixel_sample)
+    return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]))
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
@@ -129,13 +114,6 @@ def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) 
     if task == "classification":
         return float(metrics.classification_metrics(labels, proba)["auroc"])
     return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
 
 
 def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,
@@ -171,7 +149,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         fitted[spec] = method
         outputs[spec] = candidate_outputs(method, data["source_val"], data["source_train"], data["target_train"],
                                           config.task, num_classes)
-        _save_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
+        atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
     # The ensemble of the candidates (averaged probabilities): the fallback when it is chosen as
     # one, and a reported row either way. Built from the fitted candidates; nothing trains.

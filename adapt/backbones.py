@@ -2,8 +2,10 @@
 
 Every adaptation method needs the split: DANN attaches its domain discriminator to the
 encoder output, a linear probe freezes the encoder, AdaBN re-estimates the encoder's batch
-norm statistics. All networks are MONAI networks built with ``pretrained=False`` (nothing is
-ever downloaded); weights come from checkpoints on disk.
+norm statistics. Networks are MONAI networks, or timm / torchvision / segmentation-models-pytorch
+networks named ``timm:<name>``, ``tv:<name>``, ``smp:<Arch>-<encoder>``
+(:mod:`shiftkit.adapt.backbones_ecosystem`), all built with ``pretrained=False`` (nothing is
+ever downloaded); weights come from files on disk.
 
 The split protocol (what ``as_split_model`` accepts)
 ----------------------------------------------------
@@ -18,12 +20,16 @@ Segmenters follow :class:`SegModel`: ``forward(x) -> (N, K, H, W)`` logits,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from shiftkit.datasets.errors import ConfigError
+
+from .backbones_ecosystem import build_ecosystem_classifier, build_ecosystem_segmenter, is_ecosystem_name
 
 __all__ = [
     "CLASSIFIER_NAMES",
@@ -153,22 +159,34 @@ def build_classifier(
     *,
     spatial_dims: int = 2,
     dropout: float = 0.0,
+    weights: str | os.PathLike[str] | None = None,
+    **options: Any,
 ) -> SplitModel:
-    """Build a MONAI classifier split into encoder and head (never downloads weights).
+    """Build a classifier split into encoder and head (never downloads weights).
 
     Args:
-        name: one of :data:`CLASSIFIER_NAMES`. ``"tiny"`` is a MONAI ResNet with one basic
-            block per stage and widths 8-16-32-64 (about 0.2 M parameters, any input size),
-            for tests and quick demos.
+        name: one of :data:`CLASSIFIER_NAMES` (MONAI networks), or ``timm:<name>`` /
+            ``tv:<name>`` (see :mod:`shiftkit.adapt.backbones_ecosystem`). ``"tiny"`` is a
+            MONAI ResNet with one basic block per stage and widths 8-16-32-64 (about 0.2 M
+            parameters, any input size), for tests and quick demos.
         in_channels: image channels ``C`` (1 for radiographs, 3 for dashcam).
         num_classes: ``K``; logits are ``(N, K)`` (binary tasks use ``K = 2``).
         spatial_dims: 2 for images, 3 for volumes.
         dropout: dropout before the head's linear layer.
+        weights: a local weights file (safetensors or weights-only torch), mapped the way the
+            library maps it; ``None`` = random init. For ``timm:``/``tv:`` names
+            ``num_classes=None`` keeps the file's classifier.
+        options: keyword arguments for a ``timm:``/``tv:`` constructor (e.g. ``img_size=64``).
 
     Returns:
         :class:`SplitModel` with ``encoder: (N, C, *spatial) -> (N, D)``.
     """
+    if is_ecosystem_name(name):  # before importing MONAI (which imports much of its ecosystem: seconds)
+        return build_ecosystem_classifier(name, in_channels, num_classes, weights=weights, dropout=dropout, **options)
     from monai.networks import nets
+
+    if options:
+        raise ConfigError("build_classifier", [f"{name!r}: options {sorted(options)} apply to timm:/tv: names only"])
 
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError("build_classifier", [f"in_channels must be a positive int, got {in_channels!r}"])
@@ -237,7 +255,17 @@ def build_classifier(
     head: nn.Module = nn.Linear(dim, num_classes)
     if dropout > 0:
         head = nn.Sequential(nn.Dropout(dropout), head)
-    return SplitModel(encoder, head, dim, arch)
+    model = SplitModel(encoder, head, dim, arch)
+    if weights is not None:
+        _load_weights_strict(model, weights, key)
+    return model
+
+
+def _load_weights_strict(model: nn.Module, weights: str | os.PathLike[str], name: str) -> None:
+    from .backbones_ecosystem import _load_strict
+    from .checkpoint import read_weights, unwrap_state
+
+    _load_strict(model, unwrap_state(read_weights(weights), model), weights, name)
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -333,10 +361,13 @@ class SegModel(nn.Module):
         return self.encode(x).mean(dim=tuple(range(2, x.dim())))
 
 
-def build_segmenter(name: str, in_channels: int, num_classes: int, *, spatial_dims: int = 2) -> SegModel:
-    """Build a MONAI segmenter exposing logits and encoder features (``pretrained=False``).
+def build_segmenter(name: str, in_channels: int, num_classes: int, *, spatial_dims: int = 2,
+                    weights: str | os.PathLike[str] | None = None, **options: Any) -> SegModel:
+    """Build a segmenter exposing logits and encoder features (``pretrained=False``).
 
-    Names (:data:`SEGMENTER_NAMES`): ``"unet"`` (MONAI UNet 32-64-128-256-512),
+    ``smp:<Arch>-<encoder>`` names are segmentation-models-pytorch networks (see
+    :mod:`shiftkit.adapt.backbones_ecosystem`; ``options`` go to ``smp.create_model``);
+    ``weights`` is a local weights file. MONAI names (:data:`SEGMENTER_NAMES`): ``"unet"`` (MONAI UNet 32-64-128-256-512),
     ``"basicunet"``, ``"flexibleunet-<encoder>"`` (resnet18/34/50 or efficientnet-b0),
     ``"segresnet"``, ``"tiny-unet"`` (UNet 8-16-32, for tests). Input height and width must
     be divisible by 16 (32 for FlexibleUNet; 4 for tiny-unet).
@@ -344,8 +375,12 @@ def build_segmenter(name: str, in_channels: int, num_classes: int, *, spatial_di
     Returns:
         :class:`SegModel`: ``forward(x) -> (N, K, H, W)``, ``features(x) -> (N, D)``.
     """
+    if is_ecosystem_name(name):
+        return build_ecosystem_segmenter(name, in_channels, num_classes, weights=weights, **options)
     from monai.networks import nets
 
+    if options:
+        raise ConfigError("build_segmenter", [f"{name!r}: options {sorted(options)} apply to smp: names only"])
     key = name.lower()
     arch = {
         "kind": "segmenter",
@@ -406,4 +441,7 @@ def build_segmenter(name: str, in_channels: int, num_classes: int, *, spatial_di
         dim = net.init_filters * 2 ** (len(net.down_layers) - 1)
     else:
         raise ConfigError("build_segmenter", [f"unknown segmenter {name!r}; choose from {list(SEGMENTER_NAMES)}"])
-    return SegModel(net, bottleneck, dim, arch)
+    model = SegModel(net, bottleneck, dim, arch)
+    if weights is not None:
+        _load_weights_strict(model, weights, key)
+    return model

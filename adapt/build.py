@@ -143,7 +143,12 @@ def section_model(cls: type) -> type[BaseModel]:
     clash = sorted(set(fields) & set(base.model_fields))
     if clash:
         raise TypeError(f"{cls.__name__}: constructor arguments {clash} clash with its recipe's fields")
-    return create_model(f"{cls.__name__}Section", __base__=base, __module__=__name__, **fields)
+    name = f"{cls.__name__}Section"
+    if name in globals():  # two classes of one name (a user's and a built-in): keep both reachable
+        name = f"{cls.__module__.replace('.', '_')}_{name}"
+    model = create_model(name, __base__=base, __module__=__name__, **fields)
+    globals()[name] = model  # picklable: found by name in this module
+    return model
 
 
 def setting_names(cls: type) -> frozenset[str]:

@@ -18,8 +18,8 @@ from shiftkit.datasets.files import atomic_path
 
 from .train_config import TrainConfig
 
-__all__ = ["UnsafeModelFileError", "fingerprint", "is_safetensors", "load_checkpoint", "read_weights",
-           "save_checkpoint", "state_dicts"]
+__all__ = ["UnsafeModelFileError", "fingerprint", "is_safetensors", "load_checkpoint", "load_into", "read_weights",
+           "save_checkpoint", "state_dicts", "unwrap_state"]
 
 
 class UnsafeModelFileError(ShiftkitError, ValueError):
@@ -66,6 +66,47 @@ def read_weights(path: str | os.PathLike[str]) -> Any:
         except Exception as exc:  # SafetensorError: truncated or inconsistent header
             raise DataError(f"{p}: not a valid safetensors file ({type(exc).__name__}: {exc})") from None
     return _torch_load(p, UnsafeModelFileError, "a plain state dict")
+
+
+def unwrap_state(content: Any, model: nn.Module, *, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The one rule for finding ``model``'s state dict inside a weights file's ``content``.
+
+    ``key`` given: ``content[key]``. Otherwise a training checkpoint
+    (``{"modules": {"model": ...}}``), ``{"state_dict": {...}}`` or ``{"model": {...}}`` is
+    unwrapped; a bare state dict is used as it is. A ``"model."`` prefix (a shiftkit model
+    file) is stripped where the bare name is the model's, and ``"shift."`` tensors (stored
+    shift statistics, not weights) are left out.
+    """
+    state = content
+    if key is not None:
+        state = state[key]
+    elif isinstance(state, dict) and isinstance(state.get("modules"), dict) and "model" in state["modules"]:
+        state = state["modules"]["model"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    elif isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise DataError(f"the weights hold a {type(state).__name__}, not a state dict")
+    own = model.state_dict()
+    return {k[len("model."):] if k.startswith("model.") and k not in own else k: v
+            for k, v in state.items() if not k.startswith("shift.")}
+
+
+def load_into(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True,
+              key: str | None = None) -> tuple[list[str], list[str]]:
+    """Load the weights file ``path`` into ``model`` in place: :func:`read_weights` (never runs
+    code), :func:`unwrap_state`, then ``model.load_state_dict``.
+
+    Returns ``(missing, unexpected)`` tensor names (both empty when ``strict``). Raises
+    :class:`DataError` naming the file when the weights do not fit the model.
+    """
+    state = unwrap_state(read_weights(path), model, key=key)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit the model: {str(exc)[:500]}") from None
+    return list(missing), list(unexpected)
 
 
 def save_checkpoint(obj: Any, path: Path) -> None:

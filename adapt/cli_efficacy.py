@@ -42,6 +42,10 @@ def register(app: typer.Typer) -> None:
                                   "(n shards in parallel use n cores; each seed's data is generated once per shard)"),
         model_seed: int = typer.Option(0, "--model-seed"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        mlflow: str = typer.Option(None, "--mlflow", help="log each cell as an MLflow run to this tracking URI "
+                                   "(file:/path/mlruns or sqlite:///path.db)"),
+        experiment: str = typer.Option("shiftkit-benchmark", "--experiment", help="MLflow experiment name"),
+        tensorboard: Path = typer.Option(None, "--tensorboard", help="write TensorBoard event files per cell here"),
     ) -> None:
         """Efficacy grid: methods x benchmarks x data seeds, resumable, with a table and a plot.
 
@@ -49,6 +53,7 @@ def register(app: typer.Typer) -> None:
         """
         from shiftkit.adapt import efficacy as E
         from shiftkit.adapt.methods.spec import split_specs
+        from shiftkit.adapt.tracking import log_benchmark
 
         try:
             seed_list = _seeds(mode, seeds, n_seeds)
@@ -69,6 +74,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code=2)
             res = E.run_cell(cells[cell], root, quick=quick, model_seed=model_seed, mode=mode)
             typer.echo(f"cell {cell}: {cells[cell]} target {res['metric']} {res['target']:.4f}")
+            log_benchmark([res], root, mlflow_uri=mlflow, experiment=experiment, tensorboard_dir=tensorboard)
             return
         if not summarise_only:
             todo = cells
@@ -81,7 +87,8 @@ def register(app: typer.Typer) -> None:
                     raise typer.Exit(code=2) from None
                 mine = set(seed_list[k::n])
                 todo = [c for c in cells if c.seed in mine]
-            E.run_grid(todo, root, quick=quick, model_seed=model_seed, mode=mode, progress=progress)
+            done = E.run_grid(todo, root, quick=quick, model_seed=model_seed, mode=mode, progress=progress)
+            log_benchmark(done, root, mlflow_uri=mlflow, experiment=experiment, tensorboard_dir=tensorboard)
             if shard is not None:
                 return  # the table is written once every shard is done (--summarise)
         # The command that reproduces this table (rebuilt from the options, not read from argv).
@@ -90,6 +97,7 @@ def register(app: typer.Typer) -> None:
         parts += (["--quick"] if quick else []) + ([f"--model-seed {model_seed}"] if model_seed else [])
         command = " ".join(shlex.quote(p) if " " not in p else p for p in parts)
         E.summarise(root, methods=mlist, benchmarks=blist, seeds=seed_list, command=command)
+        log_benchmark([], root, mlflow_uri=mlflow, experiment=experiment, tensorboard_dir=tensorboard, table=True)
         typer.echo((root / "table.md").read_text())
         typer.echo(f"table: {root / 'table.md'}  {root / 'table.json'}\nplot:  {root / 'efficacy.png'}")
 

@@ -1,6 +1,7 @@
 """`shiftkit rank`: which candidate model to adapt from, scored on the target images.
 
     shiftkit rank --candidates zoo/city-tiny-e6 zoo/icu-tiny-e6 tiny:ckpt.safetensors \\
+        timm:resnet50=resnet50.safetensors,tv:densenet121=densenet121.pth \\
         --target target.csv --out rank_out [--verify 3] [--sources sources.csv]
 
 Writes rank_out/ranking.csv, ranking.json and ranking.png and prints the table. A thin layer
@@ -43,7 +44,9 @@ def run_rank(
             raise DataError(f"{target}: no rows with domain {target_domain!r}")
     tds = ManifestDataset(frame)
     c = int(tds[0]["image"].shape[0])
-    cands = [load_candidate(spec, num_classes=num_classes, in_channels=c) for spec in candidates]
+    # "--candidates a,b,c" and "--candidates a b c" both work
+    specs = [part.strip() for spec in candidates for part in str(spec).split(",") if part.strip()]
+    cands = [load_candidate(spec, num_classes=num_classes, in_channels=c) for spec in specs]
     source_sets = None
     if sources is not None:
         sframe = load_manifest(sources)
@@ -65,8 +68,9 @@ def register(app: typer.Typer) -> None:
     @app.command("rank", context_settings={"allow_extra_args": True})
     def rank_cmd(
         ctx: typer.Context,
-        candidates: list[str] = typer.Option(..., "--candidates", help="model folders from save_model, or "
-                                             "BACKBONE:WEIGHTS; list them after one --candidates"),
+        candidates: list[str] = typer.Option(..., "--candidates", help="model folders from save_model, "
+                                             "BACKBONE:WEIGHTS, or timm:NAME=WEIGHTS / tv:NAME=WEIGHTS; comma- or "
+                                             "space-separated after one --candidates"),
         target: Path = typer.Option(..., "--target", help="manifest of target images (labelled rows are scored; "
                                     "split train/val/test decides scoring vs held-out rows)"),
         out: Path = typer.Option(Path("rank_out"), "--out", help="output folder"),

@@ -127,6 +127,12 @@ DEFAULT_BACKBONES = {"classification": "resnet10", "segmentation": "unet"}
 class ModelConfig(_Section):
     backbone: str | None = Field(None, description="default: resnet10 (classification), unet (segmentation)")
     checkpoint: Path | None = Field(None, description="source weights on disk (.safetensors or state dict)")
+    weights: Path | None = Field(
+        None, description="pretrained weights of a timm:/tv:/smp: backbone on disk (safetensors or a weights-only "
+                          "torch file), mapped the way the library maps them; the head is new for the task's classes")
+    options: dict[str, Any] = Field(
+        {}, description="keyword arguments of a timm:/tv:/smp: constructor (e.g. img_size: 64 for a timm ViT, "
+                        "encoder_depth: 4 for smp)")
 
 
 class TrainSection(_Section):
@@ -172,6 +178,15 @@ class EvalConfig(_Section):
                           "benchmark only (never put patient images in a report)")
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking (off by default; see :mod:`shiftkit.adapt.tracking`)."""
+
+    mlflow: str | None = Field(None, description="MLflow tracking URI: a local file store (file:/path/mlruns) or "
+                                                 "sqlite:///path/mlflow.db; no server needed")
+    experiment: str = Field("shiftkit", description="MLflow experiment name")
+    tensorboard: Path | None = Field(None, description="folder for TensorBoard event files (one sub-folder per run)")
+
+
 class RunConfig(_Section):
     """One end-to-end job: data -> source model -> adaptation -> evaluation -> report.
 
@@ -197,6 +212,7 @@ class RunConfig(_Section):
     train: TrainSection = TrainSection()
     selection: SelectionConfig = SelectionConfig()
     evaluation: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
     resume: bool = False
     progress: bool = True
     _defaulted_backbone: tuple[str, ...] = PrivateAttr(())
@@ -213,12 +229,21 @@ class RunConfig(_Section):
             from shiftkit.adapt.backbones import CLASSIFIER_NAMES, SEGMENTER_NAMES
 
             names = SEGMENTER_NAMES if self.task == "segmentation" else CLASSIFIER_NAMES
-            if self.model.backbone.lower() not in names:
+            prefixes = ("smp:",) if self.task == "segmentation" else ("timm:", "tv:")
+            if self.model.backbone.lower().startswith(prefixes):
+                pass  # the library checks the name when the network is built (check_run)
+            elif self.model.backbone.lower().startswith(("smp:", "timm:", "tv:")):
+                raise ValueError(f"model.backbone: {self.model.backbone!r} is not a {self.task} backbone "
+                                 f"({'smp:' if self.task == 'segmentation' else 'timm: and tv:'} names are)")
+            elif self.model.backbone.lower() not in names:
                 other = CLASSIFIER_NAMES if self.task == "segmentation" else SEGMENTER_NAMES
                 hint = (f" ({self.model.backbone!r} is a {'classifier' if self.task == 'segmentation' else 'segmenter'})"
                         if self.model.backbone.lower() in other else "")
                 raise ValueError(f"model.backbone: {self.model.backbone!r} is not a {self.task} backbone{hint}; "
-                                 f"choose from {list(names)}")
+                                 f"choose from {list(names)} or {' / '.join(p + '<name>' for p in prefixes)}")
+        if self.model.weights is not None and self.model.checkpoint is not None:
+            raise ValueError("model.weights and model.checkpoint: give one (weights: pretrained backbone file, "
+                             "checkpoint: a source model in shiftkit's layout)")
         return self
 
     @model_validator(mode="after")

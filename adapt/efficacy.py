@@ -35,7 +35,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -49,7 +48,10 @@ from shiftkit.adapt.build import BuildContext
 from shiftkit.adapt.methods.registry import BASELINE, HARNESS_METHODS
 from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+from shiftkit.evaluation.metrics import segmentation_counts
+from shiftkit.evaluation.statistics import bootstrap_ci, metric_from_stats
 
 log = logging.getLogger("shiftkit.efficacy")
 
@@ -392,12 +394,12 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if cache is not None:
         path = Path(cache) / spec.name / f"{spec.key()}-seed{seed}-model{model_seed}.safetensors"
         if path.is_file():
-            from safetensors.torch import load_file
+            from shiftkit.adapt.checkpoint import load_into
 
             build = build_classifier if spec.task == "classification" else build_segmenter
             data = benchmark_data(spec, seed)
             model = build(spec.backbone, data["source_train"]["images"].shape[1], spec.num_classes)
-            model.load_state_dict(load_file(str(path)))
+            load_into(model, path)
             return model
     data = benchmark_data(spec, seed)
     m = SourceOnly(spec.backbone, **_train_kwargs(spec, model_seed, early_stopping=_val_key(spec),
@@ -406,10 +408,8 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     if path is not None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in m.model_.state_dict().items()}, str(tmp))
     return m.model_
 
 
@@ -496,120 +496,27 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
 # --------------------------------------------------------------------------------------------- scoring
 
 
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _seg_counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(N, 3, K) per-image intersection, predicted and true pixel counts."""
-    n = len(y)
-    out = np.zeros((n, 3, k), np.int64)
-    for i in range(n):
-        t, p = y[i].ravel().astype(np.int64), pred[i].ravel().astype(np.int64)
-        out[i, 0] = np.bincount(t[t == p], minlength=k)
-        out[i, 1] = np.bincount(p, minlength=k)
-        out[i, 2] = np.bincount(t, minlength=k)
-    return out
-
-
-def _miou_from_counts(c: np.ndarray) -> float:
-    inter, pred, true = c[0].astype(float), c[1].astype(float), c[2].astype(float)
-    union = pred + true - inter
-    ok = union > 0
-    return float((inter[ok] / union[ok]).mean()) if ok.any() else float("nan")
-
-
-def metric_from_stats(stats: dict[str, np.ndarray], idx: np.ndarray | None = None) -> float:
-    """The target metric from stored per-image statistics (optionally a bootstrap resample)."""
-    if "score" in stats:
-        y, s = stats["label"], stats["score"]
-        return _auroc(y, s) if idx is None else _auroc(y[idx], s[idx])
-    c = stats["counts"] if idx is None else stats["counts"][idx]
-    return _miou_from_counts(c.sum(0))
-
-
-def bootstrap_ci(stats: dict[str, np.ndarray], n_boot: int = 300, seed: int = 0,
-                 other: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
-    """95 % percentile interval of the metric (or of metric - other's metric, paired) over
-    test-image resamples."""
-    n = len(stats["score"] if "score" in stats else stats["counts"])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = metric_from_stats(stats, idx)
-        if other is not None:
-            v -= metric_from_stats(other, idx)
-        vals.append(v)
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     from shiftkit.adapt.data import ArrayDataset
 
     proba, feats = method.predict_proba_and_features(ArrayDataset(part["images"]), batch_size=256)
     if spec.task == "classification":
         return {"label": part["labels"].astype(np.int8), "score": proba[:, 1].astype(np.float32)}, proba, feats
-    return {"counts": _seg_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
+    return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
 
 
 def _selection_outputs(method: Any, spec: BenchmarkSpec, data: dict[str, Any]) -> dict[str, np.ndarray]:
-    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs)."""
-    from shiftkit.adapt.data import ArrayDataset
+    """What the label-free validators need (shiftkit.evaluation.selection.CandidateOutputs), as arrays."""
+    from shiftkit.adapt.auto_select import candidate_outputs
 
-    val = data["source_val"]
-    p_val, f_val = method.predict_proba_and_features(ArrayDataset(val["images"]))
-    f_src = method.features(ArrayDataset(data["source_train"]["images"]))
-    p_t, f_t = method.predict_proba_and_features(ArrayDataset(data["target_unlabelled"]["images"]))
-    p_val = np.clip(p_val, 1e-12, 1.0)
-    if spec.task == "classification":
-        y = val["labels"]
-        loss = -np.log(p_val[np.arange(len(y)), y])
-        score = _auroc(y, p_val[:, 1])
-        t_proba, t_pred = p_t, p_t.argmax(1)
-    else:
-        y = val["masks"].astype(np.int64)
-        lp = np.log(np.take_along_axis(p_val, y[:, None], 1)[:, 0])
-        loss = -lp.reshape(len(y), -1).mean(1)
-        score = _miou_from_counts(_seg_counts(y, p_val.argmax(1), spec.num_classes).sum(0))
-        # A fixed pixel sample (the same for every candidate) for entropy and SND.
-        n, k, h, w = p_t.shape
-        rng = np.random.default_rng(0)
-        pix = rng.integers(0, [n, h, w], size=(4000, 3))
-        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
-        t_pred = p_t.argmax(1).astype(np.uint8)
-    from shiftkit.evaluation.selection import mixval_probes
-
-    # MixVal needs the model itself (predictions on new, mixed images): measured here, while it exists.
-    probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x), batch_size=256)[0],
-                           data["target_unlabelled"]["images"], p_t.argmax(1))
-    return {"mixval_intra": np.float64(probes["intra"]), "mixval_inter": np.float64(probes["inter"]),
-            "source_val_loss": loss.astype(np.float32), "source_val_score": np.float64(score),
-            "source_features": f_src.astype(np.float32), "source_val_features": f_val.astype(np.float32),
-            "target_features": f_t.astype(np.float32), "target_proba": t_proba.astype(np.float32),
-            "target_pred": t_pred}
+    out = candidate_outputs(method, _dataset(data["source_val"], spec.task),
+                            _dataset(data["source_train"], spec.task, labelled=False),
+                            _dataset(data["target_unlabelled"], spec.task, labelled=False), spec.task, spec.num_classes)
+    return out.to_arrays()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, default=float)
 
 
 def cell_key_of(cell: Cell, *, quick: bool = False, model_seed: int = 0) -> tuple[str, dict[str, Any]]:
@@ -677,7 +584,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
         "cpu_seconds": round(time.process_time() - cpu, 1),
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in method.history_],
     }
-    _atomic_npz(npz, arrays)
+    atomic_write_npz(npz, arrays)
     _atomic_json(js, result)  # written last: its presence marks the cell done
     return result
 

@@ -31,7 +31,9 @@ from shiftkit.adapt.efficacy import (
     metric_from_stats,
 )
 from shiftkit.adapt.methods.registry import BASELINE
+from shiftkit.datasets.files import atomic_path, atomic_write_text
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
+from shiftkit.evaluation.statistics import gap_closed, t_interval
 
 log = logging.getLogger("shiftkit.efficacy")
 
@@ -139,18 +141,6 @@ def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = No
             "evaluation": sel.evaluate(truth), "policies": policies}, ens
 
 
-def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    from scipy.stats import t
-
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    if len(v) == 1:
-        return float(v[0]), math.nan, math.nan
-    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 @dataclass
 class _Row:
     method: str
@@ -204,8 +194,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                 row.pad.append(res.get("proxy_a_distance", math.nan))
                 if m == "selected":
                     row.chosen.append(selections[-1]["chosen"])
-                if base is not None and orc is not None and orc[0]["target"] != base[0]["target"]:
-                    row.gap_closed.append((res["target"] - base[0]["target"]) / (orc[0]["target"] - base[0]["target"]))
+                if base is not None and orc is not None:
+                    row.gap_closed.append(gap_closed(res["target"], base[0]["target"], orc[0]["target"]))
                 else:
                     row.gap_closed.append(math.nan)
                 if base is not None:
@@ -213,8 +203,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                                                          other=_stats(base[1], "target"))))
         out_rows = {}
         for m, row in rows.items():
-            mean, lo, hi = _t_interval(row.target)
-            g_mean, g_lo, g_hi = _t_interval(row.gap_closed)
+            mean, lo, hi = t_interval(row.target)
+            g_mean, g_lo, g_hi = t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
                            "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
@@ -243,9 +233,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
         spec = BENCHMARKS[b]
         table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
     _atomic_json(root / "table.json", table)
-    tmp = root / "table.md.tmp"
-    tmp.write_text(render_markdown(table), encoding="utf-8")
-    tmp.replace(root / "table.md")
+    atomic_write_text(root / "table.md", render_markdown(table))
     plot_table(table, root / "efficacy.png")
     return table
 
@@ -329,7 +317,6 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

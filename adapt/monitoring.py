@@ -10,18 +10,32 @@ This module connects a :class:`shiftkit.adapt.predictor.Predictor` to the statis
    last two need the labels). ``save_reference`` / ``load_reference`` keep that reference
    next to the model as ``monitor_reference.safetensors`` (features, probabilities, labels:
    numbers only, no paths or identifiers).
-2. ``monitor(predictor, batch)``: one batch's drift verdict, p-values, the online CUSUM alarm
-   and the groups that moved most.
-3. ``estimate_performance(predictor, batch)``: ATC / DoC / CBPE accuracy (and CBPE AUROC for
-   binary models) with intervals, and the estimated class prior with the corrected threshold.
+2. Stateless, one batch at a time (nothing is remembered between calls):
+   ``check(predictor, batch)`` (drift verdict + estimates from one forward pass, a
+   :class:`BatchCheck`), ``monitor(predictor, batch)`` (the drift verdict only) and
+   ``estimate_performance(predictor, batch)`` (the estimates only). Every estimate is an
+   :class:`~shiftkit.evaluation.performance_estimation.Estimate` (or a
+   :class:`~shiftkit.evaluation.prevalence.PriorEstimate`) whose ``trusted`` is False, with
+   the reason in ``why``, when the batch's drift test rejects.
+3. Sequential: ``MonitorStream`` (``predictor.stream()``) holds the online CUSUM of one stream
+   explicitly: ``update(batch)``, ``summary()``, ``reset()``. Two streams never share state.
 
 Segmentation models are monitored on pooled encoder features and per-image mean class shares;
-their performance estimate is pixel accuracy over a fixed subsample of pixels per image.
+their performance estimate is pixel accuracy over a fixed subsample of pixels per image, with
+intervals that count images (pixels of one image are not independent).
+
+A batch that holds the same image twice (resampling with replacement, a re-sent study) makes
+the two-sample tests reject more often than ``alpha``: the forward pass hashes the images and
+warns with :class:`RepeatedImagesWarning`, and the verdict's ``why`` says so.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +45,16 @@ import torch.nn.functional as F
 
 from shiftkit.datasets.errors import DataError
 from shiftkit.evaluation.monitor import BatchDrift, DriftMonitor
-from shiftkit.evaluation.performance_estimation import Estimate, PerformanceEstimator
+from shiftkit.evaluation.performance_estimation import Estimate, PerformanceEstimator, drift_verdict
 from shiftkit.evaluation.prevalence import PriorEstimate, PriorShiftEstimator
 
-__all__ = ["REFERENCE_FILE", "MonitorState", "assess", "estimate_performance", "forward", "load_reference", "monitor",
-           "save_reference", "set_reference"]
+__all__ = ["REFERENCE_FILE", "BatchCheck", "MonitorState", "MonitorStream", "RepeatedImagesWarning", "assess", "check",
+           "estimate_performance", "forward", "load_reference", "monitor", "save_reference", "set_reference"]
+
+
+class RepeatedImagesWarning(UserWarning):
+    """A monitored batch holds identical images; drift p-values are then too small."""
+
 
 REFERENCE_FILE = "monitor_reference.safetensors"
 PIXELS_PER_IMAGE = 256  # segmentation: pixels per image sampled for the pixel-accuracy estimate
@@ -53,7 +72,8 @@ class MonitorState:
         self.performance: PerformanceEstimator | None = None
         self.prior: PriorShiftEstimator | None = None
         if pixel_proba is not None and pixel_labels is not None:
-            self.performance = PerformanceEstimator().fit(pixel_proba, pixel_labels)
+            self.performance = PerformanceEstimator(metric="pixel_accuracy").fit(
+                pixel_proba, pixel_labels, groups=np.arange(len(pixel_labels)) // PIXELS_PER_IMAGE)
         elif labels is not None:
             self.performance = PerformanceEstimator().fit(proba, labels)
             if len(np.unique(labels)) == proba.shape[1]:
@@ -79,8 +99,14 @@ def forward(predictor: Any, data: Any, *, batch_size: int = 64, pixels: bool = F
             seed: int = 0) -> dict[str, np.ndarray]:
     """One batched pass: ``features`` (N, D), ``proba`` (N, K) and, for segmentation with
     ``pixels=True``, ``pixel_proba`` (N * PIXELS_PER_IMAGE, K) and ``pixel_index`` (the sampled
-    flat pixel indices, (N, PIXELS_PER_IMAGE))."""
+    flat pixel indices, (N, PIXELS_PER_IMAGE)); ``repeated`` (0-d) counts images identical to an
+    earlier one of the same call (warned about with :class:`RepeatedImagesWarning`)."""
     x_all = _images(predictor, data)
+    repeated = repeated_images(x_all)
+    if repeated:
+        warnings.warn(f"monitor: {repeated} of {len(x_all)} images repeat an earlier image of the same batch "
+                      "(identical pixels); repeats make the drift tests reject more often than alpha. Monitor "
+                      "distinct images (sample without replacement)", RepeatedImagesWarning, stacklevel=3)
     feats, probas, pix, pix_idx = [], [], [], []
     gen = torch.Generator().manual_seed(seed)
     for i in range(0, len(x_all), batch_size):
@@ -101,7 +127,8 @@ def forward(predictor: Any, data: Any, *, batch_size: int = 64, pixels: bool = F
             f = predictor.model.encoder(x)
             feats.append(f.float().cpu())
             probas.append(torch.softmax(predictor.model.head(f).float(), 1).cpu())
-    out = {"features": torch.cat(feats).numpy().astype(np.float64), "proba": torch.cat(probas).numpy().astype(np.float64)}
+    out = {"features": torch.cat(feats).numpy().astype(np.float64), "proba": torch.cat(probas).numpy().astype(np.float64),
+           "repeated": np.array(repeated)}
     if pix:
         out["pixel_proba"] = torch.cat(pix).numpy().astype(np.float64)
         out["pixel_index"] = torch.cat(pix_idx).numpy()
@@ -109,6 +136,12 @@ def forward(predictor: Any, data: Any, *, batch_size: int = 64, pixels: bool = F
     # float32 softmax rows sum to 1 within ~1e-7; renormalise for the estimators' checks
     out["proba"] /= out["proba"].sum(1, keepdims=True)
     return out
+
+
+def repeated_images(x: torch.Tensor) -> int:
+    """How many of the ``(N, ...)`` images equal an earlier one exactly (blake2b of the pixels)."""
+    digests = {hashlib.blake2b(t.contiguous().numpy().tobytes(), digest_size=16).digest() for t in x}
+    return int(len(x) - len(digests))
 
 
 def _pixel_labels(masks: Any, pixel_index: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -201,40 +234,155 @@ def _state(predictor: Any) -> MonitorState:
     return state
 
 
-def assess(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = True
-           ) -> tuple[BatchDrift, dict[str, Any], dict[str, np.ndarray]]:
-    """One forward pass, then the drift verdict, the label-free estimates (empty without a
-    labelled reference) and the model outputs ``{"features", "proba", ...}`` of the batch."""
-    state = _state(predictor)
+@dataclass(frozen=True)
+class BatchCheck:
+    """Everything known about one batch from one forward pass.
+
+    Attributes:
+        drift: the drift test (:class:`~shiftkit.evaluation.monitor.BatchDrift`; ``cusum`` and
+            ``alarm`` are set only by :meth:`MonitorStream.update`).
+        estimates: ``{"atc", "doc", "cbpe"[, "cbpe_auroc"]}`` label-free estimates, each with
+            ``trusted`` / ``why`` (empty without a labelled reference).
+        prior: the estimated class prior (classification with every class in the reference).
+        trusted: False when the drift test rejected (then no estimate of this batch is to be
+            trusted), True otherwise.
+        why: the reasons, in words ("" when trusted and nothing to add).
+        repeated_images: images identical to an earlier one of the batch.
+        proba: ``(m, K)`` the model's probabilities (not part of :meth:`to_dict`).
+    """
+
+    drift: BatchDrift
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    prior: PriorEstimate | None = None
+    trusted: bool = True
+    why: str = ""
+    repeated_images: int = 0
+    proba: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (no probabilities)."""
+        return {"drift": self.drift.to_dict(), "estimates": {k: v.to_dict() for k, v in self.estimates.items()},
+                "prior": None if self.prior is None else self.prior.to_dict(), "trusted": self.trusted,
+                "why": self.why, "repeated_images": self.repeated_images}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchCheck:
+        """Inverse of :meth:`to_dict`."""
+        return cls(drift=BatchDrift(**d["drift"]),
+                   estimates={k: Estimate.from_dict(v) for k, v in d.get("estimates", {}).items()},
+                   prior=None if d.get("prior") is None else PriorEstimate.from_dict(d["prior"]),
+                   trusted=bool(d["trusted"]), why=str(d.get("why", "")),
+                   repeated_images=int(d.get("repeated_images", 0)))
+
+
+def _check(state: MonitorState, drift_monitor: DriftMonitor, predictor: Any, batch: Any, attributes: Any,
+           online: bool, estimates: bool = True) -> BatchCheck:
     seg = predictor.task == "segmentation"
-    out = forward(predictor, batch, pixels=seg and state.performance is not None)
-    fn = state.drift.update if online else state.drift.test
+    out = forward(predictor, batch, pixels=seg and estimates and state.performance is not None)
+    fn = drift_monitor.update if online else drift_monitor.test
     drift = fn(out["features"], out["proba"], attributes=attributes)
-    est: dict[str, Any] = {}
-    if state.performance is not None:
-        est.update(state.performance.estimate(out["pixel_proba"] if seg else out["proba"]))
-    if state.prior is not None:
-        est["prior"] = state.prior.estimate(out["proba"])
-    return drift, est, out
+    trusted, why = drift_verdict(drift)
+    rep = int(out["repeated"])
+    if rep:
+        why = "; ".join(w for w in (why, f"{rep} repeated image(s) in the batch: the drift test rejects too often "
+                                         "on repeats") if w)
+    est: dict[str, Estimate] = {}
+    prior = None
+    if estimates and state.performance is not None:
+        if seg:
+            groups = np.arange(len(out["pixel_proba"])) // PIXELS_PER_IMAGE
+            raw = state.performance.estimate(out["pixel_proba"], groups=groups, drift=drift)
+        else:
+            raw = state.performance.estimate(out["proba"], drift=drift)
+        est = {k: (v if not rep else v.with_verdict(v.trusted, f"{rep} repeated image(s) in the batch"))
+               for k, v in raw.items()}
+    if estimates and state.prior is not None:
+        prior = state.prior.estimate(out["proba"], drift=drift)
+    return BatchCheck(drift=drift, estimates=est, prior=prior, trusted=bool(trusted), why=why,
+                      repeated_images=rep, proba=out["proba"])
 
 
-def monitor(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = True) -> BatchDrift:
-    """Drift verdict of one incoming batch (``online=True`` also advances the CUSUM)."""
+def check(predictor: Any, batch: Any, *, attributes: Any = None) -> BatchCheck:
+    """Stateless check of one batch: drift verdict and label-free estimates (with the trust
+    verdict) from one forward pass. Nothing is remembered; for a stream use :class:`MonitorStream`."""
     state = _state(predictor)
-    out = forward(predictor, batch)
-    fn = state.drift.update if online else state.drift.test
-    return fn(out["features"], out["proba"], attributes=attributes)
+    return _check(state, state.drift, predictor, batch, attributes, online=False)
 
 
-def estimate_performance(predictor: Any, batch: Any) -> dict[str, Estimate | PriorEstimate]:
+class MonitorStream:
+    """Sequential monitoring of one stream: an explicit CUSUM state of its own.
+
+    Each :meth:`update` runs one forward pass, the drift test, the online CUSUM (see
+    :class:`~shiftkit.evaluation.monitor.DriftMonitor`) and the label-free estimates with their
+    trust verdict. Streams made from the same predictor share the fitted reference but never
+    their state.
+
+    Example:
+        >>> stream = predictor.stream()
+        >>> for batch in batches:
+        ...     step = stream.update(batch)
+        ...     step.drift.alarm, step.trusted, step.estimates["cbpe"].interval
+        >>> stream.summary(change_point=10)
+        >>> stream.reset()
+    """
+
+    def __init__(self, predictor: Any, *, estimates: bool = True):
+        self.predictor = predictor
+        self.state = _state(predictor)
+        self.estimates = estimates
+        self.drift = copy.copy(self.state.drift)  # shares the fitted reference, not the online state
+        self.reset()
+
+    def update(self, batch: Any, *, attributes: Any = None) -> BatchCheck:
+        """Check the next batch of the stream and advance the CUSUM."""
+        step = _check(self.state, self.drift, self.predictor, batch, attributes, online=True, estimates=self.estimates)
+        self.steps.append(step)
+        return step
+
+    def summary(self, change_point: int | None = None) -> dict[str, Any]:
+        """Batches, per-batch drift rate, alarms, untrusted batches, repeated images and (with a
+        known change point) the detection delay in batches."""
+        out = self.drift.summary(change_point)
+        out["untrusted_batches"] = [i for i, s in enumerate(self.steps) if not s.trusted]
+        out["repeated_images"] = int(sum(s.repeated_images for s in self.steps))
+        return out
+
+    def reset(self) -> None:
+        """Forget the stream: CUSUM to 0, history emptied."""
+        self.drift.reset()
+        self.steps: list[BatchCheck] = []
+
+
+def assess(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = False
+           ) -> tuple[BatchDrift, dict[str, Any], dict[str, np.ndarray]]:
+    """Older form of :func:`check`: ``(drift, estimates incl. "prior", {"proba"})``."""
+    state = _state(predictor)
+    res = _check(state, state.drift, predictor, batch, attributes, online=online)
+    est: dict[str, Any] = dict(res.estimates)
+    if res.prior is not None:
+        est["prior"] = res.prior
+    return res.drift, est, {"proba": res.proba}
+
+
+def monitor(predictor: Any, batch: Any, *, attributes: Any = None, online: bool = False) -> BatchDrift:
+    """Drift verdict of one incoming batch; stateless. ``online=True`` (deprecated: use
+    :class:`MonitorStream`) advances the CUSUM kept on the predictor's reference."""
+    state = _state(predictor)
+    if online:
+        warnings.warn("monitor(online=True) advances a CUSUM hidden in the predictor; use "
+                      "stream = predictor.stream(); stream.update(batch) instead", DeprecationWarning, stacklevel=3)
+    return _check(state, state.drift, predictor, batch, attributes, online=online, estimates=False).drift
+
+
+def estimate_performance(predictor: Any, batch: Any, *, attributes: Any = None) -> dict[str, Estimate | PriorEstimate]:
     """Label-free accuracy estimates of one batch (and its estimated class prior when the
-    reference had labels of every class). Segmentation: pixel accuracy."""
+    reference had labels of every class), each with ``trusted`` / ``why`` from the batch's
+    drift test; stateless. Segmentation: pixel accuracy."""
     state = _state(predictor)
     if state.performance is None:
         raise DataError("estimate_performance needs a labelled reference: call predictor.set_reference(images, labels)")
-    seg = predictor.task == "segmentation"
-    out = forward(predictor, batch, pixels=seg)
-    res: dict[str, Any] = dict(state.performance.estimate(out["pixel_proba"] if seg else out["proba"]))
-    if state.prior is not None:
-        res["prior"] = state.prior.estimate(out["proba"])
-    return res
+    res = _check(state, state.drift, predictor, batch, attributes, online=False)
+    out: dict[str, Any] = dict(res.estimates)
+    if res.prior is not None:
+        out["prior"] = res.prior
+    return out

@@ -76,6 +76,7 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.manifest: file not found: {config.data.manifest}")
     if config.model.checkpoint is not None and not Path(config.model.checkpoint).is_file():
         problems.append(f"model.checkpoint: file not found: {config.model.checkpoint}")
+    problems += _backbone_problems(config)
     source, target = domains_for(config)
     if config.data.benchmark is not None:
         known = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}").DOMAINS
@@ -86,6 +87,30 @@ def check_run(config: RunConfig) -> None:
         problems.append(f"data.source_domain and data.target_domain are both {source!r}")
     if problems:
         raise ConfigError(config.name, problems)
+
+
+def _backbone_problems(config: RunConfig) -> list[str]:
+    """Build the backbone once (3 channels, 2 classes) so that an unknown library name, a wrong
+    option, a missing weights file or one whose keys do not fit fails before any training."""
+    from shiftkit.adapt.backbones_ecosystem import is_ecosystem_name
+    from shiftkit.datasets.errors import ShiftkitError
+
+    weights, name = config.model.weights, config.model.backbone
+    if weights is not None and not Path(weights).is_file():
+        return [f"model.weights: file not found: {weights}"]
+    if not is_ecosystem_name(name) and weights is None and not config.model.options:
+        return []
+    from shiftkit.adapt.backbones import build_classifier, build_segmenter
+
+    build = build_classifier if config.task == "classification" else build_segmenter
+    try:
+        build(name, 3, 2, weights=weights, **config.model.options)
+    except ShiftkitError as exc:
+        return [f"model.{'weights' if weights is not None else 'backbone'}: {exc}"]
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # the library's own refusal
+        return [f"model.backbone: {name!r} with options {config.model.options}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"]
+    return []
 
 
 def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
@@ -256,24 +281,22 @@ def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int 
     return callback
 
 
-def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
-    """Per-group audit of each method on the target test split (sex, age band), side by side."""
+def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> Any:
+    """Per-group audit of each method on the target test split (sex, age band), side by side:
+    a :class:`shiftkit.evaluation.bias.BiasSection`, or None without attributes or labels."""
     from shiftkit.evaluation import bias
 
     frame = frames["target_test"]
     sensitive = [c for c in ("sex", "age") if c in frame.columns]
     if not sensitive or "label" not in frame.columns:
-        return {}
+        return None
     sensitive = ["age_band" if c == "age" else c for c in sensitive]
     audits = {}
     for name, score in scores.items():
         table = frame.drop(columns=["image", "mask"], errors="ignore").copy()
         table["score"] = score
         audits[name] = bias.audit(table, sensitive, n_boot=100, seed=seed)
-    out: dict[str, Any] = {name: a.to_dict() for name, a in audits.items()}
-    if len(audits) > 1:
-        out["comparison"] = bias.compare_audits(audits)
-    return out
+    return bias.BiasSection.of(audits) if audits else None
 
 
 def _test_labels(dataset: Any, task: str) -> np.ndarray:
@@ -283,20 +306,21 @@ def _test_labels(dataset: Any, task: str) -> np.ndarray:
 
 
 def initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
-    """The backbone name, or a module holding the user's source checkpoint."""
-    if config.model.checkpoint is None:
-        return config.model.backbone
+    """The backbone name, or a module holding the user's source checkpoint or pretrained weights."""
     from shiftkit.adapt.backbones import build_classifier, build_segmenter
 
-    torch.manual_seed(config.train.seed)
     build = build_classifier if config.task == "classification" else build_segmenter
+    if config.model.weights is not None or config.model.options:
+        torch.manual_seed(config.train.seed)  # the new head's init follows the model seed
+        return build(config.model.backbone, in_channels, num_classes, weights=config.model.weights,
+                     **config.model.options)
+    if config.model.checkpoint is None:
+        return config.model.backbone
+    torch.manual_seed(config.train.seed)
     model = build(config.model.backbone, in_channels, num_classes)
-    from shiftkit.adapt.checkpoint import read_weights
+    from shiftkit.adapt.checkpoint import load_into
 
-    state = read_weights(config.model.checkpoint)  # safetensors or weights_only: never runs code
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_into(model, config.model.checkpoint, strict=False)  # never runs code
     if unexpected or len(missing) == len(list(model.state_dict())):
         raise DataError(f"{config.model.checkpoint}: weights do not fit backbone {config.model.backbone!r} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
@@ -335,15 +359,33 @@ def run(config: RunConfig) -> RunResult:
 
     Writes `run_dir/metrics.json` and `run_dir/report.html` (atomically), every method's
     fitted model under `run_dir/models/<name>/` (`shiftkit.adapt.load` reads it) and, for
-    embedded benchmarks, the exported data under `run_dir/data/`.
+    embedded benchmarks, the exported data under `run_dir/data/`. With a `tracking` section the
+    run is logged to MLflow / TensorBoard (:mod:`shiftkit.adapt.tracking`).
     """
+    import os
+
+    from shiftkit.adapt import tracking
+
+    started = time.perf_counter()
+    check_run(config)  # before any export or training
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 logs
+    with tracking.tracker(config.tracking if main else None, config.name) as tracker:
+        if tracker is not None:
+            tracker.log_params(config.model_dump(mode="json"))
+        result = _run(config, started, tracker)
+        if tracker is not None:
+            tracker.log_metrics(result.metrics)
+            for name in ("report.html", "metrics.json", "models"):
+                tracker.log_artifact(result.run_dir / name)
+    return result
+
+
+def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
     from shiftkit.adapt import distributed
     from shiftkit.adapt.methods import method_title
     from shiftkit.datasets import load_manifest
     from shiftkit.evaluation import plots, report
 
-    started = time.perf_counter()
-    check_run(config)  # before any export or training
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under torchrun every rank runs this function; rank 0 alone writes data and the report.
@@ -385,8 +427,10 @@ def run(config: RunConfig) -> RunResult:
 
     fitted: dict[str, Any] = {}
 
-    def fit_built(method: Any) -> Any:
+    def fit_built(method: Any, name: str | None = None) -> Any:
         monitor = target_monitor(data["target_test"], data["target_test_labels"], config.task)
+        if tracker is not None and name is not None:  # the epoch's target scores, logged as it ends
+            monitor = tracker.epoch_callback(name, monitor)
         try:
             return fit_method(method, data, monitor)
         except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
@@ -405,7 +449,9 @@ def run(config: RunConfig) -> RunResult:
                                                run_dir=run_dir)
         elif name not in fitted:
             log.info("fitting %s", name)
-            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit))
+            fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit), name)
+            if tracker is not None:
+                tracker.log_history(name, fitted[name].history_)
         return fitted[name]
 
     for name in config.methods:
@@ -413,6 +459,8 @@ def run(config: RunConfig) -> RunResult:
         results[name] = evaluate_method(method, data, config, name=name, class_names=class_names)
         n_params[name] = sum(p.numel() for p in method.model_.parameters())
         histories[name] = method.history_
+        if tracker is not None:  # a no-op for what was logged when the method was fitted
+            tracker.log_history(name, method.history_)
         warnings += [f"{name}: {w}" for w in getattr(method, "warnings_", [])]
 
     run_info: dict[str, Any] = {

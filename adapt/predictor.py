@@ -51,7 +51,7 @@ from shiftkit.datasets.errors import ConfigError, DataError
 from shiftkit.datasets.files import atomic_write_bytes
 
 from .backbones import SegModel, as_split_model, build_classifier, build_mlp, build_segmenter
-from .checkpoint import UnsafeModelFileError, is_safetensors, read_weights
+from .checkpoint import UnsafeModelFileError, is_safetensors, load_into
 from .trainer import predict_loader
 
 __all__ = ["FORMAT_VERSION", "MIN_IMAGE_SIDE", "ModelFileError", "Prediction", "Predictor", "Sidecar",
@@ -111,20 +111,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     checkpoint written by :func:`shiftkit.adapt.trainer.train` (``modules.model`` is used).
     ``key`` selects a sub-dict (e.g. ``"state_dict"``).
     """
-    p = Path(path)
-    state: Any = read_weights(p)  # the one safe loader: safetensors or weights_only state dicts
-    if key is not None:
-        state = state[key]
-    elif isinstance(state, dict) and "modules" in state and "model" in state.get("modules", {}):
-        state = state["modules"]["model"]
-    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k[len("model."):] if k.startswith("model.") and k not in model.state_dict() else k: v
-             for k, v in state.items() if not k.startswith("shift.")}
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        raise DataError(f"{p}: weights do not fit the model: {str(exc)[:500]}") from None
+    load_into(model, path, strict=strict, key=key)  # the one weight loader (shiftkit.adapt.checkpoint)
     return model
 
 
@@ -265,6 +252,10 @@ class PreprocessingSpec(_Strict):
     resize: Literal["bilinear"] = "bilinear"
     reader: Literal["shiftkit", "monai", "arrays"] = "shiftkit"
     pipeline: PipelineSpec | None = None
+    #: Per-channel mean/std the network applies itself to [0, 1] inputs (timm/torchvision/smp
+    #: backbones: the pretrained weights' config) and the weights' native input size; a record,
+    #: not a step :class:`Predictor` runs (the network's first module does it).
+    normalize: dict[str, Any] | None = None
 
 
 class ShiftSpec(_Strict):
@@ -535,6 +526,8 @@ def save_model(
            "min_size": int(min_size) if min_size is not None else min(MIN_IMAGE_SIDE, side),
            "value_range": [0.0, 1.0], "resize": "bilinear",
            **_describe_preprocessing(method_or_model, preprocessing, src, tds)}
+    if arch.get("normalize"):
+        pre["normalize"] = {**arch["normalize"], "applied_by": "network"}
     sidecar: dict[str, Any] = {
         "format": "shiftkit-model",
         "format_version": FORMAT_VERSION,
@@ -856,22 +849,40 @@ class Predictor:
 
         return load_reference(self, folder, **monitor_kwargs)
 
-    def monitor(self, batch: Any, *, attributes: Any = None, online: bool = True) -> Any:
-        """Drift verdict of one incoming batch: :class:`shiftkit.evaluation.monitor.BatchDrift`."""
+    def monitor(self, batch: Any, *, attributes: Any = None, online: bool = False) -> Any:
+        """Drift verdict of one incoming batch (stateless): :class:`shiftkit.evaluation.monitor.BatchDrift`.
+        For a stream with an online alarm use :meth:`stream`."""
         from .monitoring import monitor
 
         return monitor(self, batch, attributes=attributes, online=online)
 
     def estimate_performance(self, batch: Any) -> dict:
-        """Label-free accuracy estimates (ATC, DoC, CBPE) and the estimated class prior of a batch."""
+        """Label-free accuracy estimates (ATC, DoC, CBPE) and the estimated class prior of a batch,
+        each with an interval and a ``trusted`` verdict (stateless)."""
         from .monitoring import estimate_performance
 
         return estimate_performance(self, batch)
+
+    def check(self, batch: Any, *, attributes: Any = None) -> Any:
+        """Stateless drift verdict + estimates of one batch: :class:`shiftkit.adapt.monitoring.BatchCheck`."""
+        from .monitoring import check
+
+        return check(self, batch, attributes=attributes)
+
+    def stream(self) -> Any:
+        """A new :class:`shiftkit.adapt.monitoring.MonitorStream` (explicit online state: update, summary, reset)."""
+        from .monitoring import MonitorStream
+
+        return MonitorStream(self)
 
 
 def _rebuild(arch: dict, where: str) -> nn.Module:
     kind = arch.get("kind")
     try:
+        from .backbones_ecosystem import is_ecosystem_name, rebuild
+
+        if is_ecosystem_name(arch.get("name")):  # timm:/tv:/smp: rebuilt by name, options and normalisation
+            return rebuild(arch)
         if kind == "classifier":
             return build_classifier(arch["name"], int(arch["in_channels"]), int(arch["num_classes"]),
                                     spatial_dims=int(arch.get("spatial_dims", 2)), dropout=float(arch.get("dropout", 0.0)))
@@ -883,7 +894,9 @@ def _rebuild(arch: dict, where: str) -> nn.Module:
                              activation=str(arch.get("activation", "relu")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(where, [f"architecture: cannot rebuild {arch!r} ({type(exc).__name__}: {exc})"]) from None
-    raise ConfigError("load", [f"{where}: architecture {arch!r} is not built in; pass model= to rebuild it"])
+    raise ConfigError("load", [f"{where}: architecture {arch!r} is not built in; rebuild it from your own code: in "
+                               "Python load(path, model=YourNet()), on the command line --model-factory "
+                               "package.module:function (a function returning the untrained network)"])
 
 
 def _read_sidecar(jpath: Path, wpath: Path) -> tuple[dict, Sidecar]:

@@ -8,8 +8,10 @@ and :mod:`shiftkit.evaluation.gap` (all target images; labels never read for the
 and measures their AUROC on held-out labelled target images, so the user sees how well the
 scores ranked on their own data.
 
-Candidates are model folders written by :func:`shiftkit.adapt.save_model`, or
-``BACKBONE:WEIGHTS`` (a name from ``CLASSIFIER_NAMES`` and a safetensors / state-dict file).
+Candidates are model folders written by :func:`shiftkit.adapt.save_model`,
+``BACKBONE:WEIGHTS`` (a name from ``CLASSIFIER_NAMES`` and a safetensors / state-dict file), or
+``timm:<name>=WEIGHTS`` / ``tv:<name>=WEIGHTS`` (a pretrained timm or torchvision model from a
+local file, its own classifier kept, images resized to its pretrained input size).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from shiftkit.datasets.errors import ConfigError, DataError
 
 from .backbones import CLASSIFIER_NAMES, build_classifier
+from .backbones_ecosystem import is_ecosystem_name
 from .trainer import predict_loader
 
 __all__ = ["Candidate", "RankResult", "DEFAULT_SCORE", "LABEL_FREE", "load_candidate", "rank_candidates",
@@ -78,6 +81,18 @@ def load_candidate(spec: str | os.PathLike[str] | Candidate, *, num_classes: int
     if isinstance(spec, Candidate):
         return spec
     text = str(spec)
+    lib_name, eq, wpath = text.partition("=")
+    if eq and is_ecosystem_name(lib_name) and not Path(text).exists():
+        # timm:/tv: NAME=WEIGHTS: the file's own classifier is kept (LEEP and NCE read the source
+        # model's class probabilities), at the input size its pretrained config names.
+        torch.manual_seed(0)
+        try:
+            model = build_classifier(lib_name, in_channels, None, weights=wpath)
+        except ConfigError:  # a headless file: a new head for num_classes (probability scores then mean little)
+            model = build_classifier(lib_name, in_channels, num_classes, weights=wpath)
+        size = (model.arch.get("normalize") or {}).get("input_size")
+        return Candidate(f"{lib_name}:{Path(wpath).stem}", model.eval(), tuple(size[1:]) if size else None,
+                         in_channels, None, wpath)
     head, sep, tail = text.partition(":")
     if sep and head.lower() in CLASSIFIER_NAMES and not Path(text).exists():
         torch.manual_seed(0)
@@ -206,14 +221,14 @@ class RankResult:
 
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``ranking.csv``, ``ranking.json`` and ``ranking.png`` (atomically)."""
-        from .predictor import _atomic_write_bytes
+        from shiftkit.datasets.files import atomic_write_bytes
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "ranking.csv", "json": out / "ranking.json", "png": out / "ranking.png"}
-        _atomic_write_bytes(self.table.to_csv(index=False).encode(), paths["csv"])
-        _atomic_write_bytes(json.dumps(self.to_dict(), indent=2, allow_nan=True).encode(), paths["json"])
-        _atomic_write_bytes(self._figure(), paths["png"])
+        atomic_write_bytes(paths["csv"], self.table.to_csv(index=False).encode())
+        atomic_write_bytes(paths["json"], json.dumps(self.to_dict(), indent=2, allow_nan=True).encode())
+        atomic_write_bytes(paths["png"], self._figure())
         return paths
 
     def _figure(self) -> bytes:
@@ -251,7 +266,7 @@ class RankResult:
 
 def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[int], epochs: int, lr: float,
                     batch_size: int) -> list[float]:
-    from sklearn.metrics import roc_auc_score
+    from shiftkit.evaluation.metrics import auroc
 
     from .methods import FineTune
 
@@ -263,11 +278,15 @@ def _finetune_auroc(c: Candidate, fit: Dataset, ev: Dataset, *, seeds: Sequence[
     out = []
     for seed in seeds:
         model = copy.deepcopy(c.model)
-        m = FineTune(model, num_classes=int(c.model.head.out_features) if hasattr(c.model.head, "out_features") else 2,
+        want = max(2, int(np.max(_labels_of(fit))) + 1)
+        if isinstance(model.head, nn.Linear) and model.head.out_features != want:  # e.g. an ImageNet head
+            torch.manual_seed(int(seed))
+            model.head = nn.Linear(model.head.in_features, want)
+        m = FineTune(model, num_classes=int(model.head.out_features) if hasattr(model.head, "out_features") else 2,
                      epochs=epochs, lr=lr, batch_size=batch_size, seed=int(seed), device="cpu", progress=False)
         m.fit(target=fit_r)
         proba = m.predict_proba(ev_r)
-        out.append(float(roc_auc_score(y, proba[:, 1] if proba.shape[1] == 2 else proba, multi_class="ovr")))
+        out.append(auroc(y, proba)[0])
     return out
 
 

@@ -12,6 +12,14 @@ Rows:
    site) for CBPE / ATC / DoC, and NannyML's CBPE on the same arrays when it is installed.
 3. Pixel-accuracy estimate MAE over dashcam conditions (tiny U-Net trained on urban day,
    32 x 64 px; pixel rows subsampled 256 per image), shiftkit only.
+4. ``Predictor.estimate_performance`` on a batch of 32 for a 10-class model (tiny backbone,
+   64 px): its cost beyond the forward pass it runs (drift test for the trust verdict,
+   ATC / DoC / CBPE with intervals, EM + BBSE prior with the batch bootstrap) against that
+   forward pass, timed alternately in one run. Goal: ratio <= 1. ``--cost-only`` runs just this
+   row and writes ``results/monitor_estimate_cost.json``.
+
+The coverage of the intervals is measured by ``scripts/monitor_coverage.py`` (results in
+``results/monitor_coverage.json``).
 
 Data: development data seeds only (no claims are tuned here; the figures are reported).
 
@@ -72,10 +80,59 @@ def _nannyml_cbpe(ref_p, ref_y, targets: dict, python: str | None) -> tuple[dict
     return doc["estimates"], f"NannyML {doc['version']} CBPE run by {Path(exe).name} beside the same arrays"
 
 
+def estimate_cost_row(repeat: int, machine: dict) -> tuple[dict, dict]:
+    """Row 4: ``estimate_performance`` at batch 32, 10-class model, against its forward pass."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from shiftkit.adapt import load
+    from shiftkit.adapt.backbones import build_classifier
+    from shiftkit.adapt.monitoring import forward
+    from shiftkit.adapt.predictor import save_model
+    from shiftkit.datasets.synth import radiograph
+    from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
+
+    seed = DEV_DATA_SEEDS[0]
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_monitor_cost_"))
+    save_model(build_classifier("tiny", 1, 10), tmp, class_names=[f"c{i}" for i in range(10)], image_size=(64, 64),
+               in_channels=1)
+    pred = load(tmp)
+    ref = np.stack([radiograph.sample("city", i, seed=seed, size=64, split="val")["image"] for i in range(500)])
+    rng = np.random.default_rng(seed)
+    # labels: the model's own prediction 70 % of the time, else random, so every class occurs
+    own = forward(pred, ref)["proba"].argmax(1)
+    labels = np.where(rng.random(len(ref)) < 0.7, own, rng.integers(0, 10, len(ref)))
+    pred.set_reference(ref, labels)
+    batch = np.stack([radiograph.sample("city", i, seed=seed, size=64, split="test")["image"] for i in range(32)])
+    pred.estimate_performance(batch)  # warm-up
+    forward(pred, batch)
+    fw, est = [], []
+    for _ in range(max(repeat, 9)):  # alternate, so both see the same load
+        t = time.perf_counter()
+        forward(pred, batch)
+        fw.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pred.estimate_performance(batch)
+        est.append(time.perf_counter() - t)
+    f, e = statistics.median(fw) * 1e3, statistics.median(est) * 1e3
+    print(f"estimate_performance at batch 32, 10 classes: {e:.1f} ms total, forward {f:.1f} ms, beyond the forward "
+          f"{e - f:.1f} ms (ratio {(e - f) / f:.2f})", flush=True)
+    row = make_row("estimate_performance beyond its forward pass, batch 32, 10-class tiny model, 64 px (CPU)",
+                   shiftkit=e - f, unit="ms", baseline=f, baseline_name="forward pass of the batch", max_ratio=1.0,
+                   notes=f"total {e:.1f} ms = {e / f:.2f} x the forward pass; drift test (MMD 500 perms + 10 KS) + "
+                         f"ATC/DoC/CBPE + EM/BBSE with 64-resample batch bootstrap; median of {len(fw)} alternating "
+                         f"repeats; load {machine.get('load_avg_1m', '?')}")
+    return row, {"forward_ms": [v * 1e3 for v in fw], "estimate_performance_ms": [v * 1e3 for v in est]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and epochs (a smoke run)")
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--cost-only", action="store_true", help="only row 4 (estimate_performance cost at batch 32)")
     ap.add_argument("--nannyml-python", default=os.environ.get("SHIFTKIT_NANNYML_PYTHON"),
                     help="interpreter with nannyml installed (it pulls ~70 packages, so it is kept out of the "
                          "project venv; default: this interpreter)")
@@ -93,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     machine = describe_machine()
+    if args.cost_only:
+        row, info = estimate_cost_row(args.repeat, machine)
+        print(markdown_table([row]))
+        path = write_result("monitor_estimate_cost", [row], machine=machine, extra=info,
+                            command=".venv/bin/python benchmarks/bench_monitor.py --cost-only")
+        print(f"wrote {path}")
+        return 0
     seed = DEV_DATA_SEEDS[0]
     n_train, epochs, n_test = (200, 2, 128) if args.quick else (400, 4, 256)
     rows, extra = [], {"seed": seed, "quick": args.quick}
@@ -196,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                          shiftkit=dmae["cbpe"], unit="abs. error", max_value=0.03,
                          notes=f"CBPE {dmae['cbpe']:.3f}, ATC {dmae['atc']:.3f}, DoC {dmae['doc']:.3f}; NannyML "
                                "not run on 9-class pixel rows"))
+    row, info = estimate_cost_row(args.repeat, machine)
+    rows.append(row)
+    extra["estimate_cost"] = info
     print(markdown_table(rows))
     path = write_result("monitor", rows, machine=machine, extra=extra,
                         command=".venv/bin/python benchmarks/bench_monitor.py" + (" --quick" if args.quick else ""))

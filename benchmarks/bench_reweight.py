@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 D = 64
@@ -171,11 +170,9 @@ def run_child(code: str, args: list[str], timeout: float) -> object:
 
 
 def write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    from shiftkit.datasets.files import atomic_write_json
+
+    atomic_write_json(path, obj, indent=2)
 
 
 def main() -> None:

@@ -15,17 +15,22 @@ from typing import Any
 # One style for the three packages: public names map to the module that defines them and are
 # imported on first use; the submodules themselves load lazily too.
 _SUBMODULES = ("gap", "metrics", "calibration", "report", "plots", "overfitting", "bias", "risk", "loaders",
-               "results", "monitor", "performance_estimation", "prevalence", "transferability", "jobs")
+               "results", "monitor", "performance_estimation", "prevalence", "transferability", "jobs", "statistics")
 _EXPORTS = {
     "MethodResult": ".results",
     "RunResult": ".results",
     "SCHEMA_VERSION": ".results",
+    "GapSection": ".results",
+    "OverfittingSection": ".results",
+    "SelectionSection": ".results",
+    "BiasSection": ".bias",
+    "AuditResult": ".bias",
     "classification_metrics": ".metrics",
     "segmentation_metrics": ".metrics",
     "gap_summary": ".gap",
     "mmd_test": ".gap",
     "proxy_a_distance": ".gap",
-    "expected_calibration_error": ".calibration",
+    "expected_calibration_error": ".metrics",
     "analyse_history": ".overfitting",
     "audit": ".bias",
     "write_report": ".report",

@@ -14,23 +14,9 @@ import numpy as np
 
 from shiftkit.datasets.errors import DataError
 
-from ._arrays import labels_1d, probabilities
+from .metrics import calibration_bin_sums, confidence_correct, ece_from_confidence, expected_calibration_error
 
 __all__ = ["reliability_curve", "expected_calibration_error", "plot_reliability"]
-
-
-def _confidence_correct(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = labels_1d(y_true)
-    p = probabilities(proba, len(y))
-    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
-        bad = int(np.argmax((y < 0) | (y >= p.shape[1])))
-        raise DataError(f"y_true[{bad}] = {y[bad]} is not a class index in 0..{p.shape[1] - 1}")
-    return p.max(1), (p.argmax(1) == y).astype(np.float64)
-
-
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    # Bin b holds (b/n_bins, (b+1)/n_bins]; confidence 0 goes to bin 0.
-    return np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
 
 
 def reliability_curve(y_true: Any, proba: Any, n_bins: int = 15) -> dict[str, list[float] | float]:
@@ -40,17 +26,14 @@ def reliability_curve(y_true: Any, proba: Any, n_bins: int = 15) -> dict[str, li
     """
     if int(n_bins) < 1:
         raise DataError(f"argument 'n_bins' must be >= 1; got {n_bins}")
-    conf, correct = _confidence_correct(y_true, proba)
+    conf, correct = confidence_correct(y_true, proba)
     if len(conf) == 0:
         raise DataError("cannot compute calibration on zero samples")
-    idx = _bin_index(conf, n_bins)
-    count = np.bincount(idx, minlength=n_bins).astype(float)
-    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    count, acc_sum, conf_sum = calibration_bin_sums(conf, correct, int(n_bins))
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = acc_sum / count
         cbar = conf_sum / count
-    ece = float(np.abs(acc_sum - conf_sum).sum() / len(conf))
+    ece = float(ece_from_confidence(conf, correct, int(n_bins)))
     return {
         "bin_edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(),
         "bin_count": count.astype(int).tolist(),
@@ -59,11 +42,6 @@ def reliability_curve(y_true: Any, proba: Any, n_bins: int = 15) -> dict[str, li
         "ece": ece,
         "n": int(len(conf)),
     }
-
-
-def expected_calibration_error(y_true: Any, proba: Any, n_bins: int = 15) -> float:
-    """ECE with `n_bins` equal-width bins of top-label confidence (unitless, in [0, 1])."""
-    return float(reliability_curve(y_true, proba, n_bins)["ece"])
 
 
 def plot_reliability(curves: dict[str, dict], *, title: str = "Reliability diagram"):

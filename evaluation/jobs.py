@@ -146,7 +146,8 @@ def audit_predictions(
         threshold, n_boot, min_group_size, seed: as :func:`~shiftkit.evaluation.bias.audit`.
 
     Returns:
-        :class:`JobResult`; ``metrics["bias"]`` is the audit (or the comparison).
+        :class:`JobResult`; ``metrics["bias"]`` is ``BiasSection.to_dict()``: ``{"audits": {score column:
+        audit}, "comparison": ...}`` (the comparison with ``compare_col``).
     """
     from . import bias
 
@@ -160,21 +161,20 @@ def audit_predictions(
     control = list(control or [])
     kw = dict(label_col=label_col, threshold=threshold, control=control, n_boot=n_boot,
               min_group_size=min_group_size, seed=seed)
-    first = bias.audit(frame, list(sensitive), score_col=score_col, **kw)
-    warnings = list(first.warnings)
+    audits = {score_col: bias.audit(frame, list(sensitive), score_col=score_col, **kw)}
     if compare_col:
-        second = bias.audit(frame, list(sensitive), score_col=compare_col, **kw)
-        section = bias.compare_audits({score_col: first, compare_col: second})
-        warnings += [f"[{compare_col}] {w}" for w in second.warnings]
-        warnings += [f"disparity widened beyond its CI with {compare_col}: {w}" for w in section["widened_beyond_ci"]]
-    else:
-        section = first.to_dict()
+        audits[compare_col] = bias.audit(frame, list(sensitive), score_col=compare_col, **kw)
+    section = bias.BiasSection.of(audits)
+    warnings = list(audits[score_col].warnings)
+    if compare_col:
+        warnings += [f"[{compare_col}] {w}" for w in audits[compare_col].warnings]
+        warnings += [f"disparity widened beyond its CI with {compare_col}: {w}" for w in section.widened_beyond_ci]
     metrics = {
         "run": {"command": "audit", "predictions": Path(source).name if source != "the predictions table" else source,
                 "rows": int(len(frame)), "sensitive": ",".join(sensitive), "control": ",".join(control),
                 "label_col": label_col, "score_col": score_col, "compare_col": compare_col or "",
                 "threshold": threshold, "n_boot": n_boot, "min_group_size": min_group_size},
-        "bias": section,
+        "bias": section.to_dict(),
         "warnings": warnings,
     }
     return JobResult(metrics, _write(out, metrics, None, "shiftkit bias audit"))

@@ -15,32 +15,76 @@ import numpy as np
 from shiftkit.datasets.errors import DataError
 
 from ._arrays import labels_1d, probabilities, to_numpy
-from .calibration import reliability_curve
 
-__all__ = ["auroc", "auroc_or_nan", "classification_metrics", "confusion_matrix_seg", "segmentation_metrics"]
+__all__ = [
+    "auroc", "auroc_from_weights", "auroc_or_nan", "binary_auroc", "calibration_bin_sums", "classification_metrics",
+    "confidence_correct", "confusion_matrix_seg", "ece_from_confidence", "expected_calibration_error", "iou_from_counts",
+    "miou_from_confusion", "miou_from_counts", "segmentation_counts", "segmentation_metrics",
+]
+
+
+def auroc_from_weights(score: Any, pos_weight: Any, neg_weight: Any) -> Any:
+    """The one AUROC: P(s+ > s-) + P(s+ == s-) / 2 over weighted (positive, negative) pairs.
+
+    Every AUROC in shiftkit is this function (Mann-Whitney with ties counted 1/2; with 0/1
+    weights it equals scikit-learn's ``roc_auc_score``). One sort, then per-tie-block weight
+    sums, so B weightings (bootstrap resamples) cost one pass.
+
+    score: ``(n,)`` scores, higher = more positive. pos_weight, neg_weight: ``(n,)`` or
+    ``(B, n)`` non-negative weights of each row as a positive / a negative (0/1 labels;
+    bootstrap multiplicities; soft labels ``q`` and ``1 - q``).
+    Returns a float, or ``(B,)`` floats when the weights are 2-D; NaN where either class
+    has zero total weight.
+    """
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    pw, nw = np.asarray(pos_weight, dtype=np.float64), np.asarray(neg_weight, dtype=np.float64)
+    batched = pw.ndim == 2 or nw.ndim == 2
+    pw2, nw2 = np.atleast_2d(pw), np.atleast_2d(nw)
+    if pw2.shape[-1] != len(s) or nw2.shape[-1] != len(s):
+        raise DataError(f"score has {len(s)} rows but the weights have {pw2.shape[-1]} and {nw2.shape[-1]}")
+    if len(s) == 0:
+        out = np.full(max(len(pw2), len(nw2)), np.nan)
+        return out if batched else math.nan
+    order = np.argsort(s, kind="mergesort")
+    s_sorted = s[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    posb = np.add.reduceat(pw2[:, order], starts, axis=1)
+    negb = np.add.reduceat(nw2[:, order], starts, axis=1)
+    below = np.cumsum(negb, axis=1) - negb  # negative weight strictly below each tie block
+    num = (posb * (below + 0.5 * negb)).sum(1)
+    tot = posb.sum(1) * negb.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(tot > 0, num / tot, np.nan)
+    return out if batched else float(out[0])
+
+
+def binary_auroc(y_true: Any, score: Any) -> float:
+    """AUROC of ``score`` ``(n,)`` for ``y_true == 1`` against every other row; NaN when one
+    side is empty. Equals ``sklearn.metrics.roc_auc_score(y_true, score)``."""
+    pos = np.asarray(y_true).reshape(-1) == 1
+    return auroc_from_weights(score, pos, ~pos)
 
 
 def auroc_or_nan(y: np.ndarray, score: np.ndarray) -> tuple[float, str | None]:
     """Binary AUROC of `score` for y == 1, or (NaN, reason) when it is undefined."""
-    from sklearn.metrics import roc_auc_score
-
-    classes = np.unique(y)
+    y = np.asarray(y)
     if len(y) == 0:
         return math.nan, "no samples"
+    classes = np.unique(y)
     if len(classes) < 2:
         return math.nan, f"y_true holds a single class ({classes[0]}); AUROC needs both classes"
-    return float(roc_auc_score(y, score)), None
+    return binary_auroc(y, score), None
 
 
 def auroc(y: np.ndarray, proba: np.ndarray) -> tuple[float, str | None]:
     """AUROC of class probabilities ``proba`` ``(N, K)`` against integer labels ``y`` ``(N,)``.
 
-    Binary: of ``proba[:, 1]``; ``K > 2``: one-vs-rest, macro-averaged. Returns
-    ``(NaN, reason)`` when undefined (a single class present, or a class absent for K > 2).
+    Binary: of ``proba[:, 1]``; ``K > 2``: one-vs-rest, macro-averaged (scikit-learn's
+    ``multi_class="ovr", average="macro"``). Returns ``(NaN, reason)`` when undefined (a
+    single class present, or a class absent for K > 2).
     """
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(y)
+    proba = np.asarray(proba)
     k = proba.shape[1]
     if k == 2:
         return auroc_or_nan(y, proba[:, 1])
@@ -48,7 +92,62 @@ def auroc(y: np.ndarray, proba: np.ndarray) -> tuple[float, str | None]:
     if len(present) < k:
         return math.nan, (f"classes {sorted(set(range(k)) - set(present.tolist()))} are absent "
                           "from y_true; one-vs-rest AUROC needs every class")
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(k)))), None
+    return float(np.mean([binary_auroc(y == c, proba[:, c]) for c in range(k)])), None
+
+
+# ----------------------------------------------------------------------------- calibration (ECE)
+
+
+def confidence_correct(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Top-label confidence ``max_k p_ik`` and correctness ``[argmax_k p_ik == y_i]`` (float),
+    each ``(N,)``, of labels ``(N,)`` and probabilities ``(N,)`` P(class 1) or ``(N, K)``."""
+    y = labels_1d(y_true)
+    p = probabilities(proba, len(y))
+    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
+        bad = int(np.argmax((y < 0) | (y >= p.shape[1])))
+        raise DataError(f"y_true[{bad}] = {y[bad]} is not a class index in 0..{p.shape[1] - 1}")
+    return p.max(1), (p.argmax(1) == y).astype(np.float64)
+
+
+def calibration_bin_sums(confidence: Any, correct: Any, n_bins: int = 15,
+                         weights: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin (count, sum of correct, sum of confidence) over ``n_bins`` equal-width bins of
+    confidence (bin b holds (b/n_bins, (b+1)/n_bins]; confidence 0 goes to bin 0).
+
+    confidence, correct: ``(n,)``. weights: None, ``(n,)`` or ``(B, n)`` row weights.
+    Returns three ``(n_bins,)`` arrays, or ``(B, n_bins)`` with 2-D weights.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    corr = np.asarray(correct, dtype=np.float64).reshape(-1)
+    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    if weights is None:
+        return (np.bincount(idx, minlength=n_bins).astype(float),
+                np.bincount(idx, weights=corr, minlength=n_bins),
+                np.bincount(idx, weights=conf, minlength=n_bins))
+    w = np.asarray(weights, dtype=np.float64)
+    onehot = np.zeros((len(conf), n_bins))
+    onehot[np.arange(len(conf)), idx] = 1.0
+    return w @ onehot, w @ (onehot * corr[:, None]), w @ (onehot * conf[:, None])
+
+
+def ece_from_confidence(confidence: Any, correct: Any, n_bins: int = 15, weights: Any = None) -> Any:
+    """The one ECE (Guo et al. 2017): ``sum_b |B_b| / N * |acc(B_b) - conf(B_b)|`` from top-label
+    confidence and correctness ``(n,)``; with ``(B, n)`` weights, ``(B,)`` weighted ECEs
+    (NaN where a weighting is all zero)."""
+    count, acc_sum, conf_sum = calibration_bin_sums(confidence, correct, n_bins, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.abs(acc_sum - conf_sum).sum(-1) / count.sum(-1)
+    return out if np.ndim(out) else float(out)
+
+
+def expected_calibration_error(y_true: Any, proba: Any, n_bins: int = 15) -> float:
+    """ECE with `n_bins` equal-width bins of top-label confidence (unitless, in [0, 1])."""
+    if int(n_bins) < 1:
+        raise DataError(f"argument 'n_bins' must be >= 1; got {n_bins}")
+    conf, correct = confidence_correct(y_true, proba)
+    if len(conf) == 0:
+        raise DataError("cannot compute calibration on zero samples")
+    return float(ece_from_confidence(conf, correct, int(n_bins)))
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -113,6 +212,8 @@ def classification_metrics(
     out["auroc"] = auc
     if reason:
         out["auroc_undefined"] = reason
+    from .calibration import reliability_curve  # calibration builds on this module
+
     rel = reliability_curve(y, p, n_bins)
     out["ece"] = rel["ece"]
     out["nll"] = float(log_loss(y, p, labels=list(range(k))))
@@ -191,12 +292,12 @@ def segmentation_metrics(
     gt = cm.sum(1)
     pd_ = cm.sum(0)
     union = gt + pd_ - tp
+    iou = iou_from_counts(tp, pd_, gt)
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
         dice = np.where(gt + pd_ > 0, 2 * tp / (gt + pd_), np.nan)
     total = cm.sum()
     return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan,
+        "miou": miou_from_counts(tp, pd_, gt),
         "mean_dice": float(np.nanmean(dice)) if np.isfinite(dice).any() else math.nan,
         "pixel_accuracy": float(tp.sum() / total) if total else math.nan,
         "n_pixels": int(total),
@@ -204,3 +305,47 @@ def segmentation_metrics(
         "per_class_dice": {nm: float(v) for nm, v in zip(names, dice, strict=False)},
         "absent_classes": [nm for nm, u in zip(names, union, strict=False) if u == 0],
     }
+
+
+def iou_from_counts(intersection: Any, predicted: Any, true: Any) -> np.ndarray:
+    """Per-class IoU ``(K,)`` from pixel counts ``(K,)``: intersection (true positives),
+    predicted and true pixels per class; NaN for a class in neither truth nor prediction."""
+    inter = np.asarray(intersection, dtype=np.float64)
+    union = np.asarray(predicted, dtype=np.float64) + np.asarray(true, dtype=np.float64) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def miou_from_counts(intersection: Any, predicted: Any, true: Any) -> float:
+    """The one mIoU: the mean of :func:`iou_from_counts` over the classes present in truth or
+    prediction (NaN when none is)."""
+    iou = iou_from_counts(intersection, predicted, true)
+    ok = np.isfinite(iou)
+    return float(iou[ok].mean()) if ok.any() else math.nan
+
+
+def miou_from_confusion(cm: Any) -> float:
+    """mIoU of a pixel confusion matrix ``(K, K)`` (rows truth, columns prediction)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    return miou_from_counts(np.diag(cm), cm.sum(0), cm.sum(1))
+
+
+def segmentation_counts(y_true: Any, y_pred: Any, num_classes: int, *, ignore_index: int | None = None) -> np.ndarray:
+    """Per-image pixel counts ``(N, 3, K)``: intersection, predicted and true pixels per class,
+    of label maps ``(N, H, W)`` (pixels equal to ``ignore_index`` in ``y_true`` left out).
+
+    Summed over images, ``miou_from_counts(*counts.sum(0))`` is the mIoU of the whole set;
+    kept per image so bootstrap resamples of images cost no new prediction."""
+    t_all, p_all = to_numpy(y_true, "y_true"), to_numpy(y_pred, "y_pred")
+    if t_all.shape != p_all.shape:
+        raise DataError(f"y_pred shape {p_all.shape} does not match y_true shape {t_all.shape}")
+    out = np.zeros((len(t_all), 3, num_classes), np.int64)
+    for i in range(len(t_all)):
+        t, p = t_all[i].ravel().astype(np.int64), p_all[i].ravel().astype(np.int64)
+        if ignore_index is not None:
+            keep = t != ignore_index
+            t, p = t[keep], p[keep]
+        out[i, 0] = np.bincount(t[t == p], minlength=num_classes)
+        out[i, 1] = np.bincount(p, minlength=num_classes)
+        out[i, 2] = np.bincount(t, minlength=num_classes)
+    return out

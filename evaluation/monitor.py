@@ -450,8 +450,9 @@ def timeseries_figure(rows: Sequence[Mapping[str, Any]], *, alpha: float = 0.05,
             if not any(v is not None for v in vals):
                 continue
             ax.plot(x, [v["value"] for v in vals], "-", color=col, label=f"{name.upper()} estimate")
-            if name == "cbpe":
-                ax.fill_between(x, [v["low"] for v in vals], [v["high"] for v in vals], color=col, alpha=0.2)
+            if name == "cbpe":  # no band where an estimate has no interval (low/high None)
+                ax.fill_between(x, [np.nan if v.get("low") is None else v["low"] for v in vals],
+                                [np.nan if v.get("high") is None else v["high"] for v in vals], color=col, alpha=0.2)
         if any(r.get("true_accuracy") is not None for r in rows):
             ax.plot(x, [r.get("true_accuracy", np.nan) for r in rows], "k.", label="true (evaluation labels)")
         ax.set_ylabel("accuracy")

@@ -190,9 +190,12 @@ def data_efficiency(results: Any) -> dict[str, Any]:
     records per point are averaged; their SD is kept). Returns {"curves": {init: {"n": [...],
     "mean": [...], "sd": [...]}}, "labels_to_match": {...}}: for each init other than the first,
     the smallest n at which it reaches the first init's score at its smallest n (how many
-    labels the first init saves), or None.
+    labels the first init saves), or None. Its own output is accepted too (the curves' means).
     """
     recs: list[tuple[str, float, float]] = []
+    if isinstance(results, Mapping) and isinstance(results.get("curves"), Mapping):  # this function's own output
+        results = [{"init": k, "n_labelled": n, "score": m} for k, c in results["curves"].items()
+                   for n, m in zip(c["n"], c["mean"], strict=True)]
     if isinstance(results, Mapping):
         for init, pts in results.items():
             if not isinstance(pts, Mapping):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from shiftkit.datasets.errors import DataError
+
 __all__ = [
     "new_figure",
     "figure_to_png",
@@ -185,7 +187,10 @@ def gap_bars_figure(
 
 def layer_gap_figure(profiles: Mapping[str, Mapping[str, Mapping[str, Any]]],
                      measures: Sequence[str] = ("mmd2", "proxy_a_distance")) -> Figure | None:
-    """Per-layer gap profile: {label (e.g. before/after): {layer: gap_summary}} -> lines."""
+    """Per-layer gap profile: {label (e.g. before/after): {layer: gap_summary}} -> lines.
+    Raises DataError when ``profiles`` is not such a mapping."""
+    if not isinstance(profiles, Mapping):
+        raise DataError(f"a layer gap profile is a mapping label -> layer -> gap summary, not {type(profiles).__name__}")
     if not profiles:
         return None
     fig, axes = new_figure((5.0 * len(measures), 3.5), ncols=len(measures))

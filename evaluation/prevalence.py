@@ -28,7 +28,7 @@ chose, applied at the prevalence it now faces).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,10 @@ import numpy as np
 from shiftkit.datasets.errors import DataError
 
 from ._arrays import labels_1d
-from .performance_estimation import _proba, apply_bcts, fit_bcts
+from .performance_estimation import MIN_REFERENCE, _proba, apply_bcts, drift_verdict, fit_bcts
+
+REFERENCE_BOOTSTRAP = 20  # refits on reference resamples for the calibration term
+MIN_PREDICTED = 10  # reference predictions per class below which BBSE is not identified (C too noisy)
 
 __all__ = ["PriorEstimate", "PriorShiftEstimator", "correct_proba", "corrected_threshold", "threshold_effect"]
 
@@ -48,20 +51,37 @@ class PriorEstimate:
     prior: ``(K,)`` estimated target class shares (the preferred estimate: EM + BCTS).
     bbse: ``(K,)`` the BBSE estimate; em: ``(K,)`` the EM estimate.
     reference_prior: ``(K,)`` the reference class shares.
-    interval: ``(K, 2)`` bootstrap interval of the preferred estimate.
+    interval: ``(K, 2)`` interval of the preferred (EM) estimate for the batch's true class
+        shares at the estimator's level (see :meth:`PriorShiftEstimator.estimate`), or None.
     threshold: the corrected threshold on P(class 1) for binary models (None otherwise).
+    bbse_interval: ``(K, 2)`` the same for the BBSE estimate, or None.
+    trusted / why: as :class:`~shiftkit.evaluation.performance_estimation.Estimate`: False with
+        the reason when the batch's drift test rejected, None when no drift check was given.
     """
 
     prior: list[float]
     bbse: list[float]
     em: list[float]
     reference_prior: list[float]
-    interval: list[list[float]]
+    interval: list[list[float]] | None
     threshold: float | None = None
     em_iterations: int = 0
+    bbse_interval: list[list[float]] | None = None
+    trusted: bool | None = None
+    why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PriorEstimate:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_verdict(self, trusted: bool | None, why: str = "") -> PriorEstimate:
+        """A copy with the trust verdict set."""
+        return replace(self, trusted=trusted, why="; ".join(w for w in (why, self.why) if w))
 
 
 def correct_proba(proba: Any, reference_prior: Any, target_prior: Any) -> np.ndarray:
@@ -137,8 +157,29 @@ def _bbse(pred: np.ndarray, joint: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
 class PriorShiftEstimator:
     """BBSE and EM-with-BCTS estimates of the target class prior (see the module docstring).
 
+    Intervals (for the batch's realised class shares, at ``level``): the error of an estimate
+    ``e_k`` against the batch's true share ``y_k`` splits, when the batch is drawn like the
+    reference, into three independent parts whose variances add:
+
+    - ``e_k - mean_i q_ik`` (``q`` the calibrated probabilities): how the estimator reads the
+      batch's inputs, from a bootstrap of the batch (both terms on the same resamples), and at
+      least its per-row spread on reference pseudo-batches divided by the batch size;
+    - ``mean_i q_ik - y_k``: the batch's labels around their calibrated expectation,
+      binomial-like, ``sum_i q_ik (1 - q_ik) / n^2``;
+    - the calibration error of the fit on ``N`` reference rows: the spread of the estimate of
+      the whole reference under fits on 20 bootstrap resamples of it (measured at ``fit``).
+
+    The BBSE interval is centred on the unclipped BBSE estimate (linear in the batch), so a
+    point estimate clipped to 0 still gets an honest interval.
+
+    Normal interval ``e_k ± z sqrt(sum)``, clipped to [0, 1]. Coverage reported in
+    ``benchmarks/results/monitor_coverage.json``. A prior shift moves ``y_k`` by design; the
+    interval is for the estimate, so it remains valid under label shift as long as ``p(x|y)``
+    holds, but it is only measured without shift.
+
     Args:
-        n_bootstrap: bootstrap resamples of the batch for the interval of the EM estimate.
+        n_bootstrap: bootstrap resamples of the batch (64: the bootstrap term is usually the
+            smallest of the three, so its variance need not be known to better than ~20 %).
         level: interval coverage.
         threshold: the decision threshold on P(class 1) in use (binary), whose corrected
             value is reported.
@@ -146,11 +187,11 @@ class PriorShiftEstimator:
 
     Example:
         >>> est = PriorShiftEstimator().fit(val_proba, val_labels)
-        >>> r = est.estimate(window_proba); r.prior, r.threshold
+        >>> r = est.estimate(window_proba); r.prior, r.interval, r.threshold
         >>> new_proba = est.correct(window_proba, r)
     """
 
-    def __init__(self, *, n_bootstrap: int = 100, level: float = 0.95, threshold: float = 0.5, seed: int = 0):
+    def __init__(self, *, n_bootstrap: int = 64, level: float = 0.95, threshold: float = 0.5, seed: int = 0):
         self.n_bootstrap = n_bootstrap
         self.level = level
         self.threshold = threshold
@@ -174,7 +215,41 @@ class PriorShiftEstimator:
         joint = np.zeros((k, k))
         np.add.at(joint, (p.argmax(1), y), 1.0)
         self.joint_ = joint / len(y)
+        self.joint_pinv_ = np.linalg.pinv(self.joint_)
+        # BBSE solves C w = mu: with a class (almost) never predicted, C is (nearly) singular and
+        # w is not identified; its estimate then gets no interval
+        pred_counts = np.bincount(p.argmax(1), minlength=k)
+        rare = [int(c) for c in np.nonzero(pred_counts < MIN_PREDICTED)[0]]
+        self.bbse_problem_ = (f"BBSE not identified: the model predicts class(es) {rare} fewer than {MIN_PREDICTED} "
+                              "times on the reference (singular confusion matrix)") if rare else ""
         self.temperature_, self.bias_ = fit_bcts(np.log(p), y)
+        self.n_reference_ = len(y)
+        # calibration error of a fit on N rows: refit on bootstrap resamples of the reference
+        # and read the whole reference as if it were a batch; the spread of those estimates is
+        # the spread of the fit (the true shares of that "batch" are fixed)
+        rng = np.random.default_rng(self.seed)
+        em_b, bbse_b = [], []
+        for _ in range(REFERENCE_BOOTSTRAP if len(y) >= MIN_REFERENCE else 0):
+            i = rng.integers(0, len(y), len(y))
+            cnt = np.bincount(y[i], minlength=k)
+            if (cnt == 0).any():
+                continue
+            pr = cnt / len(y)
+            jb = np.zeros((k, k))
+            np.add.at(jb, (p[i].argmax(1), y[i]), 1.0 / len(y))
+            tb, bb = fit_bcts(np.log(p[i]), y[i])
+            em_b.append(_em(apply_bcts(p, tb, bb), pr, tol=1e-6, max_iter=300)[0])
+            bbse_b.append((np.linalg.pinv(jb) @ (np.bincount(p.argmax(1), minlength=k) / len(y))) * pr)  # linear, as the interval
+        self.calibration_var_em_ = np.var(em_b, 0, ddof=1) if len(em_b) > 1 else None
+        self.calibration_var_bbse_ = np.var(bbse_b, 0, ddof=1) if len(bbse_b) > 1 else None
+        # per-row spread of (estimate - mean calibrated probability) on reference pseudo-batches
+        # of 64: a floor for a batch whose own bootstrap sees too little variety (e.g. every row
+        # predicted as one class gives a zero-width BBSE bootstrap)
+        q = apply_bcts(p, self.temperature_, self.bias_)
+        idx = rng.integers(0, len(y), (64, 64))
+        self.row_var_em_ = (_em(q[idx], self.reference_prior_, tol=1e-6, max_iter=300)[0] - q[idx].mean(1)).var(0) * 64
+        mu = np.stack([np.bincount(row, minlength=k) for row in p.argmax(1)[idx]]) / 64
+        self.row_var_bbse_ = (self._bbse_linear(mu) - q[idx].mean(1)).var(0) * 64
         return self
 
     def _point(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -183,24 +258,56 @@ class PriorShiftEstimator:
         em, it = _em(r, self.reference_prior_)
         return em, _bbse(p.argmax(1), self.joint_, self.reference_prior_), it
 
-    def estimate(self, proba: Any) -> PriorEstimate:
-        """Estimate the prior of a batch/window ``(m, K)`` (no labels)."""
+    def _bbse_linear(self, mu: np.ndarray) -> np.ndarray:
+        """Unclipped BBSE ``p * C^+ mu`` for ``(..., K)`` predicted-label shares (one product with
+        the pseudo-inverse). It sums to 1 (the columns of ``C`` sum to ``p``) and is linear in
+        the batch, so its spread is read without the clipping's distortion."""
+        return (mu @ self.joint_pinv_.T) * self.reference_prior_
+
+    def estimate(self, proba: Any, *, drift: Any = None) -> PriorEstimate:
+        """Estimate the prior of a batch/window ``(m, K)`` (no labels); ``drift``: the batch's
+        drift test, which sets ``trusted`` / ``why`` (see the class docstring for the intervals)."""
+        from scipy.stats import norm
+
         if not hasattr(self, "reference_prior_"):
             raise DataError("PriorShiftEstimator is not fitted; call fit(reference_proba, reference_labels)")
         p = _proba(proba, "proba", self.n_classes_)
         em, bbse, it = self._point(p)
-        rng = np.random.default_rng(self.seed)
-        a = (1 - self.level) / 2
-        if self.n_bootstrap > 0:
-            r = apply_bcts(p, self.temperature_, self.bias_)
-            boots, _ = _em(r[rng.integers(0, len(p), (int(self.n_bootstrap), len(p)))], self.reference_prior_)
-            interval = np.quantile(boots, [a, 1 - a], axis=0).T
+        m, k = p.shape
+        trusted, why = drift_verdict(drift)
+        interval = bbse_iv = None
+        if self.calibration_var_em_ is None or self.n_bootstrap < 2 or m < 2:
+            why = "; ".join(w for w in (why, f"no interval: needs >= {MIN_REFERENCE} reference rows, >= 2 batch rows "
+                                             "and n_bootstrap >= 2") if w)
         else:
-            interval = np.stack([em, em], 1)
+            r = apply_bcts(p, self.temperature_, self.bias_)
+            rng = np.random.default_rng(self.seed)
+            idx = rng.integers(0, m, (int(self.n_bootstrap), m))
+            rb = r[idx]                                                      # (B, m, K)
+            mean_q = rb.mean(1)
+            boot_em, _ = _em(rb, self.reference_prior_, tol=1e-6, max_iter=300)
+            # predicted-label shares of every resample at once: (B, m) labels -> (B, K) shares
+            pred = p.argmax(1)
+            mu = np.stack([np.bincount(row, minlength=k) for row in pred[idx]]) / m
+            lin = self._bbse_linear(np.bincount(pred, minlength=k) / m)
+            # labels around their calibrated expectation: binomial-like spread of the batch
+            binom = (r * (1 - r)).sum(0) / m ** 2
+            z = float(norm.ppf(0.5 + self.level / 2))
+
+            def iv(point: np.ndarray, boot: np.ndarray, cal: np.ndarray, row_var: np.ndarray) -> list[list[float]]:
+                read = np.maximum((boot - mean_q).var(0, ddof=1), row_var / m)
+                half = z * np.sqrt(binom + cal + read)
+                return np.stack([np.clip(point - half, 0, 1), np.clip(point + half, 0, 1)], 1).tolist()
+
+            interval = iv(em, boot_em, self.calibration_var_em_, self.row_var_em_)
+            if self.bbse_problem_:
+                why = "; ".join(w for w in (why, f"no BBSE interval: {self.bbse_problem_}") if w)
+            else:
+                bbse_iv = iv(lin, self._bbse_linear(mu), self.calibration_var_bbse_, self.row_var_bbse_)
         thr = (corrected_threshold(self.threshold, self.reference_prior_, em) if self.n_classes_ == 2 else None)
         return PriorEstimate(prior=em.tolist(), bbse=bbse.tolist(), em=em.tolist(),
-                             reference_prior=self.reference_prior_.tolist(), interval=interval.tolist(),
-                             threshold=thr, em_iterations=it)
+                             reference_prior=self.reference_prior_.tolist(), interval=interval,
+                             threshold=thr, em_iterations=it, bbse_interval=bbse_iv, trusted=trusted, why=why)
 
     def correct(self, proba: Any, estimate: PriorEstimate | Any) -> np.ndarray:
         """Prior-corrected (and BCTS-calibrated) probabilities ``(m, K)`` of the batch."""

@@ -6,7 +6,14 @@ sections from these objects, so the shape of a metrics dict is checked in one pl
 (:meth:`RunResult.from_dict`) and nowhere else. Sections this module does not know (a layer
 gap profile, a data-efficiency curve, your own) travel in ``extra`` and are rendered as tables.
 
-Saved form (schema 1.0)::
+Every section is a frozen dataclass with ``to_dict`` / ``from_dict``: :class:`GapSection`,
+:class:`OverfittingSection`, :class:`SelectionSection` (here) and
+:class:`shiftkit.evaluation.bias.BiasSection` (audit objects, next to the audit). A report
+asks them questions; it never tests a section's shape.
+
+Saved form (schema 1.1; a 1.0 file reads back: its bias section was one audit, a comparison
+holding the audits, or {name: audit, "comparison": ...}, and ``BiasSection.from_dict`` reads
+each)::
 
     {"schema_version": "1.0", "generated_at": "...",
      "run": {...},                                    # free key/values: task, domains, seed, ...
@@ -14,7 +21,7 @@ Saved form (schema 1.0)::
      "histories": {name: [{"epoch": 1, "train_loss": ..., ...}, ...]},
      "gap": {label: gap_summary},                     # e.g. before (source only) / after (dann)
      "overfitting": {name: analyse_history(...)},
-     "bias": {name: audit.to_dict(), "comparison": ...},
+     "bias": {"audits": {name: audit.to_dict()}, "comparison": {...}},  # comparison: 2+ audits
      "selection": {"validator", "chosen", "candidates", "validators": {v: {choice, score,
                    spearman, regret}}, "true_target", "scores", ...},   # methods: [auto]
      "warnings": ["...", ...],
@@ -34,14 +41,135 @@ import numpy as np
 
 from shiftkit.datasets.errors import DataError
 
-__all__ = ["SCHEMA_VERSION", "MethodResult", "RunResult"]
+__all__ = ["SCHEMA_VERSION", "GapSection", "MethodResult", "OverfittingSection", "RunResult", "SelectionSection"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: Schemas :meth:`RunResult.load` reads (same major version).
+READABLE_SCHEMAS = ("1.0", "1.1")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (int, float, str, bool))
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DataError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class GapSection:
+    """Feature gaps side by side: label -> :func:`shiftkit.evaluation.gap.gap_summary`
+    (e.g. ``"before (source only)"``, ``"after (dann)"``)."""
+
+    summaries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: dict(v) for k, v in self.summaries.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GapSection:
+        data = _mapping(data, "gap")
+        return cls({k: _mapping(v, f"gap.{k}") for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class OverfittingSection:
+    """Per method, :func:`shiftkit.evaluation.overfitting.analyse_history` of its history."""
+
+    analyses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: dict(v) for k, v in self.analyses.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OverfittingSection:
+        data = _mapping(data, "overfitting")
+        if "best_epoch" in data:  # one analysis saved as the whole section (a single-model report)
+            return cls({"model": data})
+        return cls({k: _mapping(v, f"overfitting.{k}") for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class SelectionSection:
+    """Label-free model selection of the ``auto`` method (``shiftkit.adapt.auto_select``).
+
+    Attributes:
+        validator: the validator that chose; chosen: its choice; candidates: every candidate.
+        validators: validator -> {"choice", "score", "spearman", "regret"} (the last two against
+            the true target metric: reported, never used to choose).
+        scores: validator -> candidate -> score (higher = better).
+        true_target: candidate -> the true target metric named by ``true_metric``.
+        outputs: candidate -> saved outputs file (relative to the run folder).
+        extra: other keys, kept as they are.
+    """
+
+    validator: str
+    chosen: str
+    candidates: tuple[str, ...] = ()
+    validators: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    true_target: Mapping[str, float] = field(default_factory=dict)
+    true_metric: str = "true target metric"
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("validator", "chosen", "candidates", "outputs", "true_metric", "true_target", "validators", "scores")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"validator": self.validator, "chosen": self.chosen, "candidates": list(self.candidates)}
+        if self.outputs:
+            out["outputs"] = dict(self.outputs)
+        out["true_metric"] = self.true_metric
+        out["true_target"] = dict(self.true_target)
+        out["validators"] = {v: dict(r) for v, r in self.validators.items()}
+        out["scores"] = {v: dict(s) for v, s in self.scores.items()}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SelectionSection:
+        data = _mapping(data, "selection")
+        missing = [k for k in ("validator", "chosen", "validators") if k not in data]
+        if missing:
+            raise DataError(f"selection: missing {missing}")
+        validators = {v: _mapping(r, f"selection.validators.{v}") for v, r in _mapping(data["validators"],
+                                                                                          "selection.validators").items()}
+        truth = _mapping(data.get("true_target", {}), "selection.true_target")
+        return cls(validator=str(data["validator"]), chosen=str(data["chosen"]),
+                   candidates=tuple(data.get("candidates") or truth),
+                   validators=validators,
+                   scores={v: _mapping(sc, f"selection.scores.{v}") for v, sc in
+                           _mapping(data.get("scores", {}), "selection.scores").items()},
+                   true_target=truth, true_metric=str(data.get("true_metric", "true target metric")),
+                   outputs=_mapping(data.get("outputs", {}), "selection.outputs"),
+                   extra={k: v for k, v in data.items() if k not in cls._KEYS})
+
+    def validator_rows(self) -> dict[str, Mapping[str, Any]]:
+        """validator -> its row, the choosing validator first."""
+        return {v: self.validators[v] for v in sorted(self.validators, key=lambda v: v != self.validator)}
+
+    def candidate_rows(self) -> dict[str, dict[str, Any]]:
+        """candidate -> {validator: score, ..., "true target": metric}."""
+        return {c: {**{v: s.get(c) for v, s in self.scores.items()}, "true target": self.true_target.get(c)}
+                for c in self.candidates}
+
+
+def _bias_from_dict(data: Mapping[str, Any]) -> Any:
+    from .bias import BiasSection  # pandas and fairlearn load only for a run that has audits
+
+    return BiasSection.from_dict(data)
+
+
+#: Section name -> reader of its saved form (each raises DataError on another shape).
+_SECTION_READERS: dict[str, Any] = {
+    "gap": GapSection.from_dict,
+    "overfitting": OverfittingSection.from_dict,
+    "bias": _bias_from_dict,
+    "selection": SelectionSection.from_dict,
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +207,10 @@ class MethodResult:
         """The split's scalar metrics (per-class lists and curves left out), for tables."""
         return {k: v for k, v in self.splits.get(split, _EMPTY).items() if _scalar(v)}
 
+    def per_class_iou(self) -> dict[str, Mapping[str, Any]]:
+        """split -> {class: IoU} for the splits whose metrics carry per-class IoU (segmentation)."""
+        return {split: v["per_class_iou"] for split, v in self.splits.items() if isinstance(v.get("per_class_iou"), Mapping)}
+
     def to_dict(self) -> dict[str, Any]:
         """The block ``metrics.json`` stores under ``methods[name]``."""
         out: dict[str, Any] = {k: dict(v) for k, v in self.splits.items()}
@@ -106,12 +238,12 @@ class RunResult:
         run: free key/values describing the run (task, domains, backbone, seed, sizes, machine).
         methods: name -> :class:`MethodResult`, in the run's order.
         histories: name -> per-epoch dicts of the training loop.
-        gap: label -> gap summary (before / after adaptation), in one table.
-        overfitting: name -> :func:`shiftkit.evaluation.overfitting.analyse_history` output.
-        bias: per-method audits (``audit(...).to_dict()``) and their comparison.
-        selection: label-free model selection of the ``auto`` method: the candidates, the
-            choosing validator and its choice, and per validator its choice, the choice's score,
-            Spearman with the true target metric and regret (``shiftkit.adapt.auto_select``).
+        gap: :class:`GapSection`, label -> gap summary (before / after adaptation).
+        overfitting: :class:`OverfittingSection`, name -> ``analyse_history`` output.
+        bias: :class:`shiftkit.evaluation.bias.BiasSection`: per-method audit objects and
+            their comparison.
+        selection: :class:`SelectionSection`: label-free model selection of the ``auto`` method.
+        A section may be passed in its saved (dict) form; it is read with its ``from_dict``.
         warnings: every warning of the run, one string each.
         extra: other sections, kept as they are.
         schema_version, generated_at: stamped by :func:`shiftkit.evaluation.report.write_report`.
@@ -121,10 +253,10 @@ class RunResult:
     run: Mapping[str, Any] = field(default_factory=dict)
     methods: Mapping[str, MethodResult] = field(default_factory=dict)
     histories: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
-    gap: Mapping[str, Mapping[str, Any]] | None = None
-    overfitting: Mapping[str, Any] | None = None
-    bias: Mapping[str, Any] | None = None
-    selection: Mapping[str, Any] | None = None
+    gap: GapSection | None = None
+    overfitting: OverfittingSection | None = None
+    bias: Any = None  # shiftkit.evaluation.bias.BiasSection (imported lazily: pandas)
+    selection: SelectionSection | None = None
     warnings: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
@@ -133,6 +265,13 @@ class RunResult:
 
     _SECTIONS = ("schema_version", "generated_at", "run", "methods", "histories", "gap", "overfitting", "bias",
                  "selection", "warnings")
+
+    def __post_init__(self) -> None:
+        # The one place a section's saved form is turned into its object.
+        for key, read in _SECTION_READERS.items():
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, key, read(value))
 
     # ---------------------------------------------------------------- saved form
     def to_dict(self) -> dict[str, Any]:
@@ -146,9 +285,9 @@ class RunResult:
             out["methods"] = {name: m.to_dict() for name, m in self.methods.items()}
         if self.histories:
             out["histories"] = {k: list(v) for k, v in self.histories.items()}
-        for key in ("gap", "overfitting", "bias", "selection"):
+        for key in _SECTION_READERS:
             if getattr(self, key) is not None:
-                out[key] = dict(getattr(self, key))
+                out[key] = getattr(self, key).to_dict()
         if self.warnings:
             out["warnings"] = list(self.warnings)
         out.update(self.extra)
@@ -176,8 +315,12 @@ class RunResult:
         raw = data.get("histories")
         take("histories", isinstance(raw, Mapping) and all(isinstance(v, list) for v in raw.values()), raw)
         take("run", isinstance(data.get("run"), Mapping), data.get("run"))
-        for key in ("gap", "overfitting", "bias", "selection"):
-            take(key, isinstance(data.get(key), Mapping), data.get(key))
+        for key, read in _SECTION_READERS.items():
+            if key in data:
+                try:
+                    kw[key] = read(data[key])
+                except DataError:  # another shape under a known name: kept, shown as a table
+                    extra[key] = data[key]
         raw = data.get("warnings")
         take("warnings", isinstance(raw, list), tuple(str(w) for w in raw) if isinstance(raw, list) else ())
         if "schema_version" in data:
@@ -196,7 +339,7 @@ class RunResult:
             raise DataError(f"{path}: cannot read the run's metrics ({exc})") from None
         version = str(data.get("schema_version", "")) if isinstance(data, Mapping) else ""
         if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise DataError(f"{path}: metrics schema {version or '(none)'} is not {SCHEMA_VERSION}")
+            raise DataError(f"{path}: metrics schema {version or '(none)'} is not one of {READABLE_SCHEMAS}")
         return cls.from_dict(data, run_dir=run_dir)
 
     # ---------------------------------------------------------------- questions a report asks

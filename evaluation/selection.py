@@ -54,10 +54,11 @@ import numpy as np
 
 from shiftkit.datasets.errors import DataError
 
+from .metrics import confusion_matrix_seg, miou_from_confusion
 from .risk import classifier_density_ratio, dev_risk, iwcv_risk, prediction_entropy, soft_neighborhood_density
 
 __all__ = ["CandidateOutputs", "DEFAULT_VALIDATOR", "MIXVAL_LAMBDA", "SafeChoice", "Selection", "VALIDATORS",
-           "mixval_probes", "safe_choice", "select", "validator_scores"]
+           "candidate_outputs_from_predictions", "mixval_probes", "safe_choice", "select", "validator_scores"]
 
 #: The validator `select` uses by default (it proposes; :func:`safe_choice` decides). How it was
 #: chosen (development data only, benchmarks/efficacy/dev/table.md and safety_rule.md: the
@@ -116,6 +117,45 @@ class CandidateOutputs:
         return cls(**kw)
 
 
+def candidate_outputs_from_predictions(
+    source_val_proba: Any, source_val_features: Any, source_val_labels: Any, source_features: Any,
+    target_proba: Any, target_features: Any, task: str, *, pixel_sample: int = 4000, ignore_index: int = -1,
+) -> CandidateOutputs:
+    """The one computation of a candidate's :class:`CandidateOutputs` from its predictions.
+
+    source_val_proba: ``(n_val, K)`` (segmentation ``(n_val, K, H, W)``) probabilities on
+    labelled source validation images, ``source_val_labels`` ``(n_val,)`` int (segmentation
+    ``(n_val, H, W)``); pixels equal to ``ignore_index`` carry no loss and are left out of the
+    mIoU. source_val_features / source_features / target_features: ``(n, D)``. target_proba:
+    ``(n_t, K)`` (segmentation ``(n_t, K, H, W)``; a fixed sample of ``pixel_sample`` pixels,
+    the same for every candidate, is kept for entropy and SND).
+    """
+    from .metrics import auroc, segmentation_metrics
+
+    p_val = np.clip(np.asarray(source_val_proba, np.float64), 1e-12, 1.0)
+    y = np.asarray(source_val_labels).astype(np.int64)
+    p_t = np.asarray(target_proba)
+    if task == "classification":
+        loss = -np.log(p_val[np.arange(len(y)), y])
+        score = auroc(y, p_val)[0]
+        t_proba, t_pred = p_t, p_t.argmax(1)
+    else:
+        valid = y != ignore_index  # unlabelled pixels carry no loss
+        lp = np.log(np.take_along_axis(p_val, np.where(valid, y, 0)[:, None], 1)[:, 0])
+        loss = -(np.where(valid, lp, 0).reshape(len(y), -1).sum(1) / np.maximum(valid.reshape(len(y), -1).sum(1), 1))
+        score = segmentation_metrics(y, p_val.argmax(1), p_val.shape[1], ignore_index=ignore_index)["miou"]
+        n, _, h, w = p_t.shape
+        pix = np.random.default_rng(0).integers(0, [n, h, w], size=(pixel_sample, 3))
+        t_proba = p_t[pix[:, 0], :, pix[:, 1], pix[:, 2]]
+        t_pred = p_t.argmax(1).astype(np.uint8)
+    return CandidateOutputs(
+        source_val_loss=np.asarray(loss, np.float32), source_val_score=float(score),
+        source_features=np.asarray(source_features, np.float32),
+        source_val_features=np.asarray(source_val_features, np.float32),
+        target_features=np.asarray(target_features, np.float32), target_proba=np.asarray(t_proba, np.float32),
+        target_pred=np.asarray(t_pred))
+
+
 def _density_weights(c: CandidateOutputs) -> np.ndarray:
     # In the candidate's own feature space, as DEV prescribes; clipped at 20 (the default of
     # classifier_density_ratio, from the DEV paper's practice of bounding the ratio).
@@ -141,7 +181,7 @@ def _ensemble_agreement(cands: Mapping[str, CandidateOutputs]) -> dict[str, floa
         np.add.at(votes, (p.astype(np.int64), *np.indices(p.shape)), 1)
     role_pred = votes.argmax(0)
     for n, p in zip(names, preds, strict=True):
-        out[n] = _miou(role_pred.ravel(), p.ravel().astype(np.int64), k) if p.ndim > 1 else float((p == role_pred).mean())
+        out[n] = miou_from_confusion(confusion_matrix_seg(role_pred, p, k)) if p.ndim > 1 else float((p == role_pred).mean())
     return out
 
 

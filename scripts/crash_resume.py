@@ -719,10 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in summary[key]:
             print(f"{key}: {line}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        from shiftkit.datasets.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     return 0 if summary["ok"] else 1
 
 

@@ -112,10 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {out['epochs']} | {out['rss_first_mib']:.1f} / {out['rss_last_mib']:.1f} / {out['rss_max_mib']:.1f} "
           f"| {out['slope_mib_per_epoch']:+.4f} | {out['growth_over_tail_mib']:+.2f} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        from shiftkit.datasets.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     return 0
 
 

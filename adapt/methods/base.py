@@ -316,7 +316,8 @@ class Method(BaseEstimator):
             return self.task
         if isinstance(self.model, SegModel):
             return "segmentation"
-        if isinstance(self.model, str) and ("unet" in self.model.lower() or "segresnet" in self.model.lower()):
+        if isinstance(self.model, str) and ("unet" in self.model.lower() or "segresnet" in self.model.lower()
+                                            or self.model.lower().startswith("smp:")):
             return "segmentation"
         return "classification"
 

@@ -40,7 +40,7 @@ def _value(text: str) -> Any:
 
 
 def parse_spec(spec: str, where: str = "method") -> tuple[str, dict[str, Any]]:
-    """``"dann[lambda_max=0.3,lr_mult=1]"`` -> ``("dann", {"lambda_max": 0.3, "lr_mult": 1})``.
+    """``"mymethod[alpha=0.3,lr_mult=1]"`` -> ``("mymethod", {"alpha": 0.3, "lr_mult": 1})``.
 
     Only the grammar is checked here (the caller checks that the name is registered and that
     the method takes the keys).

@@ -66,11 +66,21 @@ __all__ = ["TENT", "bn_affine_parameters", "tent_step"]
 
 
 def bn_affine_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The ``gamma``/``beta`` of every BatchNorm layer (the only parameters TENT trains)."""
+    """The ``gamma``/``beta`` of every BatchNorm layer (the only parameters TENT trains).
+
+    A network without BatchNorm (a vision transformer, a ConvNeXt) gets the affine parameters of
+    its LayerNorm / GroupNorm layers instead, as TENT's authors and later work (SAR, Niu et al.
+    2023) adapt transformers; those layers normalise each sample on its own, so only the affine
+    part adapts (there are no batch statistics to take from the target).
+    """
     out = []
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             out += [q for q in (m.weight, m.bias) if q is not None]
+    if not out:
+        for m in model.modules():
+            if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                out += [q for q in (m.weight, m.bias) if q is not None]
     return out
 
 
@@ -210,7 +220,7 @@ class TENT(Method):
         model = self.model_
         params = bn_affine_parameters(model)
         if not params:
-            raise ConfigError("TENT", [f"{type(model).__name__} has no BatchNorm affine parameters to adapt"])
+            raise ConfigError("TENT", [f"{type(model).__name__} has no BatchNorm/LayerNorm/GroupNorm affine parameters to adapt"])
         if isinstance(self.model, str):
             self.warnings_.append(f"TENT: model={self.model!r} builds an untrained network; TENT adapts a trained "
                                   "source model (pass the module)")
@@ -260,7 +270,8 @@ class TENT(Method):
         for w in self.warnings_:
             warnings.warn(w, RuntimeWarning, stacklevel=3)
         self.collapsed_ = collapsed
-        if self.recompute_bn and not (collapsed and self.on_collapse == "reset"):
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if self.recompute_bn and has_bn and not (collapsed and self.on_collapse == "reset"):  # no BN: nothing to re-estimate
             recompute_bn_stats(model, target, batch_size=self.eval_batch_size, device=device)
         model.eval()
 

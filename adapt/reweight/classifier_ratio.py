@@ -124,7 +124,7 @@ class ClassifierRatio(BaseWeighter):
         return p_t / p_s * (self.n_source_ / self.n_target_)
 
     def _fit(self, xs: np.ndarray, xt: np.ndarray) -> np.ndarray:
-        from sklearn.metrics import roc_auc_score
+        from shiftkit.evaluation.metrics import binary_auroc
 
         X = np.vstack([xs, xt])
         y = np.r_[np.zeros(xs.shape[0], dtype=int), np.ones(xt.shape[0], dtype=int)]
@@ -136,7 +136,7 @@ class ClassifierRatio(BaseWeighter):
                 oof[test] = self._fit_one(X[train], y[train]).predict_proba(X[test])[:, 1]
         else:
             oof = self.classifier_.predict_proba(X)[:, 1]
-        self.domain_auc_ = float(roc_auc_score(y, oof))
+        self.domain_auc_ = binary_auroc(y, oof)
         return self._ratio(oof[: xs.shape[0]])
 
     def _raw_weight(self, x: np.ndarray) -> np.ndarray:

@@ -105,27 +105,27 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     assert len(seen) == len(candidates)
 
     sel = result.selection
-    assert sel is not None and sel["candidates"] == candidates and sel["validator"] == DEFAULT_VALIDATOR
+    assert sel is not None and list(sel.candidates) == candidates and sel.validator == DEFAULT_VALIDATOR
     # The choice is the argmax of the default validator, recomputed from the saved outputs.
-    outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel["outputs"][c])) for c in candidates}
+    outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel.outputs[c])) for c in candidates}
     scores = validator_scores(outputs, [DEFAULT_VALIDATOR])[DEFAULT_VALIDATOR]
-    assert sel["proposed"] == max(candidates, key=lambda c: scores[c])
-    assert sel["validators"][DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel["proposed"]], rel=1e-6)
+    assert sel.extra["proposed"] == max(candidates, key=lambda c: scores[c])
+    assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.extra["proposed"]], rel=1e-6)
     # The safety rule deploys the proposal only when every committee validator prefers it to
     # source-only by the margin; otherwise the fallback (the candidates' ensemble), saying why.
     from shiftkit.evaluation.selection import SAFETY_MARGIN
 
-    safety = sel["safety"]
+    safety = sel.extra["safety"]
     confident = all(v > SAFETY_MARGIN for v in safety.get("leads", {}).values())
-    if sel["proposed"] == "source_only" or not safety["fell_back"]:
-        assert sel["chosen"] == sel["proposed"] and (sel["proposed"] == "source_only" or confident)
+    if sel.extra["proposed"] == "source_only" or not safety["fell_back"]:
+        assert sel.chosen == sel.extra["proposed"] and (sel.extra["proposed"] == "source_only" or confident)
     else:
-        assert sel["chosen"] == "ensemble" and not confident and "not confidently better" in safety["reason"]
-    assert np.isfinite(sel["ensemble_true_target"])
+        assert sel.chosen == "ensemble" and not confident and "not confidently better" in safety["reason"]
+    assert np.isfinite(sel.extra["ensemble_true_target"])
     # The chosen model is the run's `auto` method, scored and saved like the others.
-    truth = sel["true_target"]
+    truth = sel.true_target
     auto_auroc = result.methods["auto"].target["auroc"]
-    deployed_truth = sel["ensemble_true_target"] if sel["chosen"] == "ensemble" else truth[sel["chosen"]]
+    deployed_truth = sel.extra["ensemble_true_target"] if sel.chosen == "ensemble" else truth[sel.chosen]
     assert deployed_truth == pytest.approx(auto_auroc, abs=1e-9)
     assert truth["source_only"] == pytest.approx(result.methods["source_only"].target["auroc"], abs=1e-9)
     assert (result.model_dir("auto") / "model.safetensors").is_file() or any(result.model_dir("auto").iterdir())
@@ -134,11 +134,11 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
 
     assert load(result.model_dir("auto")).predict(np.zeros((1, 1, 32, 32), np.float32)).proba.shape == (1, 2)
     # Every validator: its choice, regret from the true target scores, Spearman in [-1, 1] or nan.
-    assert set(sel["validators"]) == set(VALIDATOR_NAMES)
+    assert set(sel.validators) == set(VALIDATOR_NAMES)
     best = max(truth.values())
-    for v, row in sel["validators"].items():
+    for v, row in sel.validators.items():
         assert row["choice"] in candidates
-        assert row["score"] == pytest.approx(sel["scores"][v][row["choice"]])
+        assert row["score"] == pytest.approx(sel.scores[v][row["choice"]])
         assert row["regret"] == pytest.approx(best - truth[row["choice"]]) and row["regret"] >= 0
         assert row["spearman"] is None or np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
     html = result.report_path.read_text(encoding="utf-8")

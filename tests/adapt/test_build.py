@@ -31,6 +31,16 @@ def test_every_section_is_its_constructor_same_names_same_defaults() -> None:
         assert not set(recipe) & set(cls._get_param_names()) - {"epochs", "lr", "batch_size"}, name
 
 
+def test_a_config_with_sections_round_trips_through_pickle() -> None:
+    import pickle
+
+    from shiftkit.adapt.config import parse_config
+
+    config = parse_config({"methods": ["source_only", "mcc"], "mcc": {"mcc_weight": 2.0}})
+    again = pickle.loads(pickle.dumps(config))
+    assert again.mcc.mcc_weight == 2.0 and again.section("dann").lambda_max == config.dann.lambda_max
+
+
 def test_one_grammar() -> None:
     from shiftkit.adapt.methods.spec import parse_spec, split_specs
 

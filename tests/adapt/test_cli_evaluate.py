@@ -41,7 +41,7 @@ def test_audit_command_writes_report_without_identifiers(app, tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert "under-diagnosis" in res.output and "disparities that grew" in res.output
     data = json.loads((out / "metrics.json").read_text())
-    assert data["bias"]["models"] == ["score", "score_adapted"]
+    assert data["bias"]["comparison"]["models"] == ["score", "score_adapted"]
     assert set(data["bias"]["audits"]["score"]["attributes"]) == {"sex", "age_band", "sex & age_band"}
     html = (out / "report.html").read_text()
     for text in (html, (out / "metrics.json").read_text(), res.output):

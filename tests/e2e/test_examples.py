@@ -30,7 +30,7 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_audit_of_another_teams_csv_finds_the_group_it_fails(tmp_path: Path, capsys) -> None:
     metrics = _main("audit_predictions_csv.py")(["--n", "1500", "--n-boot", "30"])
     # The made-up model is worse for women over 60 at site B: the audit names them.
-    inter = metrics["bias"]["attributes"]["sex & age_band"]["disparities_by_control"]
+    inter = metrics["bias"]["audits"]["y_prob"]["attributes"]["sex & age_band"]["disparities_by_control"]
     worst = inter["B"]["auroc"]["worst_group"]
     assert worst.startswith("F & ") and worst.split(" & ")[1] in ("60-80", "80+"), worst
     assert inter["B"]["auroc"]["difference"] > 2 * inter["A"]["auroc"]["difference"]
@@ -73,3 +73,12 @@ def test_dashcam_segmentation_adaptation_runs(tmp_path: Path) -> None:
     for name in ("source_only", "dann"):
         assert 0.0 <= metrics["methods"][name]["target"]["miou"] <= 1.0
     assert Path("dash/dashcam/report.html").exists()
+
+
+def test_timm_model_adapted_from_a_local_weights_file(tmp_path: Path) -> None:
+    res = _main("timm_local_weights.py")(["--n", "40", "--size", "32", "--epochs", "1", "--out", "timm"])
+    assert set(res["auroc"]) == {"source_only", "dann"}
+    assert res["reloaded_equal"]
+    arch = res["sidecar"]["architecture"]
+    assert arch["name"] == "timm:resnet10t" and arch["in_channels"] == 1 and arch["num_classes"] == 2
+    assert Path("timm/weights.safetensors").is_file()

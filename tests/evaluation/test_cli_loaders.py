@@ -38,7 +38,7 @@ def test_audit_detects_sklearn_column_names_and_equals_fairlearn(tmp_path: Path)
     assert not (tmp_path / "metrics.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "sk.csv"]
     run = job.metrics["run"]
     assert (run["label_col"], run["score_col"]) == ("y_true", "y_score")
-    groups = {g["group"]: g for g in job.metrics["bias"]["attributes"]["sex"]["groups"]}
+    groups = {g["group"]: g for g in job.metrics["bias"]["audits"]["y_score"]["attributes"]["sex"]["groups"]}
     mf = MetricFrame(metrics={"auroc": roc_auc_score}, y_true=df["y_true"],
                      y_pred=df["y_score"], sensitive_features=df["sex"])
     y_pred = (df["y_score"] >= 0.5).astype(int)

@@ -44,7 +44,7 @@ def test_mmd_permutation_statistics_equal_recomputed_split():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(9, 2)), rng.normal(size=(7, 2)) + 1.0
     z = np.concatenate([x, y])
-    k, n, m, bw = gap._pooled_kernel(x, y, None, torch.float64, seed=0)
+    k, n, m, bw = gap.mmd._pooled_kernel(x, y, None, torch.float64, seed=0)
     perm = rng.permutation(len(z))
     a = torch.zeros(1, len(z), dtype=torch.float64)
     a[0, perm[:n]] = 1.0
@@ -56,9 +56,9 @@ def test_mmd_blocked_kernel_equals_single_block():
     rng = np.random.default_rng(3)
     z = torch.from_numpy(rng.normal(size=(50, 4)))
     a = (torch.rand(6, 50, generator=torch.Generator().manual_seed(0)) < 0.5).double()
-    with gap._small_problem_threads(50):
-        one = gap._SymKernel(z, 1.5, block=1000)
-        many = gap._SymKernel(z, 1.5, block=7)
+    with gap.mmd._small_problem_threads(50):
+        one = gap.mmd._SymKernel(z, 1.5, block=1000)
+        many = gap.mmd._SymKernel(z, 1.5, block=7)
     assert len(many.blocks) > 1
     torch.testing.assert_close(one.quad(a), many.quad(a))
     torch.testing.assert_close(one.row_sums, many.row_sums)

@@ -1,14 +1,6 @@
-"""Domain gap between two feature sets: MMD two-sample tests, proxy A-distance, Frechet and
-CORAL distances, a summary of all of them, and a per-layer gap profile.
-
-Shapes: source features `xs` (n, D), target features `xt` (m, D); numpy arrays or torch tensors.
-
-Why several measures: each is blind to something. CORAL compares covariances only and cannot
-see a pure mean shift (a pitfall measured in ADAPT 0.4.5's covariance distance); MMD with a
-Gaussian kernel is a metric on distributions (characteristic kernel) and sees both means and
-covariances; Frechet distance adds a mean term to the covariance term; the proxy A-distance
-asks how separable the domains are for a linear classifier. `gap_summary` reports them all.
-"""
+"""Maximum mean discrepancy with a Gaussian kernel: the unbiased MMD^2, the quadratic-time
+permutation test (blocked kernel sums in torch) and the linear-time test; the median-heuristic
+bandwidth. Shapes: source ``x`` (n, D), target ``y`` (m, D)."""
 
 from __future__ import annotations
 
@@ -17,28 +9,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from shiftkit.datasets.errors import DataError
 
-from ._arrays import features_2d, same_width
+from .._arrays import features_2d, same_width
 
-__all__ = [
-    "MMDResult",
-    "LinearMMDResult",
-    "median_bandwidth",
-    "mmd2_unbiased",
-    "mmd_test",
-    "mmd_linear_test",
-    "proxy_a_distance",
-    "frechet_distance",
-    "coral_distance",
-    "mean_distance",
-    "gap_summary",
-    "layer_gap_profile",
-    "compare_gaps",
-]
+__all__ = ["LinearMMDResult", "MMDResult", "median_bandwidth", "mmd2_unbiased", "mmd_linear_test", "mmd_test"]
 
 
 @dataclass(frozen=True)
@@ -355,177 +332,3 @@ def _linear_mmd(x: Any, y: Any, bandwidth: float | None, seed: int) -> LinearMMD
     z_stat = mean * math.sqrt(n2) / sd if sd > 0 else (math.inf if mean > 0 else 0.0)
     p = 0.5 * math.erfc(z_stat / math.sqrt(2.0))
     return LinearMMDResult(mean, float(p), float(bandwidth), float(z_stat), int(n2))
-
-
-# ----------------------------------------------------------------------------- other distances
-
-
-def proxy_a_distance(
-    xs: Any, xt: Any, *, test_size: float = 0.5, seed: int = 0, C: float = 1.0,
-    classifier: str = "linear",
-) -> dict[str, float]:
-    """Proxy A-distance 2 (1 - 2 err) (Ben-David et al. 2007) from a held-out domain classifier.
-
-    A standardised domain classifier learns source-vs-target on a stratified `1 - test_size`
-    share and is scored on the rest: `classifier="linear"` (logistic regression, as in the
-    paper) or `"rbf"` (an RBF-kernel SVM, `gamma="scale"` on the standardised features), for domains that differ
-    along curved directions a linear classifier cannot see (two rotated moons have a linear
-    PAD near 0 but an RBF PAD near 1); err is the balanced error (so unequal domain sizes do not
-    inflate it). Returns {"proxy_a_distance", "domain_error", "domain_auroc"}: 0 = domains
-    indistinguishable (err 0.5; values below 0 are clipped), 2 = perfectly separable.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    a = features_2d(xs, "xs", min_rows=4)
-    b = features_2d(xt, "xt", min_rows=4)
-    same_width(a, b, "xs", "xt")
-    z = np.concatenate([a, b])
-    d = np.r_[np.zeros(len(a), dtype=int), np.ones(len(b), dtype=int)]
-    z_tr, z_te, d_tr, d_te = train_test_split(z, d, test_size=test_size, stratify=d, random_state=seed)
-    if classifier == "linear":
-        model = LogisticRegression(C=C, max_iter=2000)
-    elif classifier == "rbf":
-        from sklearn.svm import SVC
-
-        model = SVC(C=C, kernel="rbf", gamma="scale")
-    else:
-        raise DataError(f"argument 'classifier' must be 'linear' or 'rbf'; got {classifier!r}")
-    clf = make_pipeline(StandardScaler(), model)
-    clf.fit(z_tr, d_tr)
-    err = 1.0 - balanced_accuracy_score(d_te, clf.predict(z_te))
-    auc = roc_auc_score(d_te, clf.decision_function(z_te))
-    return {
-        "proxy_a_distance": float(max(0.0, 2.0 * (1.0 - 2.0 * err))),
-        "domain_error": float(err),
-        "domain_auroc": float(auc),
-    }
-
-
-def _mean_cov(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return a.mean(0), np.atleast_2d(np.cov(a, rowvar=False))
-
-
-def _sqrtm_psd(c: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric PSD matrix by eigen-decomposition (negative round-off
-    eigenvalues clipped to 0). Unlike scipy.linalg.sqrtm this never returns complex values
-    or NaN for the rank-deficient covariances that n < D feature sets produce."""
-    w, v = np.linalg.eigh((c + c.T) / 2.0)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet_distance(xs: Any, xt: Any) -> float:
-    """Frechet (2-Wasserstein between fitted Gaussians) distance, in squared feature units:
-    |mu_s - mu_t|^2 + Tr(C_s + C_t - 2 (C_s^1/2 C_t C_s^1/2)^1/2).
-
-    The cross term uses sqrt(C_s) C_t sqrt(C_s), which is symmetric PSD, so its trace square
-    root is the sum of square roots of its (clipped) eigenvalues: stable where sqrtm of the
-    non-symmetric product C_s C_t is not.
-    """
-    a = features_2d(xs, "xs")
-    b = features_2d(xt, "xt")
-    same_width(a, b, "xs", "xt")
-    mu_a, c_a = _mean_cov(a)
-    mu_b, c_b = _mean_cov(b)
-    s_a = _sqrtm_psd(c_a)
-    mid = s_a @ c_b @ s_a
-    w = np.linalg.eigvalsh((mid + mid.T) / 2.0)
-    tr_cross = float(np.sqrt(np.clip(w, 0.0, None)).sum())
-    val = float(((mu_a - mu_b) ** 2).sum() + np.trace(c_a) + np.trace(c_b) - 2.0 * tr_cross)
-    return max(0.0, val)
-
-
-def coral_distance(xs: Any, xt: Any) -> float:
-    """CORAL distance |C_s - C_t|_F^2 / (4 D^2) (Sun & Saenko 2016), squared feature units.
-
-    Covariances only: blind to a pure mean shift by construction. Use it beside
-    `mean_distance`, `frechet_distance` or `mmd_test`, never alone (see `gap_summary`).
-    """
-    a = features_2d(xs, "xs")
-    b = features_2d(xt, "xt")
-    same_width(a, b, "xs", "xt")
-    d = a.shape[1]
-    diff = _mean_cov(a)[1] - _mean_cov(b)[1]
-    return float((diff**2).sum() / (4.0 * d * d))
-
-
-def mean_distance(xs: Any, xt: Any) -> float:
-    """Euclidean distance between the domain means, in feature units."""
-    a = features_2d(xs, "xs", min_rows=1)
-    b = features_2d(xt, "xt", min_rows=1)
-    same_width(a, b, "xs", "xt")
-    return float(np.linalg.norm(a.mean(0) - b.mean(0)))
-
-
-def gap_summary(
-    xs: Any,
-    xt: Any,
-    *,
-    n_permutations: int = 500,
-    seed: int = 0,
-    max_samples: int | None = 5000,
-    include_pad: bool = True,
-) -> dict[str, float | int]:
-    """All gap measures on one pair of feature sets, as a flat JSON-ready dict.
-
-    Keys: n_source, n_target, dim, mmd2, mmd_p_value, mmd_bandwidth, proxy_a_distance,
-    domain_error, domain_auroc, frechet, coral, mean_l2. Mean-sensitive measures (mmd2, frechet,
-    mean_l2, proxy_a_distance) sit beside CORAL so that a pure mean shift is never reported as
-    "no gap". Note: comparing mmd2 before/after adaptation is only meaningful with the same
-    bandwidth; `compare_gaps` reports ratios, and `layer_gap_profile` the per-layer values.
-    """
-    a = features_2d(xs, "xs")
-    b = features_2d(xt, "xt")
-    same_width(a, b, "xs", "xt")
-    res = mmd_test(a, b, n_permutations=n_permutations, seed=seed, max_samples=max_samples)
-    out: dict[str, float | int] = {
-        "n_source": int(a.shape[0]),
-        "n_target": int(b.shape[0]),
-        "dim": int(a.shape[1]),
-        "mmd2": res.mmd2,
-        "mmd_p_value": res.p_value,
-        "mmd_bandwidth": res.bandwidth,
-    }
-    if include_pad and min(len(a), len(b)) >= 4:
-        out.update(proxy_a_distance(a, b, seed=seed))
-    out["frechet"] = frechet_distance(a, b)
-    out["coral"] = coral_distance(a, b)
-    out["mean_l2"] = mean_distance(a, b)
-    return out
-
-
-def layer_gap_profile(
-    layers: dict[str, tuple[Any, Any]], **summary_kwargs: Any
-) -> dict[str, dict[str, float | int]]:
-    """Gap summary per layer. `layers` maps layer name -> (features_source (n, D_l),
-    features_target (m, D_l)); feature maps should be pooled to (N, D_l) by the caller.
-    Returns {layer name: gap_summary(...)} in the given order."""
-    if not isinstance(layers, dict) or not layers:
-        raise DataError("argument 'layers' must be a non-empty dict: layer name -> (source, target)")
-    out: dict[str, dict[str, float | int]] = {}
-    for name, pair in layers.items():
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise DataError(f"layers[{name!r}] must be a (features_source, features_target) pair")
-        try:
-            out[name] = gap_summary(pair[0], pair[1], **summary_kwargs)
-        except DataError as exc:
-            raise DataError(f"layers[{name!r}]: {exc}") from exc
-    return out
-
-
-def compare_gaps(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Before/after table of the numeric measures both dicts share:
-    {measure: {"before", "after", "change" (after - before), "ratio" (after / before)}}."""
-    out: dict[str, dict[str, float]] = {}
-    for key, b in before.items():
-        if key not in after or key in ("n_source", "n_target", "dim"):
-            continue
-        a = after[key]
-        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-            continue
-        ratio = float(a) / float(b) if b not in (0, 0.0) else float("nan")
-        out[key] = {"before": float(b), "after": float(a), "change": float(a) - float(b), "ratio": ratio}
-    return out
