@@ -43,7 +43,7 @@ $(VENV)/.bench-installed: $(STAMP)
 bench: setup $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run_all.py
 
-# The efficacy table (docs/efficacy.md): every method x radiograph, dashcam x 5 test data seeds,
+# The efficacy table (docs/efficacy.md): every method x radiograph, dashcam, digits x 5 test data seeds,
 # resumable (finished cells are kept), two shards of seeds on the 2 cores, then the table.
 EFFICACY_ARGS ?= --mode test --n-seeds 5
 # Fails when either shard fails (a table from part of the grid is not written).

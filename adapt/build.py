@@ -205,6 +205,8 @@ class BuildContext:
             "epochs": train.epochs,
             "batch_size": train.batch_size,
             "lr": train.lr,
+            "lr_decay": train.lr_decay,
+            "warmup": train.warmup,
             "optimizer": train.optimizer,
             "weight_decay": train.weight_decay,
             "seed": train.seed,
@@ -215,9 +217,11 @@ class BuildContext:
             "progress": config.progress,
         }
         if train.early_stopping_patience is not None:
-            # Source-validation AUROC / mIoU (best epoch restored): the source model reaches its
-            # source plateau, and every method early-stops on the same source criterion.
-            key = "val_auroc" if config.task == "classification" else "val_miou"
+            # Source validation (best epoch restored), the same criterion for every method:
+            # cross-entropy by default (the best-calibrated epoch), or the AUROC / mIoU.
+            key = train.early_stopping_metric
+            if key == "val_score":
+                key = "val_auroc" if config.task == "classification" else "val_miou"
             params.update(early_stopping=key, patience=train.early_stopping_patience)
         return params
 

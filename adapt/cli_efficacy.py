@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         methods: str = typer.Option(None, "--methods", help="comma list (default: every registered method, "
                                     "finetune[frac=0.01/0.05/0.1], linear_probe, oracle, selected); 'selected' adds "
                                     "the candidate grid and the label-free choice; settings as name[key=value]"),
-        benchmarks: str = typer.Option("radiograph,dashcam", "--benchmarks"),
+        benchmarks: str = typer.Option("radiograph,dashcam,digits", "--benchmarks"),
         mode: str = typer.Option("test", "--mode", help="test: TEST_DATA_SEEDS (reporting); dev: DEV_DATA_SEEDS (design)"),
         seeds: str = typer.Option(None, "--seeds", help="comma list of data seeds (default: the first --n-seeds of --mode)"),
         n_seeds: int = typer.Option(5, "--n-seeds", min=1),

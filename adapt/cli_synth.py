@@ -31,11 +31,11 @@ def _parse_size(text: str | None) -> int | tuple[int, int] | None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def synth(
-        name: str = typer.Argument(..., help="benchmark: radiograph or dashcam"),
+        name: str = typer.Argument(..., help="benchmark: radiograph, dashcam or digits"),
         out: Path = typer.Option(..., "--out", help="output folder (gets manifest.csv)"),
         n: int = typer.Option(100, "--n", help="images per domain"),
         domains: str = typer.Option(None, "--domains", help="comma-separated domains (default: source,target)"),
-        size: str = typer.Option(None, "--size", help="N or HxW (default: 64 radiograph, 128x256 dashcam)"),
+        size: str = typer.Option(None, "--size", help="N or HxW (default: 64 radiograph, 128x256 dashcam, 32 digits)"),
         seed: int = typer.Option(0, "--seed"),
         preview: bool = typer.Option(False, "--preview", help="also write preview_<domain>.png grids"),
     ) -> None:

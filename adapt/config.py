@@ -85,7 +85,7 @@ class DataConfig(_Section):
     a user `manifest` (CSV/Parquet; paths relative to its folder).
     """
 
-    benchmark: Literal["radiograph", "dashcam"] | None = Field(
+    benchmark: Literal["radiograph", "dashcam", "digits"] | None = Field(
         None, description="default: radiograph, unless data.manifest is given")
     manifest: Path | None = None
     source_domain: str | None = Field(None, description="defaults to the benchmark's source")
@@ -146,6 +146,19 @@ class TrainSection(_Section):
     device: str = "auto"
     seed: int = Field(0, description="model seed: initialisation, batch order, dropout (not the data; see data.seed)")
     early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_metric: Literal["val_loss", "val_score"] = Field(
+        "val_loss", description="what early stopping watches on source validation: val_loss (cross-entropy: "
+        "the best-calibrated epoch) or val_score (AUROC / mIoU)")
+    lr_decay: Literal["constant", "cosine"] = Field(
+        "cosine", description="learning-rate schedule of every method's loop (times the method's own factor)")
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of steps of linear learning-rate warm-up")
+    source_augment: Literal["photometric", "none"] = Field(
+        "photometric", description="augmentation preset of the source_only model every method starts from "
+        "(ERM + strong augmentation); none: plain source training")
+    source_augment_strength: float = Field(0.5, ge=0.0, le=1.0, description="strength of source_augment (0..1)")
+    calibrate: bool = Field(
+        True, description="temperature scaling of the source_only model on source validation (folded into its "
+        "output layer; accuracy and AUROC unchanged)")
 
 
 class SelectionConfig(_Section):
@@ -361,6 +374,19 @@ DEFAULT_PROVENANCE: dict[str, str] = {
     "train.weight_decay": "literature: 1e-4, the common CNN default",
     "train.device": "convention: CUDA when available",
     "train.seed": "convention: model seed 0 (not a tuned value)",
+    "train.early_stopping_metric": "dev data (demo recipe, radiograph dev seed 100): best-val-AUROC restoring gave "
+                                   "source-test ECE 0.23, balanced accuracy 0.64; see train.lr_decay",
+    "train.lr_decay": "dev data (demo recipe: resnet10, 800 images per domain, radiograph dev seeds 100-101): "
+                      "cosine + val_loss stopping + photometric source augmentation gave source-test balanced "
+                      "accuracy 0.71 / 0.83 and ECE 0.11 / 0.04 (old recipe, seed 100: 0.64, ECE 0.23); lr 3e-4 "
+                      "instead of 1e-3 was worse (seed 100: balanced accuracy 0.59, AUROC 0.74)",
+    "train.warmup": "convention: no warm-up (AdamW at 1e-3 on these small CNNs does not diverge early)",
+    "train.source_augment": "literature: ERM + strong augmentation is the baseline most adaptation methods fail "
+                            "to beat (WILDS 2.0, Koh et al. 2021 / Sagawa et al. 2022); photometric = the generic "
+                            "preset of adapt/augment",
+    "train.calibrate": "literature: temperature scaling (Guo et al. 2017) on source validation; dev seed 100 "
+                       "(demo recipe): source-test ECE 0.113 -> 0.075, accuracy unchanged",
+    "train.source_augment_strength": "convention: the photometric preset's own default strength 0.5",
     "train.early_stopping_patience": "convention: off unless asked; the efficacy harness early-stops the source "
                                      "model on source-validation AUROC/mIoU with patience 3",
 }

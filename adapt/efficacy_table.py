@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from shiftkit.adapt.efficacy import (
+    _HEALTH,
     BENCHMARKS,
     DEFAULT_METHODS,
     ORACLE,
@@ -152,6 +153,7 @@ class _Row:
     gap_closed: list[float] = field(default_factory=list)
     diff_ci: list[list[float]] = field(default_factory=list)  # paired vs source_only, per seed
     chosen: list[str] = field(default_factory=list)
+    source_scores: list[dict[str, float]] = field(default_factory=list)
 
 
 def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: Sequence[str] | None = None,
@@ -192,6 +194,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                 row.target_ci.append(res["target_ci"])
                 row.source.append(res["source"])
                 row.pad.append(res.get("proxy_a_distance", math.nan))
+                row.source_scores.append(res.get("source_scores") or {})
                 if m == "selected":
                     row.chosen.append(selections[-1]["chosen"])
                 if base is not None and orc is not None:
@@ -207,6 +210,8 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             g_mean, g_lo, g_hi = t_interval(row.gap_closed)
             out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
                            "source_mean": float(np.nanmean(row.source)),
+                           "source_scores_mean": {k: float(np.nanmean([d.get(k, math.nan) for d in row.source_scores]))
+                                                  for k in _HEALTH},
                            "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
                            "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
                            "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
@@ -248,12 +253,13 @@ def render_markdown(table: dict[str, Any]) -> str:
     if table.get("command"):
         lines += [f"Made by: `{table['command']}` ({table['time']})", ""]
     for b, t in table["benchmarks"].items():
-        metric = t["metric"].upper() if t["metric"] == "auroc" else "mIoU"
+        metric = {"auroc": "AUROC", "accuracy": "accuracy"}.get(t["metric"], "mIoU")
         kind = "test data seeds" if t["seeds"] and all(x in TEST_DATA_SEEDS for x in t["seeds"]) else "data seeds"
         lines += [f"## {b} (target {metric}, {kind} {t['seeds']})", "",
                   f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
-                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance "
+                  "| source acc / bal. acc / AUROC / ECE |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m, r in t["rows"].items():
             per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
             name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
@@ -261,7 +267,8 @@ def render_markdown(table: dict[str, Any]) -> str:
             lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
                          f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
                          f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
-                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} |")
+                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} "
+                         f"| {' / '.join(_f(r.get('source_scores_mean', {}).get(k, math.nan)) for k in _HEALTH)} |")
         if any(labelled_target(m) for m in t["rows"]):
             lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
                       "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "

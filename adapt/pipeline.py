@@ -42,6 +42,7 @@ log = logging.getLogger("shiftkit")
 BENCHMARK_DOMAINS = {
     "radiograph": ("city", "rural"),
     "dashcam": ("urban_day", "rural_day"),
+    "digits": ("scanner", "camera"),
 }
 #: Columns that carry target labels: a classification label, and masks (dashcam masks are the
 #: segmentation labels; radiograph lesion masks reveal the finding). The target training split

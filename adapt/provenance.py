@@ -30,6 +30,9 @@ METHOD_DEFAULTS: dict[str, str] = {
     "*.batch_size": "literature: 32 per domain, the DANN reference implementation's batch size",
     "*.optimizer": "literature: AdamW (Loshchilov & Hutter 2019)",
     "*.lr": "literature: AdamW default 1e-3",
+    "*.lr_decay": "convention: constant (the method's own schedule, e.g. DANN's annealing, unchanged); the "
+                     "run config's train.lr_decay (see adapt/config.py provenance) sets cosine for source training",
+    "*.warmup": "convention: no warm-up unless asked (see train.warmup in adapt/config.py provenance)",
     "*.weight_decay": "literature: 1e-4, the common CNN default",
     "*.momentum": "literature: 0.9 SGD momentum",
     "*.grad_clip": "convention: a norm-5 clip only guards against blow-ups (rarely active)",
@@ -46,6 +49,8 @@ METHOD_DEFAULTS: dict[str, str] = {
     "*.patience": "literature: 5 epochs, the common early-stopping patience",
     "*.min_delta": "convention: any improvement counts",
     "*.restore_best": "convention: keep the best monitored epoch",
+    "*.calibrate": "convention: off unless asked; the run config's train.calibrate and the efficacy harness's "
+                   "source recipe turn it on for the source model",
     "*.target_metrics": "convention: none unless asked",
     "*.oracle": "convention: target labels never select a model unless the user asks for an oracle run",
     "*.on_nonfinite": "convention: stop on NaN/Inf",

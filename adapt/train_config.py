@@ -37,6 +37,9 @@ class TrainConfig:
             so results do not depend on the number of processes.
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum ``momentum``, Nesterov off).
         lr: base learning rate; methods may scale it per parameter group and per step.
+        lr_decay: ``"constant"`` or ``"cosine"`` (decay to 0 over all steps), multiplied into
+            the method's own per-step factor (`shiftkit.adapt.schedules.lr_schedule_factor`).
+        warmup: fraction of all steps (0..1) of linear learning-rate warm-up.
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         grad_clip: max global gradient norm, ``None`` to disable.
         amp: bf16 autocast; ``None`` = on when the device is CUDA.
@@ -54,6 +57,10 @@ class TrainConfig:
         patience: epochs without improvement before stopping.
         min_delta: improvement smaller than this does not count.
         restore_best: load the best epoch's weights at the end (when monitoring).
+        calibrate: classification with a ``val`` set: after training, fit one temperature on
+            the validation logits (temperature scaling, Guo et al. 2017) and fold it into the
+            last linear layer, so predicted probabilities are calibrated on the source domain
+            (accuracy and AUROC unchanged). `TrainResult.temperature` reports it.
         target_metrics: label-free target metrics computed each epoch on the target data:
             ``"entropy"`` (mean normalised prediction entropy) and ``"confidence"`` (mean
             max probability); recorded as ``target_<name>``.
@@ -71,6 +78,8 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3
+    lr_decay: str = "constant"
+    warmup: float = 0.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
     grad_clip: float | None = 5.0
@@ -86,6 +95,7 @@ class TrainConfig:
     patience: int = 5
     min_delta: float = 0.0
     restore_best: bool = True
+    calibrate: bool = False
     target_metrics: tuple[str, ...] = ()
     oracle: bool = False
     on_nonfinite: str = "stop"
@@ -105,6 +115,10 @@ class TrainConfig:
             problems.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             problems.append(f"lr must be > 0, got {self.lr!r}")
+        if self.lr_decay not in ("constant", "cosine"):
+            problems.append(f"lr_decay must be 'constant' or 'cosine', got {self.lr_decay!r}")
+        if not (isinstance(self.warmup, (int, float)) and 0.0 <= self.warmup < 1.0):
+            problems.append(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             problems.append(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.early_stopping_mode not in (None, "min", "max"):

@@ -44,6 +44,7 @@ from . import distributed as dist_utils
 from .checkpoint import fingerprint, load_checkpoint, save_checkpoint, state_dicts
 from .inference import autocast_ctx, batch_to, evaluate, label_free_metrics, predict_loader, resolve_device
 from .sampling import GlobalBatchSampler, epoch_seed, seeded_loader
+from .schedules import lr_schedule_factor
 from .train_config import LABEL_FREE_TARGET_METRICS, TrainConfig
 
 # The loop lives here; its parts live in their own modules (train_config, sampling,
@@ -78,6 +79,8 @@ class TrainResult:
     stopped_early: bool = False
     warnings: list[str] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    #: Temperature fitted on validation data and folded into the output layer (``calibrate``).
+    temperature: float | None = None
 
 
 class TrainTask(Protocol):
@@ -298,7 +301,7 @@ def train(
         for step in step_bar:
             global_step = epoch * steps + step
             p = global_step / total_steps
-            factor = task.lr_factor(p)
+            factor = task.lr_factor(p) * lr_schedule_factor(p, cfg.lr_decay, cfg.warmup)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             db = batch_to(next(src_iter), device, channels_last)
@@ -433,10 +436,33 @@ def train(
     if cfg.early_stopping and cfg.restore_best and best_state is not None:
         for name, m in task.modules_.items():
             m.load_state_dict(best_state[name])
+    temperature = None
+    if cfg.calibrate and val is not None and task.task_ == "classification":
+        temperature = _calibrate(task.model_, val, cfg, device, amp, channels_last)
+        if world > 1:
+            dist_utils.broadcast_buffers(task.modules_, device)
     return TrainResult(
         history=history,
         best_epoch=best_epoch,
         stopped_early=stopped_early,
         warnings=all_warnings,
         resumed_from_epoch=start_epoch,
+        temperature=temperature,
     )
+
+
+def _calibrate(model: nn.Module, val: Dataset, cfg: TrainConfig, device: torch.device, amp: bool,
+               channels_last: bool) -> float | None:
+    """Temperature scaling on the labelled validation set, folded into the last linear layer
+    (`shiftkit.adapt.calibration`); returns the temperature, None when the model has no linear
+    output layer (nothing changed)."""
+    from torch.utils.data import DataLoader
+
+    from .calibration import fit_temperature, fold_temperature, last_linear
+
+    if last_linear(model) is None:
+        return None
+    loader = DataLoader(val, batch_size=cfg.eval_batch_size, shuffle=False)
+    res = predict_loader(model, loader, device, amp=amp, channels_last=channels_last, want=("logits", "label"))
+    t = fit_temperature(res["logits"], res["label"])
+    return t if fold_temperature(model, t) else None

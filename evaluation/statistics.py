@@ -22,7 +22,11 @@ __all__ = ["bootstrap_ci", "gap_closed", "metric_from_stats", "t_interval"]
 
 def metric_from_stats(stats: Mapping[str, np.ndarray], idx: np.ndarray | None = None) -> float:
     """The target metric from stored per-image statistics (optionally the resample ``idx``):
-    AUROC of ``score`` for ``label == 1``, or mIoU of the summed ``counts``."""
+    AUROC of ``score`` for ``label == 1``, accuracy of ``pred`` against ``label`` (multi-class),
+    or mIoU of the summed ``counts``."""
+    if "pred" in stats:
+        y, p = stats["label"], stats["pred"]
+        return float(np.mean(y == p)) if idx is None else float(np.mean(y[idx] == p[idx]))
     if "score" in stats:
         y, s = stats["label"], stats["score"]
         return binary_auroc(y, s) if idx is None else binary_auroc(y[idx], s[idx])
@@ -35,7 +39,7 @@ def bootstrap_ci(stats: Mapping[str, np.ndarray], n_boot: int = 300, seed: int =
                  other: Mapping[str, np.ndarray] | None = None) -> tuple[float, float]:
     """95 % percentile interval of the metric (or of metric - other's metric, paired: the same
     resampled test images for both) over ``n_boot`` test-image resamples."""
-    n = len(stats["score"] if "score" in stats else stats["counts"])
+    n = len(stats["label"] if "label" in stats else stats["counts"])
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(n_boot):

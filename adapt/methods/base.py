@@ -182,6 +182,8 @@ class Method(BaseEstimator):
         batch_size: int = 32,
         optimizer: str = "adamw",
         lr: float = 1e-3,
+        lr_decay: str = "constant",
+        warmup: float = 0.0,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         grad_clip: float | None = 5.0,
@@ -197,6 +199,7 @@ class Method(BaseEstimator):
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = True,
+        calibrate: bool = False,
         target_metrics: tuple[str, ...] = (),
         oracle: bool = False,
         on_nonfinite: str = "stop",
@@ -214,6 +217,8 @@ class Method(BaseEstimator):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.lr = lr
+        self.lr_decay = lr_decay
+        self.warmup = warmup
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.grad_clip = grad_clip
@@ -229,6 +234,7 @@ class Method(BaseEstimator):
         self.patience = patience
         self.min_delta = min_delta
         self.restore_best = restore_best
+        self.calibrate = calibrate
         self.target_metrics = target_metrics
         self.oracle = oracle
         self.on_nonfinite = on_nonfinite

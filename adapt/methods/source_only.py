@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..losses import supervised_loss
@@ -19,6 +21,23 @@ class SourceOnly(Method):
 
     requires = Requires(source="labelled", target="none")
     title = "Source only"
+
+    @classmethod
+    def from_config(cls, context: Any) -> Method:
+        """As :meth:`Method.from_config`; in a run (a context with a run config), plain
+        ``source_only`` also trains with ``train.source_augment`` (ERM + strong augmentation, no
+        target image read) and is temperature-scaled on source validation when ``train.calibrate``."""
+        m = context.make(cls)
+        config = getattr(context, "config", None)
+        if cls is SourceOnly and config is not None:
+            train = config.train
+            m.calibrate = train.calibrate
+            if train.source_augment != "none" and m.source_adapter is None:
+                from shiftkit.adapt.augment.adapter import TargetStyle
+
+                m.source_adapter = TargetStyle(restyle=None, preset=train.source_augment,
+                                               preset_strength=train.source_augment_strength)
+        return m
 
     def training_step(self, source: dict | None, target: dict | None, p: float) -> tuple[torch.Tensor, dict]:
         logits = self.model_(source["image"])

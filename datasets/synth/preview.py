@@ -38,10 +38,10 @@ def preview_grid(module: ModuleType, domain: str, out_path: str | os.PathLike[st
                  seed: int = 0, size: int | tuple[int, int] | None = None, columns: int = 4) -> Path:
     """Write a PNG grid of ``n`` samples of ``domain`` (image above, mask overlay below).
 
-    ``module`` is `shiftkit.datasets.synth.radiograph` or `.dashcam`. Returns the PNG path.
+    ``module`` is `shiftkit.datasets.synth.radiograph`, `.dashcam` or `.digits`. Returns the PNG path.
     """
     size = module.DEFAULT_SIZE if size is None else size
-    radiograph = module.__name__.endswith("radiograph")
+    radiograph = not module.__name__.endswith("dashcam")  # radiograph and digits: overlay the foreground only
     colours = _RADIOGRAPH_COLOURS if radiograph else _DASHCAM_COLOURS
     tiles = [_tile(module.sample(domain, i, seed=seed, size=size), colours, radiograph) for i in range(n)]
     th, tw = tiles[0].shape[:2]

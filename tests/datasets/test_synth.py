@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from shiftkit.datasets import DataError, load_manifest, read_image, read_mask
-from shiftkit.datasets.synth import dashcam, get, radiograph
+from shiftkit.datasets.synth import dashcam, digits, get, radiograph
 from shiftkit.datasets.synth.preview import preview_grid
 
 
-@pytest.mark.parametrize("mod,domain,size", [(radiograph, "city", 32), (dashcam, "urban_day", (32, 64))])
+@pytest.mark.parametrize("mod,domain,size", [(radiograph, "city", 32), (dashcam, "urban_day", (32, 64)),
+                                             (digits, "camera", 16)])
 def test_deterministic_per_domain_seed_split_index(mod, domain, size):
     a = mod.sample(domain, 5, seed=1, size=size)
     b = mod.sample(domain, 5, seed=1, size=size)
@@ -123,7 +124,8 @@ def test_bad_arguments_are_clear():
         radiograph.export("/nonexistent-never-created", "", 3)
 
 
-@pytest.mark.parametrize("mod,size,domains", [(radiograph, 32, ["city", "icu"]), (dashcam, (32, 64), ["rural_rain"])])
+@pytest.mark.parametrize("mod,size,domains", [(radiograph, 32, ["city", "icu"]), (dashcam, (32, 64), ["rural_rain"]),
+                                              (digits, 16, ["scanner", "fax"])])
 def test_export_writes_manifest_that_reads_back(tmp_path, mod, size, domains):
     m = mod.export(tmp_path, domains, 10, size=size, splits=(0.6, 0.2, 0.2), progress=False)
     f = load_manifest(m)
