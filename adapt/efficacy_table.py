@@ -67,9 +67,9 @@ def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
 
 
 def _ensemble_cell(loaded: dict[str, tuple[dict, dict]]) -> tuple[dict, dict] | None:
-    """The candidates' ensemble (averaged probabilities) as a cell: classification only, where
-    a cell stores each test image's positive-class probability (a segmentation cell stores
-    per-image counts of its own argmax, which cannot be averaged)."""
+    """The candidates' ensemble (averaged probabilities) as a cell: binary AUROC benchmarks only,
+    where a cell stores each test image's positive-class probability (a segmentation cell stores
+    per-image counts of its own argmax and an accuracy cell hard predictions: neither averages)."""
     arrays = [a for _, a in loaded.values()]
     if not arrays or "target_score" not in arrays[0]:
         return None
