@@ -18,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "load": ".loading",
     "save_model": ".saving",
+    "save_ensemble": ".ensemble",
     "load_weights": ".loading",
     "Predictor": ".predictor",
     "Prediction": ".predictor",

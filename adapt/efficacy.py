@@ -22,9 +22,10 @@ Protocol (docs/efficacy.md):
   upper bound and says so).
 - Per-seed 95 % intervals are bootstrap intervals over the target test images (sized so they
   are about +/- 0.02 or narrower); means over seeds carry a t interval.
-- ``selected``: per seed, the candidate of the benchmark's grid (`CANDIDATES`) that the
-  label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers;
-  nothing is re-trained for it.
+- ``selected``: per seed, the candidate of the benchmark's pool (:func:`candidates_for`) that
+  the label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers,
+  after the safety rule (:func:`shiftkit.evaluation.selection.safe_choice`); nothing is
+  re-trained for it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,19 @@ import numpy as np
 import torch
 
 from shiftkit.adapt.build import BuildContext
-from shiftkit.adapt.methods.registry import BASELINE, DEFAULT_CANDIDATES, HARNESS_METHODS
+from shiftkit.adapt.methods.registry import BASELINE, HARNESS_METHODS
 from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
-from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz, atomic_write_text
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
 from shiftkit.evaluation.metrics import segmentation_counts
-from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
+from shiftkit.evaluation.statistics import bootstrap_ci, metric_from_stats
 
 log = logging.getLogger("shiftkit.efficacy")
 
 __all__ = [
     "BENCHMARKS",
-    "CANDIDATES",
+    "candidates_for",
     "DEFAULT_METHODS",
     "ORACLE",
     "BenchmarkSpec",
@@ -196,10 +196,15 @@ SOURCE_RECIPE_PROVENANCE: dict[str, str] = {
 DEFAULT_METHODS: tuple[str, ...] = (HARNESS_METHODS[0], f"{BASELINE}[augment={SOURCE_RECIPE['augment']}]",
                                     *HARNESS_METHODS[1:])
 
-#: Candidate grid of the label-free selection, per benchmark (the registry's
-#: ``DEFAULT_CANDIDATES``, also the default ``selection.candidates`` of ``auto``).
-CANDIDATES: dict[str, tuple[str, ...]] = {"radiograph": DEFAULT_CANDIDATES, "dashcam": DEFAULT_CANDIDATES,
-                                          "digits": DEFAULT_CANDIDATES}
+def candidates_for(benchmark: str) -> tuple[str, ...]:
+    """The label-free selection's candidates on ``benchmark``: every registered label-free method
+    that can do its task, with the settings grid each method declares
+    (:func:`shiftkit.adapt.candidates.candidate_pool`; the same pool ``auto`` uses)."""
+    from shiftkit.adapt.candidates import candidate_pool
+
+    spec = BENCHMARKS[benchmark]
+    return candidate_pool(spec.task, num_classes=spec.num_classes, backbone=spec.backbone)
+
 
 #: The harness's own row: the baseline method trained on as many *labelled* target images as
 #: the source has (an upper bound, not a method).
@@ -300,7 +305,7 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
             raise ConfigError("efficacy", [f"unknown benchmark {b!r}; known: {sorted(BENCHMARKS)}"])
         names: list[str] = []
         for m in methods:
-            expanded = CANDIDATES[b] if m in ("candidates", "selected") else (m,)
+            expanded = candidates_for(b) if m in ("candidates", "selected") else (m,)
             for e in expanded:
                 check_method(e)
                 if e not in names:
@@ -566,6 +571,10 @@ def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tup
     return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
 
 
+#: The source-domain health columns of a cell and of the table (classification).
+_HEALTH = ("accuracy", "balanced_accuracy", "auroc", "ece")
+
+
 def _source_scores(spec: BenchmarkSpec, part: dict[str, np.ndarray], proba: np.ndarray) -> dict[str, float]:
     """How healthy the model is on its own domain: source-test accuracy, balanced accuracy, AUROC
     and ECE (15 bins) for classification; nothing for segmentation."""
@@ -591,7 +600,21 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj, indent=1, default=float)
 
 
-def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
+def cell_key_of(cell: Cell, *, quick: bool = False, model_seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """``(key, resolved settings)`` of a cell under the current code (adapt/efficacy_cells.py):
+    a finished cell is reused only when it carries this key."""
+    from shiftkit.adapt.efficacy_cells import cell_key, resolved_settings
+
+    spec = (QUICK if quick else BENCHMARKS)[cell.benchmark]
+    name, params = check_method(cell.method)
+    accepted = settings_of(name)
+    settings = resolved_settings(name, params, accepted)
+    if "lr_mult" in accepted:
+        settings.setdefault("lr_mult", spec.lr_mult)
+    return cell_key(spec.key(), name, settings, quick=quick, model_seed=model_seed), settings
+
+
+def _cell_done(cell: Cell, root: Path, key: str) -> bool:
     js, npz = cell.paths(root)
     if js.is_file() and not npz.is_file():
         # The per-cell arrays are not committed (.gitignore): a checkout with only the JSON
@@ -600,20 +623,25 @@ def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
     if not (js.is_file() and npz.is_file()):
         return False
     try:
-        return json.loads(js.read_text())["spec_key"] == spec.key()
-    except (OSError, ValueError, KeyError):
+        done = json.loads(js.read_text()).get("cell_key") == key
+    except (OSError, ValueError):
         return False
+    if not done:
+        log.warning("%s: computed by other code or settings (cell key differs); the cell is re-run", js)
+    return done
 
 
 def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0,
              mode: str = "test") -> dict[str, Any]:
     """Train and score one cell; write ``<root>/cells/...json`` and ``.npz`` (atomically).
 
-    A cell already written with the same settings is read back, not re-run."""
+    A cell already written by the same code with the same resolved settings (its
+    :func:`cell_key_of`) is read back, not re-run; any other is re-run."""
     check_seeds(mode, [cell.seed])
     spec = (QUICK if quick else BENCHMARKS)[cell.benchmark]
     js, npz = cell.paths(root)
-    if _cell_done(cell, root, spec):
+    key, settings = cell_key_of(cell, quick=quick, model_seed=model_seed)
+    if _cell_done(cell, root, key):
         return json.loads(js.read_text())
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started, cpu = time.perf_counter(), time.process_time()
@@ -630,7 +658,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     arrays |= {f"sel_{k}": v for k, v in _selection_outputs(method, spec, data).items()}
     lo, hi = bootstrap_ci(t_stats)
     result = {
-        "cell": asdict(cell), "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
+        "cell": asdict(cell), "cell_key": key, "settings": settings, "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
         "quick": quick, "model_seed": model_seed, "metric": spec.metric,
         "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats), "proxy_a_distance": pad,
         "source_scores": _source_scores(spec, data["source_test"], s_proba),
@@ -657,210 +685,6 @@ def run_grid(cells: Sequence[Cell], root: Path, *, quick: bool = False, model_se
     return out
 
 
-# --------------------------------------------------------------------------------------------- summary
-
-
-def _load(root: Path, benchmark: str, method: str, seed: int) -> tuple[dict, dict] | None:
-    js, npz = Cell(method, benchmark, seed).paths(root)
-    if js.is_file() and not npz.is_file():
-        log.warning("%s: no %s beside it; the cell is left out of the table (re-run it)", js, npz.name)
-    if not (js.is_file() and npz.is_file()):
-        return None
-    with np.load(npz) as z:
-        arrays = {k: z[k] for k in z.files}
-    return json.loads(js.read_text()), arrays
-
-
-def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
-    p = f"{role}_"
-    return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
-
-
-def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
-                 require_all: bool = False) -> dict[str, Any] | None:
-    """Label-free choice among the finished candidate cells of one (benchmark, seed), plus each
-    validator's rank correlation with the true target metric and its regret (the embedded
-    benchmarks have target labels; the choice never reads them).
-
-    ``require_all``: None unless every candidate of the grid is finished (the table uses this,
-    so a seed's `selected` row never comes from part of the grid)."""
-    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, select
-
-    cands, truth = {}, {}
-    for name in CANDIDATES[benchmark]:
-        got = _load(root, benchmark, name, seed)
-        if got is None:
-            continue
-        res, arrays = got
-        cands[name] = CandidateOutputs.from_arrays(_stats(arrays, "sel"))
-        truth[name] = res["target"]
-    if len(cands) < 2 or (require_all and len(cands) < len(CANDIDATES[benchmark])):
-        return None
-    sel = select(cands, validator or DEFAULT_VALIDATOR)
-    return {"seed": seed, "candidates": list(cands), "true_target": truth, **sel.to_dict(),
-            "evaluation": sel.evaluate(truth)}
-
-
-@dataclass
-class _Row:
-    method: str
-    seeds: list[int] = field(default_factory=list)
-    target: list[float] = field(default_factory=list)
-    target_ci: list[list[float]] = field(default_factory=list)
-    source: list[float] = field(default_factory=list)
-    pad: list[float] = field(default_factory=list)
-    gap_closed: list[float] = field(default_factory=list)
-    diff_ci: list[list[float]] = field(default_factory=list)  # paired vs source_only, per seed
-    chosen: list[str] = field(default_factory=list)
-    source_scores: list[dict[str, float]] = field(default_factory=list)
-
-
-def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, command: str | None = None,
-              validator: str | None = None) -> dict[str, Any]:
-    """Read the finished cells under ``root``; write ``table.json``, ``table.md`` and
-    ``efficacy.png`` there; return the table dict."""
-    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR
-
-    root = Path(root)
-    benchmarks = list(benchmarks or BENCHMARKS)
-    methods = list(methods or DEFAULT_METHODS)
-    table: dict[str, Any] = {"command": command, "validator": validator or DEFAULT_VALIDATOR,
-                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": {}}
-    for b in benchmarks:
-        found = sorted({int(p.stem[4:]) for p in (root / "cells" / b).glob("*/seed*.json")}) if seeds is None else list(seeds)
-        rows: dict[str, _Row] = {}
-        selections = []
-        names = [m for m in methods if m not in ("selected", "candidates")]
-        for seed in found:
-            base = _load(root, b, BASELINE, seed)
-            orc = _load(root, b, ORACLE, seed)
-            per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
-            if "selected" in methods:
-                s = select_cells(root, b, seed, validator=validator, require_all=True)
-                if s is not None:
-                    selections.append(s)
-                    got = _load(root, b, s["chosen"], seed)
-                    if got is not None:
-                        per["selected"] = got
-            for m, (res, arrays) in per.items():
-                row = rows.setdefault(m, _Row(m))
-                row.seeds.append(seed)
-                row.target.append(res["target"])
-                row.target_ci.append(res["target_ci"])
-                row.source.append(res["source"])
-                row.pad.append(res.get("proxy_a_distance", math.nan))
-                row.source_scores.append(res.get("source_scores") or {})
-                if m == "selected":
-                    row.chosen.append(selections[-1]["chosen"])
-                if base is not None and orc is not None:
-                    row.gap_closed.append(gap_closed(res["target"], base[0]["target"], orc[0]["target"]))
-                else:
-                    row.gap_closed.append(math.nan)
-                if base is not None:
-                    row.diff_ci.append(list(bootstrap_ci(_stats(arrays, "target"), n_boot=200, seed=seed,
-                                                         other=_stats(base[1], "target"))))
-        out_rows = {}
-        for m, row in rows.items():
-            mean, lo, hi = t_interval(row.target)
-            g_mean, g_lo, g_hi = t_interval(row.gap_closed)
-            out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
-                           "source_mean": float(np.nanmean(row.source)),
-                           "source_scores_mean": {k: float(np.nanmean([d.get(k, math.nan) for d in row.source_scores]))
-                                                  for k in _HEALTH},
-                           "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
-                           "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
-                           "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
-                           "max_target_ci_halfwidth": float(max((c[1] - c[0]) / 2 for c in row.target_ci))}
-        sel_summary = None
-        if selections:
-            vals = sorted({v for s in selections for v in s["evaluation"]})
-            sel_summary = {"per_seed": selections, "validators": {
-                v: {"mean_regret": float(np.mean([s["evaluation"][v]["regret"] for s in selections])),
-                    "max_regret": float(np.max([s["evaluation"][v]["regret"] for s in selections])),
-                    "mean_spearman": float(np.nanmean([s["evaluation"][v]["spearman"] for s in selections]))}
-                for v in vals}}
-        spec = BENCHMARKS[b]
-        table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
-    _atomic_json(root / "table.json", table)
-    atomic_write_text(root / "table.md", render_markdown(table))
-    plot_table(table, root / "efficacy.png")
-    return table
-
-
-#: The source-domain health columns of the table (classification).
-_HEALTH = ("accuracy", "balanced_accuracy", "auroc", "ece")
-
-
-def _f(x: float, nd: int = 3) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
-
-
-def render_markdown(table: dict[str, Any]) -> str:
-    """The table as markdown: one section per benchmark, then the selection report."""
-    lines = ["# Efficacy table", ""]
-    if table.get("command"):
-        lines += [f"Made by: `{table['command']}` ({table['time']})", ""]
-    for b, t in table["benchmarks"].items():
-        metric = {"auroc": "AUROC", "accuracy": "accuracy"}.get(t["metric"], "mIoU")
-        kind = "test data seeds" if t["seeds"] and all(x in TEST_DATA_SEEDS for x in t["seeds"]) else "data seeds"
-        lines += [f"## {b} (target {metric}, {kind} {t['seeds']})", "",
-                  f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
-                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance "
-                  "| source acc / bal. acc / AUROC / ECE |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for m, r in t["rows"].items():
-            per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
-            name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
-            name += " *" if labelled_target(m) else ""
-            lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
-                         f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
-                         f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
-                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} "
-                         f"| {' / '.join(_f(r.get('source_scores_mean', {}).get(k, math.nan)) for k in _HEALTH)} |")
-        if any(labelled_target(m) for m in t["rows"]):
-            lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
-                      "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "
-                      "`linear_probe` (new head on the frozen source encoder) on all of them. Every other row sees "
-                      "target images only."]
-        sel = t.get("selection")
-        if sel:
-            lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "
-                      "mean / max regret and mean Spearman with the true target metric", "",
-                      "| validator | mean regret | max regret | mean Spearman | choices per seed |",
-                      "| --- | --- | --- | --- | --- |"]
-            for v, s in sel["validators"].items():
-                choices = ", ".join(p["evaluation"][v]["choice"] for p in sel["per_seed"])
-                lines.append(f"| {v} | {_f(s['mean_regret'])} | {_f(s['max_regret'])} | {_f(s['mean_spearman'], 2)} | {choices} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_table(table: dict[str, Any], path: Path) -> None:
-    """Per benchmark: each method's per-seed target metric with its 95 % interval (dots), the
-    mean over seeds with its interval (bar), and the source metric (cross)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bs = list(table["benchmarks"])
-    fig, axes = plt.subplots(1, max(1, len(bs)), figsize=(6 * max(1, len(bs)), 4), squeeze=False)
-    for ax, b in zip(axes[0], bs, strict=False):
-        t = table["benchmarks"][b]
-        for i, (_m, r) in enumerate(t["rows"].items()):
-            xs = i + np.linspace(-0.25, 0.25, len(r["target"])) if len(r["target"]) > 1 else [i]
-            err = np.array([[v - c[0], c[1] - v] for v, c in zip(r["target"], r["target_ci"], strict=True)]).T
-            ax.errorbar(xs, r["target"], yerr=err, fmt="o", ms=3, color="C0", alpha=0.6, lw=1)
-            lo, hi = r["target_mean_ci"]
-            if np.isfinite(lo):
-                ax.errorbar([i], [r["target_mean"]], yerr=[[r["target_mean"] - lo], [hi - r["target_mean"]]],
-                            fmt="s", color="C3", capsize=6, ms=6)
-            ax.plot([i], [r["source_mean"]], "x", color="C2", ms=8)
-        ax.set_xticks(range(len(t["rows"])), list(t["rows"]), rotation=30, ha="right")
-        ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+# The table (summarise, select_cells, render_markdown, plot_table) lives in efficacy_table.py:
+# it reads finished cells and never changes a cell's result, so it is outside the code hash.
+from shiftkit.adapt.efficacy_table import plot_table, render_markdown, select_cells, summarise  # noqa: E402, F401

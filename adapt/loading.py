@@ -78,7 +78,9 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None, device
     rebuilds.
 
     Args:
-        path: the model directory, its ``.safetensors`` file or its ``.json`` sidecar.
+        path: the model directory, its ``.safetensors`` file or its ``.json`` sidecar, or an
+            ensemble directory written by :func:`shiftkit.adapt.ensemble.save_ensemble`
+            (averaged probabilities of its members, each loaded with every check below).
         model: an un-trained instance of the architecture, needed only for custom modules.
         device: ``"cpu"`` (default) or ``"cuda"``.
 
@@ -88,6 +90,10 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None, device
             and every problem with its key.
         DataError: missing files.
     """
+    from .ensemble import is_ensemble, load_ensemble
+
+    if model is None and is_ensemble(path):  # a directory of saved members (adapt/ensemble.py)
+        return load_ensemble(path, device=device)
     wpath, jpath = _paths(path)
     _check_safe(wpath)  # before anything else touches the file
     raw, spec = _read_sidecar(jpath, wpath)

@@ -118,13 +118,19 @@ def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domain
     :func:`shiftkit.adapt.save_model` (safetensors + JSON sidecar, the target feature statistics
     for the shift score), so ``shiftkit.adapt.load(run_dir / "models" / name)`` predicts what
     the method predicted in the run."""
+    from shiftkit.adapt.ensemble import save_ensemble
     from shiftkit.adapt.saving import save_model
 
     out = {}
     for name in config.methods:
         folder = run_dir / "models" / name
-        save_model(fitted[name], folder, training_summary={
-            "run": config.name, "registry_method": name, "source_domain": domains[0], "target_domain": domains[1]})
+        summary = {"run": config.name, "registry_method": name, "source_domain": domains[0],
+                   "target_domain": domains[1]}
+        members = getattr(fitted[name], "members_", None)
+        if members:  # `auto` deployed its candidates' ensemble: one saved model per member
+            save_ensemble(members, folder, training_summary=summary, note="auto: the safety rule's fallback")
+        else:
+            save_model(fitted[name], folder, training_summary=summary)
         out[name] = folder
     return out
 
