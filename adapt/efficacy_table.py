@@ -18,23 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from shiftkit.adapt.efficacy import (
-    _HEALTH,
-    BENCHMARKS,
-    DEFAULT_METHODS,
-    ORACLE,
-    Cell,
-    _atomic_json,
-    bootstrap_ci,
-    candidates_for,
-    cell_key_of,
-    labelled_target,
-    metric_from_stats,
-)
+from shiftkit.adapt.efficacy import _HEALTH, _atomic_json, cell_key_of
+from shiftkit.adapt.efficacy_grid import ORACLE, Cell, candidates_for, labelled_target
+from shiftkit.adapt.efficacy_specs import BENCHMARKS, DEFAULT_METHODS
 from shiftkit.adapt.methods.registry import BASELINE
 from shiftkit.datasets.files import atomic_path, atomic_write_text
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
-from shiftkit.evaluation.statistics import gap_closed, t_interval
+from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
 
 log = logging.getLogger("shiftkit.efficacy")
 
