@@ -46,10 +46,13 @@ bench: setup $(VENV)/.bench-installed
 # The efficacy table (docs/efficacy.md): every method x radiograph, dashcam, digits x 5 test data seeds,
 # resumable (finished cells are kept), two shards of seeds on the 2 cores, then the table.
 EFFICACY_ARGS ?= --mode test --n-seeds 5
+# Fails when either shard fails (a table from part of the grid is not written).
 efficacy: setup
-	OMP_NUM_THREADS=1 $(BIN)/shiftkit benchmark $(EFFICACY_ARGS) --shard 0/2 --no-progress & \
-	OMP_NUM_THREADS=1 $(BIN)/shiftkit benchmark $(EFFICACY_ARGS) --shard 1/2; \
-	wait
+	OMP_NUM_THREADS=1 $(BIN)/shiftkit benchmark $(EFFICACY_ARGS) --shard 0/2 --no-progress & pid=$$!; \
+	OMP_NUM_THREADS=1 $(BIN)/shiftkit benchmark $(EFFICACY_ARGS) --shard 1/2; s1=$$?; \
+	wait $$pid; s0=$$?; \
+	if [ $$s0 -ne 0 ] || [ $$s1 -ne 0 ]; then \
+	  echo "efficacy: a shard failed (shard 0/2 exit $$s0, shard 1/2 exit $$s1); no table written" >&2; exit 1; fi
 	$(BIN)/shiftkit benchmark $(EFFICACY_ARGS) --summarise
 
 clean:

@@ -1,7 +1,7 @@
 """Adaptation methods behind one interface.
 
 Public entry points (imported lazily so the CLI starts fast):
-``load`` / ``save_model`` (:mod:`.predictor`), ``build_classifier`` / ``build_segmenter``
+``load`` / ``save_model`` (:mod:`.loading`, :mod:`.saving`), ``build_classifier`` / ``build_segmenter``
 (:mod:`.backbones`), ``train`` / ``TrainConfig`` (:mod:`.trainer`) and the methods
 ``SourceOnly``, ``DANN``, ``SegDANN``, ``CDAN``, ``MCC``, ``DeepCORAL``, ``SelfTraining``,
 ``TENT``, ``SHOT``, ``FineTune``, ``LinearProbe``, ``AdaBN``, ``TargetOracle``,
@@ -16,9 +16,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load": ".predictor",
-    "save_model": ".predictor",
-    "load_weights": ".predictor",
+    "load": ".loading",
+    "save_model": ".saving",
+    "save_ensemble": ".ensemble",
+    "load_weights": ".loading",
     "Predictor": ".predictor",
     "Prediction": ".predictor",
     "UnsafeModelFileError": ".checkpoint",

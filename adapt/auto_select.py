@@ -1,14 +1,20 @@
 """The ``auto`` method of a run config: label-free model selection inside ``shiftkit run``.
 
-``methods: [auto]`` fits every ``selection.candidates`` entry (a method name, or a name with
-settings such as ``dann[lambda_max=0.3]``) through the registry, as any other method, describes
-each by what a deployment has -- labelled SOURCE validation data and UNLABELLED target training
-images (:class:`shiftkit.evaluation.selection.CandidateOutputs`) -- and keeps the candidate that
+``methods: [auto]`` fits every ``selection.candidates`` entry (default: the pool of every
+registered label-free method that can do the task, with the settings grid each declares,
+:func:`shiftkit.adapt.candidates.candidate_pool`) through the registry, as any other method,
+describes each by what a deployment has -- labelled SOURCE validation data and UNLABELLED
+target training images (:class:`shiftkit.evaluation.selection.CandidateOutputs`, with MixVal's
+probe accuracies measured on the target images) -- and proposes the candidate that
 ``selection.validator`` scores highest (:func:`shiftkit.evaluation.selection.select`). The
-choice never reads a target label: the target images it sees are the target training split with
-its ``label`` and ``mask`` columns removed. Target test labels are read afterwards, only to
-report how good each validator's choice was (Spearman rank correlation with the true target
-metric, and regret = best candidate's true target score minus the chosen one's).
+safety rule (:func:`shiftkit.evaluation.selection.safe_choice`) keeps it only when the committee
+of validators agrees it beats source-only; otherwise ``auto`` deploys the fallback
+(``SAFETY_FALLBACK``: source-only, or the candidates' ensemble of averaged probabilities,
+:func:`shiftkit.adapt.ensemble.fitted_ensemble`) and ``metrics.json`` says why. The choice never reads a target label: the
+target images it sees are the target training split with its ``label`` and ``mask`` columns
+removed. Target test labels are read afterwards, only to report how good each validator's
+choice was (Spearman rank correlation with the true target metric, and regret = best
+candidate's true target score minus the chosen one's).
 
 Each candidate's outputs are saved under ``run_dir/selection/<candidate>.npz``
 (``CandidateOutputs.to_arrays``), so the choice can be recomputed from the run folder.
@@ -83,13 +89,20 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     Segmentation: the per-image source loss is the mean pixel cross-entropy and the target
     probabilities are a fixed sample of ``pixel_sample`` pixels (the same for every candidate).
     """
-    from shiftkit.evaluation.selection import candidate_outputs_from_predictions
+    from dataclasses import replace
+
+    from shiftkit.adapt.data import ArrayDataset
+    from shiftkit.evaluation.selection import candidate_outputs_from_predictions, mixval_probes
 
     p_val, f_val = method.predict_proba_and_features(source_val)
     _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
     p_t, f_t = method.predict_proba_and_features(_ImagesOnly(target_unlabelled))
-    return candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
-                                              pixel_sample=pixel_sample)
+    # MixVal predicts on mixtures of the target images: it needs the model, not stored outputs.
+    images = np.stack([np.asarray(target_unlabelled[i]["image"], np.float32) for i in range(len(target_unlabelled))])
+    probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x))[0], images, p_t.argmax(1))
+    out = candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
+                                             pixel_sample=pixel_sample)
+    return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]))
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
@@ -116,12 +129,15 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         data: the run's datasets (``source_train``, ``source_val``, ``target_train``
             (no label/mask columns), ``target_test`` and ``target_test_labels`` for reporting).
     """
+    from shiftkit.adapt.candidates import BASELINE, ENSEMBLE, candidate_pool
+    from shiftkit.adapt.ensemble import fitted_ensemble
     from shiftkit.adapt.methods import get_method
-    from shiftkit.evaluation.selection import select
+    from shiftkit.evaluation.selection import SAFETY_FALLBACK, safe_choice, select
 
     sel = config.selection
+    specs = list(sel.candidates) or list(candidate_pool(config.task, num_classes=num_classes))
     plans = []
-    for spec in sel.candidates:  # every setting is checked before anything trains
+    for spec in specs:  # every setting is checked before anything trains
         name, params = parse_candidate(spec)
         if get_method(name).requires.target == "labelled":
             raise ConfigError("selection.candidates", [f"{spec!r} trains on target labels; not a label-free candidate"])
@@ -135,14 +151,27 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
                                           config.task, num_classes)
         atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
+    # The ensemble of the candidates (averaged probabilities): the fallback when it is chosen as
+    # one, and a reported row either way. Built from the fitted candidates; nothing trains.
+    ensemble = fitted_ensemble(list(fitted.values()), config.task, num_classes)
+    if BASELINE in outputs:
+        fallback = ENSEMBLE if SAFETY_FALLBACK == "ensemble" else BASELINE
+        safety = safe_choice(choice, BASELINE, fallback=fallback)
+    else:  # no source-only among the user's candidates: nothing to compare with
+        safety = None
+    deployed = safety.chosen if safety is not None else choice.chosen
     # Target test labels from here on: reporting how each validator did, never the choice.
     truth = {spec: _true_score(m, data, config.task, num_classes) for spec, m in fitted.items()}
     evaluation = choice.evaluate(truth)
     section = {
         "validator": choice.validator,
-        "chosen": choice.chosen,
-        "candidates": list(sel.candidates),
-        "outputs": {spec: f"selection/{slug(spec)}.npz" for spec in sel.candidates},
+        "chosen": deployed,
+        "proposed": choice.chosen,
+        "safety": safety.to_dict() if safety is not None else
+        {"fell_back": False, "reason": f"no {BASELINE} among the candidates: the safety rule did not run"},
+        "ensemble_true_target": _true_score(ensemble, data, config.task, num_classes),
+        "candidates": specs,
+        "outputs": {spec: f"selection/{slug(spec)}.npz" for spec in specs},
         "true_metric": "target test " + ("auroc" if config.task == "classification" else "miou"),
         "true_target": truth,
         "validators": {v: {"choice": choice.choices[v], "score": float(choice.scores[v][choice.choices[v]]),
@@ -150,4 +179,4 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
                        for v in choice.scores},
         "scores": {v: dict(s) for v, s in choice.scores.items()},
     }
-    return fitted[choice.chosen], section
+    return (ensemble if deployed == ENSEMBLE else fitted[deployed]), section

@@ -52,7 +52,7 @@ def read_weights(path: str | os.PathLike[str]) -> Any:
     suffix) or a PyTorch state dict read with ``torch.load(weights_only=True)``.
 
     Returns the file's content (a dict of tensors, possibly nested: see
-    :func:`shiftkit.adapt.predictor.load_weights`). Raises :class:`DataError` for a missing or
+    :func:`shiftkit.adapt.loading.load_weights`). Raises :class:`DataError` for a missing or
     corrupt file and :class:`UnsafeModelFileError` for anything that would need unpickling code.
     """
     p = Path(path)

@@ -131,10 +131,14 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(res, indent=1))
             return
         vals = list(res["scores"])
-        typer.echo(f"{benchmark}, data seed {seed}: chosen by {res['validator']}: {res['chosen']}\n")
+        typer.echo(f"{benchmark}, data seed {seed}: {res['validator']} proposes {res['proposed']}; "
+                   f"deployed: {res['chosen']} ({res['safety']['reason']})\n")
         typer.echo("candidate".ljust(32) + "".join(v[:10].rjust(11) for v in vals) + "  true target")
         for c in res["candidates"]:
             typer.echo(c.ljust(32) + "".join(f"{res['scores'][v][c]:11.4f}" for v in vals) + f"  {res['true_target'][c]:.4f}")
         typer.echo("\nvalidator   choice                            Spearman  regret")
         for v, e in res["evaluation"].items():
             typer.echo(f"{v:<11} {e['choice']:<33} {e['spearman']:8.2f}  {e['regret']:.4f}")
+        typer.echo("\npolicy                  choice                            regret  gain vs source-only")
+        for p, e in res["policies"].items():
+            typer.echo(f"{p:<23} {e['choice']:<33} {e['regret']:.4f}  {e['gain_vs_source_only']:+.4f}")

@@ -112,9 +112,9 @@ def run_monitor(model_dir: Path, new: Path, *, out: Path, reference: Path | None
     from shiftkit.evaluation.monitor import detection_delay, timeseries_figure
     from shiftkit.evaluation.report import write_report
 
+    from .loading import load
     from .monitoring import MonitorStream
     from .monitoring import save_reference as _save_ref
-    from .predictor import load
 
     if batch_size < 2:
         raise DataError(f"--batch-size must be >= 2; got {batch_size}")

@@ -40,7 +40,7 @@ METHOD_NAMES = tuple(BUILTIN_METHODS)
 AUTO_METHOD = "auto"
 
 #: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
-VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "rank_mean")
+VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "rank_mean")
 
 
 def _registered(name: str) -> str:
@@ -165,11 +165,12 @@ class SelectionConfig(_Section):
     """`selection:` options of the ``auto`` method (label-free model selection)."""
 
     candidates: list[Annotated[str, AfterValidator(_candidate)]] = Field(
-        list(DEFAULT_CANDIDATES), min_length=2,
-        description="method specs, each 'method' or 'method[key=value,...]' (the key a setting of the method: "
-                    "a field of its config section, e.g. dann[lambda_max=0.3]); default: the efficacy harness's grid")
+        list(DEFAULT_CANDIDATES),
+        description="method specs, each 'method' or 'method[key=value,...]' (the key a field of the method's "
+                    "config section, e.g. dann[lambda_max=0.3]); default (empty): every registered label-free "
+                    "method that can do the task, with the settings grid each declares")
     validator: Annotated[str, AfterValidator(_validator)] = Field(
-        "entropy", description="the label-free validator that chooses (default: "
+        "mixval", description="the label-free validator that proposes (default: "
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
 
     @model_validator(mode="after")
@@ -177,6 +178,8 @@ class SelectionConfig(_Section):
         dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
         if dup:
             raise ValueError(f"selection.candidates: {dup} listed twice")
+        if len(self.candidates) == 1:
+            raise ValueError("selection.candidates: list at least 2 candidates, or none for the default pool")
         return self
 
 

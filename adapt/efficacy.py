@@ -22,22 +22,21 @@ Protocol (docs/efficacy.md):
   upper bound and says so).
 - Per-seed 95 % intervals are bootstrap intervals over the target test images (sized so they
   are about +/- 0.02 or narrower); means over seeds carry a t interval.
-- ``selected``: per seed, the candidate of the benchmark's grid (`CANDIDATES`) that the
-  label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers;
-  nothing is re-trained for it.
+- ``selected``: per seed, the candidate of the benchmark's pool (:func:`candidates_for`) that
+  the label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers,
+  after the safety rule (:func:`shiftkit.evaluation.selection.safe_choice`); nothing is
+  re-trained for it.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import logging
-import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +44,38 @@ import numpy as np
 import torch
 
 from shiftkit.adapt.build import BuildContext
-from shiftkit.adapt.methods.registry import BASELINE, DEFAULT_CANDIDATES, HARNESS_METHODS
-from shiftkit.adapt.methods.spec import parse_spec, slug
+from shiftkit.adapt.efficacy_grid import (
+    ORACLE,
+    Cell,
+    _method_class,
+    candidates_for,
+    check_method,
+    check_seeds,
+    grid,
+    labelled_target,
+    seeds_for,
+    settings_of,
+)
+from shiftkit.adapt.efficacy_specs import (
+    BENCHMARKS,
+    DEFAULT_METHODS,
+    QUICK,
+    SOURCE_RECIPE,
+    BenchmarkSpec,
+    _dataset,
+    benchmark_data,
+)
+from shiftkit.adapt.methods.registry import BASELINE
 from shiftkit.datasets.errors import ConfigError
-from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz, atomic_write_text
-from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
+from shiftkit.datasets.files import atomic_path, atomic_write_json, atomic_write_npz
 from shiftkit.evaluation.metrics import segmentation_counts
-from shiftkit.evaluation.statistics import bootstrap_ci, gap_closed, metric_from_stats, t_interval
+from shiftkit.evaluation.statistics import bootstrap_ci, metric_from_stats
 
 log = logging.getLogger("shiftkit.efficacy")
 
 __all__ = [
     "BENCHMARKS",
-    "CANDIDATES",
+    "candidates_for",
     "DEFAULT_METHODS",
     "ORACLE",
     "BenchmarkSpec",
@@ -72,337 +90,6 @@ __all__ = [
     "settings_of",
     "summarise",
 ]
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """Sizes and training budget of one embedded benchmark in the harness.
-
-    ``n_train`` labelled source images, as many unlabelled target images (and as many labelled
-    target images for the oracle); ``n_val`` labelled source validation images; ``n_test``
-    target test images (large: they set the width of the per-seed interval) and
-    ``n_source_test`` source test images. ``provenance`` says how each setting was chosen.
-    """
-
-    name: str
-    task: str
-    source: str
-    target: str
-    size: int | tuple[int, int]
-    backbone: str
-    num_classes: int
-    metric: str
-    n_train: int
-    n_val: int
-    n_test: int
-    n_source_test: int
-    epochs: int
-    adapt_epochs: int
-    batch_size: int
-    lr: float
-    lr_mult: float = 0.25
-    patience: int = 3
-    provenance: tuple[tuple[str, str], ...] = ()
-    #: Settings the benchmark gives every method whose config section has them, in place of the
-    #: constructor's default (``(("out_disc_width", 32),)``); a cell's own settings win.
-    method_settings: tuple[tuple[str, Any], ...] = ()
-
-    def key(self) -> str:
-        """Short hash of the settings: a cell made under other settings is not reused."""
-        d = asdict(self)
-        d.pop("provenance")
-        d.pop("method_settings")  # the values the harness always used: cells made before stay valid
-        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-_PROV = (
-    ("n_test", "dev data: radiograph 4,000 from the Hanley-McNeil AUROC variance (n ~ 3,300 for +/- 0.02 at "
-               "AUROC 0.6, prevalence 0.4), confirmed on dev seeds 100-101 (+/- 0.015-0.018); dashcam 600 gave "
-               "+/- 0.003-0.005 for source-only and adapted models (the oracle up to +/- 0.037: rare classes)"),
-    ("n_train", "cost: the largest training set that fits the grid in about an hour on 2 cores"),
-    ("epochs", "dev data: source-only early-stopped on source validation (patience 3, best epoch restored); "
-               "the equal-budget source-only epochs after it move source-val AUROC / mIoU by +0.01 to +0.02 "
-               "on dev seeds 100-101 (near its plateau; source test AUROC 0.76-0.81, mIoU 0.73-0.83)"),
-    ("adapt_epochs", "literature/cost: DANN-style fine-tuning of a trained source model, a few epochs"),
-    ("lr_mult", "dann.lr_mult default of the run config (see adapt/config.py provenance)"),
-    ("batch_size, lr", "literature: AdamW defaults for small CNNs (1e-3 classification; 3e-3 tiny UNet)"),
-    ("method_settings", "cost: dashcam's output-space discriminator starts at width 32 (half ADVENT's 64) "
-                        "for the 32x64 images of the harness"),
-)
-
-_PROV_DIGITS = (
-    ("source, target", "the real-image benchmark's default pair (scikit-learn's handwritten digits through a "
-                       "scanner vs a phone camera; datasets/synth/digits.py)"),
-    ("n_train", "data: the 1,797 digits give 539 distinct training digits per domain side; 600 draws each "
-                "(new poses beyond that), as many labelled target draws for the oracle"),
-    ("n_val", "data: 200 of the 270-digit validation pool"),
-    ("n_test", "data: 1,500 draws of the 449-digit test pool (about 3 poses per digit); the per-seed interval "
-               "covers pose and model noise, the spread over data seeds (other pools) the choice of digits"),
-    ("epochs", "dev data (seeds 100-101, SOURCE_RECIPE): camera accuracy source-only 0.165 / 0.157, ERM + "
-               "photometric 0.211 / 0.255, oracle 0.483 / 0.556 (still rising at 14 epochs: the upper bound under "
-               "this budget, not the task's ceiling); source-test accuracy of source-only 0.87, ECE 0.06"),
-    ("adapt_epochs", "literature/cost: as radiograph, a few epochs of fine-tuning from the source model"),
-    ("lr_mult", "dann.lr_mult default of the run config (see adapt/config.py provenance)"),
-    ("batch_size, lr", "literature: AdamW defaults for small CNNs (1e-3 classification)"),
-)
-
-#: The full profile (`make efficacy`). Sizes from `_PROV`; the quick profile is the test suite's.
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "radiograph": BenchmarkSpec(
-        name="radiograph", task="classification", source="city", target="rural", size=64, backbone="tiny",
-        num_classes=2, metric="auroc", n_train=480, n_val=160, n_test=4000, n_source_test=1000,
-        epochs=8, adapt_epochs=4, batch_size=32, lr=1e-3, provenance=_PROV),
-    "dashcam": BenchmarkSpec(
-        name="dashcam", task="segmentation", source="urban_day", target="rural_day", size=(32, 64),
-        backbone="tiny-unet", num_classes=9, metric="miou", n_train=300, n_val=100, n_test=600,
-        n_source_test=300, epochs=6, adapt_epochs=3, batch_size=16, lr=3e-3, provenance=_PROV,
-        method_settings=(("out_disc_width", 32),)),
-    "digits": BenchmarkSpec(
-        name="digits", task="classification", source="scanner", target="camera", size=32, backbone="tiny",
-        num_classes=10, metric="accuracy", n_train=600, n_val=200, n_test=1500, n_source_test=500,
-        epochs=10, adapt_epochs=4, batch_size=32, lr=1e-3, provenance=_PROV_DIGITS),
-}
-QUICK: dict[str, BenchmarkSpec] = {
-    "radiograph": replace(BENCHMARKS["radiograph"], n_train=96, n_val=48, n_test=400, n_source_test=100,
-                          epochs=2, adapt_epochs=1, size=32),
-    "dashcam": replace(BENCHMARKS["dashcam"], n_train=48, n_val=24, n_test=48, n_source_test=24,
-                       epochs=2, adapt_epochs=1, size=(32, 32)),
-    "digits": replace(BENCHMARKS["digits"], n_train=96, n_val=48, n_test=200, n_source_test=100,
-                      epochs=2, adapt_epochs=1, size=16),
-}
-
-#: The recipe of the source model every method starts from (and of the oracle): cosine decay of
-#: the learning rate, early stopping on source-validation cross-entropy (the best-calibrated
-#: epoch, best restored), and (source model only) the photometric augmentation preset: ERM +
-#: strong augmentation. How each was chosen: `SOURCE_RECIPE_PROVENANCE`.
-SOURCE_RECIPE: dict[str, Any] = {"lr_decay": "cosine", "early_stopping": "val_loss", "augment": "photometric",
-                                 "augment_strength": 0.5, "calibrate": True}
-SOURCE_RECIPE_PROVENANCE: dict[str, str] = {
-    "lr_decay": "dev data (demo recipe, radiograph dev seeds 100-101; see train.lr_decay in adapt/config.py)",
-    "early_stopping": "dev data (demo recipe, seed 100): best source-val AUROC restored an epoch with source-test "
-                      "ECE 0.23; see train.early_stopping_metric in adapt/config.py",
-    "augment": "literature: ERM + strong augmentation, the baseline most adaptation methods fail to beat (WILDS "
-               "2.0); the plain `source_only` row keeps the gain of augmentation itself visible",
-    "augment_strength": "convention: the photometric preset's own default strength",
-    "calibrate": "literature: temperature scaling on source validation (Guo et al. 2017); see train.calibrate",
-}
-
-
-#: What `make efficacy` runs (every registered method, each with its own defaults; `selected` is
-#: computed from the candidate cells, not trained). Methods that cannot do a benchmark's task
-#: (their `check_params` says so, e.g. CDAN on segmentation) are left out of that benchmark's grid.
-#: Beside the plain baseline, the baseline trained with the source recipe's augmentation preset
-#: (ERM + strong augmentation, the model every other row starts from).
-DEFAULT_METHODS: tuple[str, ...] = (HARNESS_METHODS[0], f"{BASELINE}[augment={SOURCE_RECIPE['augment']}]",
-                                    *HARNESS_METHODS[1:])
-
-#: Candidate grid of the label-free selection, per benchmark (the registry's
-#: ``DEFAULT_CANDIDATES``, also the default ``selection.candidates`` of ``auto``).
-CANDIDATES: dict[str, tuple[str, ...]] = {"radiograph": DEFAULT_CANDIDATES, "dashcam": DEFAULT_CANDIDATES,
-                                          "digits": DEFAULT_CANDIDATES}
-
-#: The harness's own row: the baseline method trained on as many *labelled* target images as
-#: the source has (an upper bound, not a method).
-ORACLE = "oracle"
-#: Settings of the harness's recipe, taken by every row: ``lr_mult`` (adaptation learning rate
-#: relative to the benchmark's) and, for labelled-target rows, ``frac`` (share of the labelled
-#: target images).
-RECIPE_SETTINGS = frozenset({"lr_mult", "augment"})
-LABELLED_SETTINGS = frozenset({"frac"})
-
-
-def _method_class(name: str) -> Any:
-    from shiftkit.adapt.methods.registry import get_method
-
-    return get_method(name)
-
-
-def labelled_target(row: str) -> bool:
-    """Whether a row trains on labelled target images (the oracle, the few-label references)."""
-    name = row.split("[")[0]
-    if name == ORACLE:
-        return True
-    try:
-        return _method_class(name).requires.target == "labelled"
-    except KeyError:
-        return False
-
-
-def _known() -> set[str]:
-    """Row names: every registered method the harness can run (not one that needs the whole
-    labelled target set in place of the oracle), the few-label references, the oracle."""
-    from shiftkit.adapt.methods.registry import method_names, reference_names
-
-    names = {n for n in method_names() if _method_class(n).requires.target != "labelled"}
-    return names | set(reference_names()) | {ORACLE}
-
-
-def seeds_for(mode: str, n: int | None = None) -> tuple[int, ...]:
-    """The data seeds of ``mode`` ("test": reporting only; "dev": design), first ``n``."""
-    if mode == "test":
-        seeds = TEST_DATA_SEEDS
-    elif mode == "dev":
-        seeds = DEV_DATA_SEEDS
-    else:
-        raise ConfigError("efficacy", [f"mode must be 'dev' or 'test', got {mode!r}"])
-    return tuple(seeds[: n if n is not None else 5])
-
-
-def check_seeds(mode: str, seeds: Iterable[int]) -> None:
-    """Refuse a test data seed in a dev (design) run, and a non-test seed in a test run."""
-    seeds = list(seeds)
-    if mode == "dev":
-        bad = [s for s in seeds if s in TEST_DATA_SEEDS]
-        if bad:
-            raise ConfigError("efficacy", [f"dev mode: {bad} are test data seeds (reporting only); "
-                                           "use shiftkit.datasets.synth.seeds.DEV_DATA_SEEDS"])
-    elif mode == "test":
-        bad = [s for s in seeds if s not in TEST_DATA_SEEDS]
-        if bad:
-            raise ConfigError("efficacy", [f"test mode: {bad} are not test data seeds {TEST_DATA_SEEDS}"])
-    else:
-        raise ConfigError("efficacy", [f"mode must be 'dev' or 'test', got {mode!r}"])
-
-
-def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
-    :func:`shiftkit.adapt.methods.spec.parse_spec`); the name must be a row."""
-    name, params = parse_spec(spec, "efficacy")
-    if name not in _known():
-        raise ConfigError("efficacy", [f"unknown method {spec!r}; known: {sorted(_known())} (settings as name[key=value])"])
-    return name, params
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One job of the grid: train ``method`` on data seed ``seed`` of ``benchmark``."""
-
-    method: str
-    benchmark: str
-    seed: int
-
-    def slug(self) -> str:
-        return slug(self.method)
-
-    def paths(self, root: Path) -> tuple[Path, Path]:
-        base = Path(root) / "cells" / self.benchmark / self.slug() / f"seed{self.seed}"
-        return base.with_suffix(".json"), base.with_suffix(".npz")
-
-
-def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
-    """Every cell, in a fixed order (so ``--cell i`` names the same job on every machine).
-
-    ``methods`` may include ``"candidates"`` (the benchmark's selection grid) and
-    ``"selected"`` (computed from the candidates; adds them)."""
-    out: list[Cell] = []
-    for b in benchmarks:
-        if b not in BENCHMARKS:
-            raise ConfigError("efficacy", [f"unknown benchmark {b!r}; known: {sorted(BENCHMARKS)}"])
-        names: list[str] = []
-        for m in methods:
-            expanded = CANDIDATES[b] if m in ("candidates", "selected") else (m,)
-            for e in expanded:
-                check_method(e)
-                if e not in names:
-                    names.append(e)
-        names = [m for m in names if _supports(m, BENCHMARKS[b])]
-        out += [Cell(m, b, s) for s in seeds for m in names]
-    return out
-
-
-def settings_of(name: str) -> frozenset[str]:
-    """The settings ``name[key=value]`` accepts: the method's own constructor arguments (its
-    config section's names; not the shared training arguments, which the harness sets), the
-    recipe's ``lr_mult``, and ``frac`` for labelled-target rows. The oracle takes none."""
-    from shiftkit.adapt.build import setting_names
-
-    if name == ORACLE:
-        return frozenset()
-    keys = setting_names(_method_class(name)) | RECIPE_SETTINGS
-    return keys | LABELLED_SETTINGS if labelled_target(name) else keys
-
-
-def check_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """:func:`parse_method`, then refuse a setting the method does not take (before any training),
-    and a labelled-target row without its fraction when the method declares none
-    (``labelled_fraction``)."""
-    name, params = parse_method(spec)
-    unknown = sorted(set(params) - settings_of(name))
-    if unknown:
-        raise ConfigError("efficacy", [f"{spec!r}: unknown setting(s) {unknown}; {name} takes "
-                                       f"{sorted(settings_of(name)) or 'no settings'}"])
-    if name != ORACLE and labelled_target(name):
-        default = _method_class(name).labelled_fraction
-        if default is None and "frac" not in params:
-            raise ConfigError("efficacy", [f"{spec!r}: {name} needs the fraction of labelled target images, "
-                                           f"e.g. {name}[frac=0.05]"])
-        frac = params.get("frac", default)
-        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
-            raise ConfigError("efficacy", [f"{spec!r}: frac must be a number in (0, 1], got {frac!r}"])
-    return name, params
-
-
-def _supports(method: str, spec: BenchmarkSpec) -> bool:
-    """False when the method declares it cannot do the benchmark's task (its `check_params`),
-    e.g. CDAN or SHOT on segmentation; such pairs are left out of the grid, not failed."""
-    name, _ = parse_method(method)
-    if name == ORACLE:
-        return True
-    cls = _method_class(name)
-    return not cls(spec.backbone, task=spec.task, num_classes=spec.num_classes).check_params()
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-def _arrays(benchmark: str, domain: str, n: int, seed: int, split: str, size: Any,
-            want_mask: bool) -> dict[str, np.ndarray]:
-    import importlib
-
-    gen = importlib.import_module(f"shiftkit.datasets.synth.{benchmark}")
-    first = gen.sample(domain, 0, seed=seed, size=size, split=split)
-    img0 = np.asarray(first["image"], np.float32)
-    images = np.empty((n, *img0.shape), np.float32)
-    labels = np.empty(n, np.int64)
-    masks = np.empty((n, *np.asarray(first["mask"]).shape), np.uint8) if want_mask else None
-    for i in range(n):
-        s = first if i == 0 else gen.sample(domain, i, seed=seed, size=size, split=split)
-        images[i] = s["image"]
-        labels[i] = int(s["label"])
-        if masks is not None:
-            masks[i] = s["mask"]
-    out = {"images": images, "labels": labels}
-    if masks is not None:
-        out["masks"] = masks
-    return out
-
-
-@functools.lru_cache(maxsize=2)
-def benchmark_data(spec: BenchmarkSpec, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Arrays of every split for data seed ``seed`` (cached: a worker running several cells of
-    one seed generates them once). The ``target_unlabelled`` split has images only."""
-    seg = spec.task == "segmentation"
-    a = functools.partial(_arrays, spec.name, size=spec.size)
-    data = {
-        "source_train": a(spec.source, spec.n_train, seed, "train", want_mask=seg),
-        "source_val": a(spec.source, spec.n_val, seed, "val", want_mask=seg),
-        "source_test": a(spec.source, spec.n_source_test, seed, "test", want_mask=seg),
-        "target_train": a(spec.target, spec.n_train, seed, "train", want_mask=seg),
-        "target_val": a(spec.target, spec.n_val, seed, "val", want_mask=seg),
-        "target_test": a(spec.target, spec.n_test, seed, "test", want_mask=seg),
-    }
-    data["target_unlabelled"] = {"images": data["target_train"]["images"]}  # no label, no mask
-    return data
-
-
-def _dataset(part: dict[str, np.ndarray], task: str, labelled: bool = True) -> Any:
-    from shiftkit.adapt.data import ArrayDataset
-
-    if not labelled:
-        return ArrayDataset(part["images"])
-    masks = part["masks"].astype(np.int64) if task == "segmentation" else None
-    labels = part["labels"] if task == "classification" else None
-    return ArrayDataset(part["images"], labels=labels, masks=masks)
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -566,6 +253,10 @@ def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tup
     return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
 
 
+#: The source-domain health columns of a cell and of the table (classification).
+_HEALTH = ("accuracy", "balanced_accuracy", "auroc", "ece")
+
+
 def _source_scores(spec: BenchmarkSpec, part: dict[str, np.ndarray], proba: np.ndarray) -> dict[str, float]:
     """How healthy the model is on its own domain: source-test accuracy, balanced accuracy, AUROC
     and ECE (15 bins) for classification; nothing for segmentation."""
@@ -591,7 +282,21 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj, indent=1, default=float)
 
 
-def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
+def cell_key_of(cell: Cell, *, quick: bool = False, model_seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """``(key, resolved settings)`` of a cell under the current code (adapt/efficacy_cells.py):
+    a finished cell is reused only when it carries this key."""
+    from shiftkit.adapt.efficacy_cells import cell_key, resolved_settings
+
+    spec = (QUICK if quick else BENCHMARKS)[cell.benchmark]
+    name, params = check_method(cell.method)
+    accepted = settings_of(name)
+    settings = resolved_settings(name, params, accepted)
+    if "lr_mult" in accepted:
+        settings.setdefault("lr_mult", spec.lr_mult)
+    return cell_key(spec.key(), name, settings, quick=quick, model_seed=model_seed), settings
+
+
+def _cell_done(cell: Cell, root: Path, key: str) -> bool:
     js, npz = cell.paths(root)
     if js.is_file() and not npz.is_file():
         # The per-cell arrays are not committed (.gitignore): a checkout with only the JSON
@@ -600,20 +305,25 @@ def _cell_done(cell: Cell, root: Path, spec: BenchmarkSpec) -> bool:
     if not (js.is_file() and npz.is_file()):
         return False
     try:
-        return json.loads(js.read_text())["spec_key"] == spec.key()
-    except (OSError, ValueError, KeyError):
+        done = json.loads(js.read_text()).get("cell_key") == key
+    except (OSError, ValueError):
         return False
+    if not done:
+        log.warning("%s: computed by other code or settings (cell key differs); the cell is re-run", js)
+    return done
 
 
 def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0,
              mode: str = "test") -> dict[str, Any]:
     """Train and score one cell; write ``<root>/cells/...json`` and ``.npz`` (atomically).
 
-    A cell already written with the same settings is read back, not re-run."""
+    A cell already written by the same code with the same resolved settings (its
+    :func:`cell_key_of`) is read back, not re-run; any other is re-run."""
     check_seeds(mode, [cell.seed])
     spec = (QUICK if quick else BENCHMARKS)[cell.benchmark]
     js, npz = cell.paths(root)
-    if _cell_done(cell, root, spec):
+    key, settings = cell_key_of(cell, quick=quick, model_seed=model_seed)
+    if _cell_done(cell, root, key):
         return json.loads(js.read_text())
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started, cpu = time.perf_counter(), time.process_time()
@@ -630,7 +340,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     arrays |= {f"sel_{k}": v for k, v in _selection_outputs(method, spec, data).items()}
     lo, hi = bootstrap_ci(t_stats)
     result = {
-        "cell": asdict(cell), "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
+        "cell": asdict(cell), "cell_key": key, "settings": settings, "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},
         "quick": quick, "model_seed": model_seed, "metric": spec.metric,
         "target": metric_from_stats(t_stats), "target_ci": [lo, hi], "source": metric_from_stats(s_stats), "proxy_a_distance": pad,
         "source_scores": _source_scores(spec, data["source_test"], s_proba),
@@ -657,210 +367,6 @@ def run_grid(cells: Sequence[Cell], root: Path, *, quick: bool = False, model_se
     return out
 
 
-# --------------------------------------------------------------------------------------------- summary
-
-
-def _load(root: Path, benchmark: str, method: str, seed: int) -> tuple[dict, dict] | None:
-    js, npz = Cell(method, benchmark, seed).paths(root)
-    if js.is_file() and not npz.is_file():
-        log.warning("%s: no %s beside it; the cell is left out of the table (re-run it)", js, npz.name)
-    if not (js.is_file() and npz.is_file()):
-        return None
-    with np.load(npz) as z:
-        arrays = {k: z[k] for k in z.files}
-    return json.loads(js.read_text()), arrays
-
-
-def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
-    p = f"{role}_"
-    return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
-
-
-def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
-                 require_all: bool = False) -> dict[str, Any] | None:
-    """Label-free choice among the finished candidate cells of one (benchmark, seed), plus each
-    validator's rank correlation with the true target metric and its regret (the embedded
-    benchmarks have target labels; the choice never reads them).
-
-    ``require_all``: None unless every candidate of the grid is finished (the table uses this,
-    so a seed's `selected` row never comes from part of the grid)."""
-    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, select
-
-    cands, truth = {}, {}
-    for name in CANDIDATES[benchmark]:
-        got = _load(root, benchmark, name, seed)
-        if got is None:
-            continue
-        res, arrays = got
-        cands[name] = CandidateOutputs.from_arrays(_stats(arrays, "sel"))
-        truth[name] = res["target"]
-    if len(cands) < 2 or (require_all and len(cands) < len(CANDIDATES[benchmark])):
-        return None
-    sel = select(cands, validator or DEFAULT_VALIDATOR)
-    return {"seed": seed, "candidates": list(cands), "true_target": truth, **sel.to_dict(),
-            "evaluation": sel.evaluate(truth)}
-
-
-@dataclass
-class _Row:
-    method: str
-    seeds: list[int] = field(default_factory=list)
-    target: list[float] = field(default_factory=list)
-    target_ci: list[list[float]] = field(default_factory=list)
-    source: list[float] = field(default_factory=list)
-    pad: list[float] = field(default_factory=list)
-    gap_closed: list[float] = field(default_factory=list)
-    diff_ci: list[list[float]] = field(default_factory=list)  # paired vs source_only, per seed
-    chosen: list[str] = field(default_factory=list)
-    source_scores: list[dict[str, float]] = field(default_factory=list)
-
-
-def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, command: str | None = None,
-              validator: str | None = None) -> dict[str, Any]:
-    """Read the finished cells under ``root``; write ``table.json``, ``table.md`` and
-    ``efficacy.png`` there; return the table dict."""
-    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR
-
-    root = Path(root)
-    benchmarks = list(benchmarks or BENCHMARKS)
-    methods = list(methods or DEFAULT_METHODS)
-    table: dict[str, Any] = {"command": command, "validator": validator or DEFAULT_VALIDATOR,
-                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": {}}
-    for b in benchmarks:
-        found = sorted({int(p.stem[4:]) for p in (root / "cells" / b).glob("*/seed*.json")}) if seeds is None else list(seeds)
-        rows: dict[str, _Row] = {}
-        selections = []
-        names = [m for m in methods if m not in ("selected", "candidates")]
-        for seed in found:
-            base = _load(root, b, BASELINE, seed)
-            orc = _load(root, b, ORACLE, seed)
-            per: dict[str, tuple[dict, dict]] = {m: got for m in names if (got := _load(root, b, m, seed))}
-            if "selected" in methods:
-                s = select_cells(root, b, seed, validator=validator, require_all=True)
-                if s is not None:
-                    selections.append(s)
-                    got = _load(root, b, s["chosen"], seed)
-                    if got is not None:
-                        per["selected"] = got
-            for m, (res, arrays) in per.items():
-                row = rows.setdefault(m, _Row(m))
-                row.seeds.append(seed)
-                row.target.append(res["target"])
-                row.target_ci.append(res["target_ci"])
-                row.source.append(res["source"])
-                row.pad.append(res.get("proxy_a_distance", math.nan))
-                row.source_scores.append(res.get("source_scores") or {})
-                if m == "selected":
-                    row.chosen.append(selections[-1]["chosen"])
-                if base is not None and orc is not None:
-                    row.gap_closed.append(gap_closed(res["target"], base[0]["target"], orc[0]["target"]))
-                else:
-                    row.gap_closed.append(math.nan)
-                if base is not None:
-                    row.diff_ci.append(list(bootstrap_ci(_stats(arrays, "target"), n_boot=200, seed=seed,
-                                                         other=_stats(base[1], "target"))))
-        out_rows = {}
-        for m, row in rows.items():
-            mean, lo, hi = t_interval(row.target)
-            g_mean, g_lo, g_hi = t_interval(row.gap_closed)
-            out_rows[m] = {**asdict(row), "target_mean": mean, "target_mean_ci": [lo, hi],
-                           "source_mean": float(np.nanmean(row.source)),
-                           "source_scores_mean": {k: float(np.nanmean([d.get(k, math.nan) for d in row.source_scores]))
-                                                  for k in _HEALTH},
-                           "pad_mean": float(np.nanmean(row.pad)) if np.isfinite(row.pad).any() else math.nan,
-                           "gap_closed_mean": g_mean, "gap_closed_ci": [g_lo, g_hi],
-                           "seeds_below_source_only": int(sum(ci[1] < 0 for ci in row.diff_ci)),
-                           "max_target_ci_halfwidth": float(max((c[1] - c[0]) / 2 for c in row.target_ci))}
-        sel_summary = None
-        if selections:
-            vals = sorted({v for s in selections for v in s["evaluation"]})
-            sel_summary = {"per_seed": selections, "validators": {
-                v: {"mean_regret": float(np.mean([s["evaluation"][v]["regret"] for s in selections])),
-                    "max_regret": float(np.max([s["evaluation"][v]["regret"] for s in selections])),
-                    "mean_spearman": float(np.nanmean([s["evaluation"][v]["spearman"] for s in selections]))}
-                for v in vals}}
-        spec = BENCHMARKS[b]
-        table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
-    _atomic_json(root / "table.json", table)
-    atomic_write_text(root / "table.md", render_markdown(table))
-    plot_table(table, root / "efficacy.png")
-    return table
-
-
-#: The source-domain health columns of the table (classification).
-_HEALTH = ("accuracy", "balanced_accuracy", "auroc", "ece")
-
-
-def _f(x: float, nd: int = 3) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
-
-
-def render_markdown(table: dict[str, Any]) -> str:
-    """The table as markdown: one section per benchmark, then the selection report."""
-    lines = ["# Efficacy table", ""]
-    if table.get("command"):
-        lines += [f"Made by: `{table['command']}` ({table['time']})", ""]
-    for b, t in table["benchmarks"].items():
-        metric = {"auroc": "AUROC", "accuracy": "accuracy"}.get(t["metric"], "mIoU")
-        kind = "test data seeds" if t["seeds"] and all(x in TEST_DATA_SEEDS for x in t["seeds"]) else "data seeds"
-        lines += [f"## {b} (target {metric}, {kind} {t['seeds']})", "",
-                  f"| method | target {metric} mean [95 % CI over seeds] | per seed (+/- 95 % CI) | source {metric} | "
-                  "gap closed mean [95 % CI] | seeds below source-only (paired CI) | proxy A-distance "
-                  "| source acc / bal. acc / AUROC / ECE |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for m, r in t["rows"].items():
-            per = ", ".join(f"{v:.3f}+/-{(c[1] - c[0]) / 2:.3f}" for v, c in zip(r["target"], r["target_ci"], strict=True))
-            name = m + (f" ({', '.join(r['chosen'])})" if r.get("chosen") else "")
-            name += " *" if labelled_target(m) else ""
-            lines.append(f"| {name} | {_f(r['target_mean'])} [{_f(r['target_mean_ci'][0])}, {_f(r['target_mean_ci'][1])}] "
-                         f"| {per} | {_f(r['source_mean'])} | {_f(r['gap_closed_mean'], 2)} "
-                         f"[{_f(r['gap_closed_ci'][0], 2)}, {_f(r['gap_closed_ci'][1], 2)}] "
-                         f"| {r['seeds_below_source_only']} of {len(r['seeds'])} | {_f(r['pad_mean'], 2)} "
-                         f"| {' / '.join(_f(r.get('source_scores_mean', {}).get(k, math.nan)) for k in _HEALTH)} |")
-        if any(labelled_target(m) for m in t["rows"]):
-            lines += ["", "\\* trains on labelled target images (the only rows that do): `oracle` on as many as the "
-                      "source has, `finetune[frac=f]` on the first f of them (same step budget as the other rows), "
-                      "`linear_probe` (new head on the frozen source encoder) on all of them. Every other row sees "
-                      "target images only."]
-        sel = t.get("selection")
-        if sel:
-            lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "
-                      "mean / max regret and mean Spearman with the true target metric", "",
-                      "| validator | mean regret | max regret | mean Spearman | choices per seed |",
-                      "| --- | --- | --- | --- | --- |"]
-            for v, s in sel["validators"].items():
-                choices = ", ".join(p["evaluation"][v]["choice"] for p in sel["per_seed"])
-                lines.append(f"| {v} | {_f(s['mean_regret'])} | {_f(s['max_regret'])} | {_f(s['mean_spearman'], 2)} | {choices} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_table(table: dict[str, Any], path: Path) -> None:
-    """Per benchmark: each method's per-seed target metric with its 95 % interval (dots), the
-    mean over seeds with its interval (bar), and the source metric (cross)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bs = list(table["benchmarks"])
-    fig, axes = plt.subplots(1, max(1, len(bs)), figsize=(6 * max(1, len(bs)), 4), squeeze=False)
-    for ax, b in zip(axes[0], bs, strict=False):
-        t = table["benchmarks"][b]
-        for i, (_m, r) in enumerate(t["rows"].items()):
-            xs = i + np.linspace(-0.25, 0.25, len(r["target"])) if len(r["target"]) > 1 else [i]
-            err = np.array([[v - c[0], c[1] - v] for v, c in zip(r["target"], r["target_ci"], strict=True)]).T
-            ax.errorbar(xs, r["target"], yerr=err, fmt="o", ms=3, color="C0", alpha=0.6, lw=1)
-            lo, hi = r["target_mean_ci"]
-            if np.isfinite(lo):
-                ax.errorbar([i], [r["target_mean"]], yerr=[[r["target_mean"] - lo], [hi - r["target_mean"]]],
-                            fmt="s", color="C3", capsize=6, ms=6)
-            ax.plot([i], [r["source_mean"]], "x", color="C2", ms=8)
-        ax.set_xticks(range(len(t["rows"])), list(t["rows"]), rotation=30, ha="right")
-        ax.set_title(f"{b}: target {t['metric']} (dots: seeds, square: mean, x: source)")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+# The table (summarise, select_cells, render_markdown, plot_table) lives in efficacy_table.py:
+# it reads finished cells and never changes a cell's result, so it is outside the code hash.
+from shiftkit.adapt.efficacy_table import plot_table, render_markdown, select_cells, summarise  # noqa: E402, F401

@@ -14,49 +14,44 @@ report) trains on them.
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
 from shiftkit.adapt.build import BuildContext
 from shiftkit.adapt.config import AUTO_METHOD, RunConfig
 from shiftkit.adapt.methods.registry import BASELINE
+from shiftkit.adapt.run_data import (
+    domains_for,
+    image_error_with_row,
+    method_datasets,
+    prepare_manifest,
+    skipped_rows,
+    split_domains,
+    test_labels,
+    used_sizes,
+)
+from shiftkit.adapt.run_outputs import (
+    bias_section,
+    evaluate_method,
+    labelled_pixels,
+    machine_summary,
+    save_models,
+    segmentation_class_names,
+    segmentation_overlays,
+    target_monitor,
+)
 from shiftkit.datasets.errors import DataError, ImageReadError
-from shiftkit.datasets.files import atomic_write_text
 from shiftkit.evaluation.results import MethodResult, RunResult
 
 __all__ = ["BuildContext", "RunResult", "build_method", "check_run", "evaluate_method", "fit_method", "run",
            "save_models"]
 
 log = logging.getLogger("shiftkit")
-
-BENCHMARK_DOMAINS = {
-    "radiograph": ("city", "rural"),
-    "dashcam": ("urban_day", "rural_day"),
-    "digits": ("scanner", "camera"),
-}
-#: Columns that carry target labels: a classification label, and masks (dashcam masks are the
-#: segmentation labels; radiograph lesion masks reveal the finding). The target training split
-#: handed to methods has neither; only the explicit oracle and the scoring see them.
-LABEL_BEARING_COLUMNS = ("label", "mask")
-
-
-def domains_for(config: RunConfig) -> tuple[str, str]:
-    if config.data.benchmark is not None:
-        default_source, default_target = BENCHMARK_DOMAINS[config.data.benchmark]
-    else:
-        default_source = default_target = None  # validated: manifest configs name both
-    return (config.data.source_domain or default_source, config.data.target_domain or default_target)
-
 
 def check_run(config: RunConfig) -> None:
     """Everything about a run that can be checked before any export or training, at once.
@@ -112,198 +107,6 @@ def _backbone_problems(config: RunConfig) -> list[str]:
         return [f"model.backbone: {name!r} with options {config.model.options}: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"]
     return []
-
-
-def prepare_manifest(config: RunConfig, run_dir: Path) -> Path:
-    """Return the manifest to read; for a benchmark, export it to disk first (once)."""
-    if config.data.manifest is not None:
-        return Path(config.data.manifest)
-    import importlib
-
-    generator = importlib.import_module(f"shiftkit.datasets.synth.{config.data.benchmark}")
-    source, target = domains_for(config)
-    data_dir = run_dir / "data"
-    manifest = data_dir / "manifest.csv"
-    stamp = data_dir / "export.json"
-    wanted = {
-        "benchmark": config.data.benchmark,
-        "domains": [source, target],
-        "n_per_domain": config.data.n_per_domain,
-        "size": config.data.image_size,
-        "seed": config.data.seed,
-    }
-    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
-        return manifest
-    size: Any = config.data.image_size
-    if config.data.benchmark == "dashcam":
-        size = (config.data.image_size, 2 * config.data.image_size)
-    manifest = generator.export(
-        data_dir, [source, target], config.data.n_per_domain, seed=config.data.seed, size=size,
-        progress=config.progress,
-    )
-    atomic_write_text(stamp, json.dumps(wanted))
-    return Path(manifest)
-
-
-@dataclass
-class DomainSplits:
-    """The five views of the data a run needs (DataFrames of the manifest)."""
-
-    source_train: pd.DataFrame
-    source_val: pd.DataFrame
-    source_test: pd.DataFrame
-    target_train: pd.DataFrame  # label and mask columns removed: methods never see target labels
-    target_test: pd.DataFrame
-    target_train_labelled: pd.DataFrame  # only for the explicit target oracle
-
-    def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ("source_train", "source_val", "source_test",
-                                                   "target_train", "target_test")}
-
-
-def split_domains(frame: pd.DataFrame, source: str, target: str, seed: int) -> DomainSplits:
-    """Cut the manifest into source train/val/test and target train/test."""
-    problems = []
-    for role, name in (("source", source), ("target", target)):
-        if not (frame["domain"] == name).any():
-            known = sorted(frame["domain"].astype(str).unique())
-            problems.append(f"{role} domain {name!r} has no rows (domains present: {known})")
-    if problems:
-        raise DataError("; ".join(problems))
-
-    def by_split(domain: str) -> dict[str, pd.DataFrame]:
-        part = frame[frame["domain"] == domain]
-        if "split" in part.columns and part["split"].notna().all():
-            return {s: part[part["split"] == s] for s in ("train", "val", "test")}
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(part))
-        n_train, n_val = int(0.6 * len(part)), int(0.2 * len(part))
-        return {
-            "train": part.iloc[order[:n_train]],
-            "val": part.iloc[order[n_train:n_train + n_val]],
-            "test": part.iloc[order[n_train + n_val:]],
-        }
-
-    s, t = by_split(source), by_split(target)
-    target_train = pd.concat([t["train"], t["val"]])
-    for name, part in (("source train", s["train"]), ("source val", s["val"]),
-                       ("source test", s["test"]), ("target test", t["test"])):
-        if len(part) == 0:
-            raise DataError(f"the {name} split is empty; add rows or a 'split' column")
-    return DomainSplits(
-        source_train=s["train"],
-        source_val=s["val"],
-        source_test=s["test"],
-        target_train=target_train.drop(columns=list(LABEL_BEARING_COLUMNS), errors="ignore"),
-        target_test=t["test"],
-        target_train_labelled=target_train,
-    )
-
-
-def machine_summary() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _subsample(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    if len(features) <= limit:
-        return features
-    index = np.random.default_rng(seed).choice(len(features), size=limit, replace=False)
-    return features[index]
-
-
-def _datasets(splits: DomainSplits, skip_bad: bool) -> dict[str, Any]:
-    import warnings
-
-    from shiftkit.datasets import ManifestDataset
-
-    out: dict[str, Any] = {}
-    for name in ("source_train", "source_val", "source_test", "target_train", "target_test",
-                 "target_train_labelled"):
-        with warnings.catch_warnings():  # skipped rows are counted in metrics.json instead
-            warnings.simplefilter("ignore", UserWarning)
-            out[name] = ManifestDataset(getattr(splits, name), skip_bad=skip_bad)
-    return out
-
-
-def skipped_rows(frame: pd.DataFrame, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows `skip_bad` dropped: manifest row (1-based), split and reason; never the file path."""
-    row_of = {path: i + 1 for i, path in enumerate(frame["image"].tolist())}
-    if "mask" in frame.columns:
-        row_of.update({m: i + 1 for i, m in enumerate(frame["mask"].tolist()) if isinstance(m, str) and m})
-    out: dict[int, dict[str, Any]] = {}
-    for name in ("source_train", "source_val", "source_test", "target_train", "target_test"):
-        for bad in getattr(data[name], "bad", []):
-            row = row_of.get(bad.path, -1)
-            out.setdefault(row, {"row": row, "split": name, "reason": bad.reason})
-    return [out[r] for r in sorted(out)]
-
-
-def _used_sizes(data: dict[str, Any]) -> dict[str, int]:
-    return {k: len(data[k]) for k in ("source_train", "source_val", "source_test", "target_train", "target_test")}
-
-
-def _image_error_with_row(exc: Exception, frame: pd.DataFrame) -> DataError:
-    """An unreadable file met during training, named by its manifest row, with the two remedies."""
-    path = str(getattr(exc, "path", ""))
-    rows = [i + 1 for i, p in enumerate(frame["image"].tolist()) if p == path]
-    if not rows and "mask" in frame.columns:
-        rows = [i + 1 for i, p in enumerate(frame["mask"].tolist()) if p == path]
-    where = f"manifest row {rows[0]}" if rows else "a manifest row"
-    return DataError(f"{where}: {exc}. Check every file before training with `shiftkit run --check-images` "
-                     "(data.check_images: true), or skip unreadable rows with data.skip_bad: true")
-
-
-def target_monitor(dataset: Any, labels: np.ndarray, task: str, batch_size: int = 128) -> Any:
-    """Per-epoch target-test scores for the learning curves (`target_acc`, `target_auroc` /
-    `target_miou`). They are displayed, never used to choose an epoch: the trainer refuses a
-    `target_*` early-stopping key unless the run is an explicit oracle."""
-    from torch.utils.data import DataLoader
-
-    from shiftkit.adapt.inference import predict_loader
-    from shiftkit.evaluation import metrics
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-
-    def callback(epoch: int, model: torch.nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
-        proba = predict_loader(model, loader, device)["proba"]
-        if task == "classification":
-            m = metrics.classification_metrics(labels, proba)
-            return {"target_acc": m["accuracy"], "target_auroc": m["auroc"]}
-        m = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1])
-        return {"target_acc": m["pixel_accuracy"], "target_miou": m["miou"]}
-
-    return callback
-
-
-def bias_section(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], seed: int) -> Any:
-    """Per-group audit of each method on the target test split (sex, age band), side by side:
-    a :class:`shiftkit.evaluation.bias.BiasSection`, or None without attributes or labels."""
-    from shiftkit.evaluation import bias
-
-    frame = frames["target_test"]
-    sensitive = [c for c in ("sex", "age") if c in frame.columns]
-    if not sensitive or "label" not in frame.columns:
-        return None
-    sensitive = ["age_band" if c == "age" else c for c in sensitive]
-    audits = {}
-    for name, score in scores.items():
-        table = frame.drop(columns=["image", "mask"], errors="ignore").copy()
-        table["score"] = score
-        audits[name] = bias.audit(table, sensitive, n_boot=100, seed=seed)
-    return bias.BiasSection.of(audits) if audits else None
-
-
-def _test_labels(dataset: Any, task: str) -> np.ndarray:
-    if task == "classification":
-        return np.asarray(dataset.labels)
-    return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))])
 
 
 def initial_model(config: RunConfig, in_channels: int, num_classes: int) -> Any:
@@ -400,12 +203,12 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
                           check_images=config.data.check_images)
     source, target = domains_for(config)
     splits = split_domains(frame, source, target, config.data.seed)
-    data = _datasets(splits, config.data.skip_bad)
+    data = method_datasets(splits, config.data.skip_bad)
     try:
         for role in ("source_test", "target_test"):
-            data[f"{role}_labels"] = _test_labels(data[role], config.task)
+            data[f"{role}_labels"] = test_labels(data[role], config.task)
     except ImageReadError as exc:
-        raise _image_error_with_row(exc, frame) from None
+        raise image_error_with_row(exc, frame) from None
     if config.task == "classification":
         num_classes = int(max(2, frame["label"].max() + 1))
     else:
@@ -424,7 +227,7 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
     try:
         in_channels = int(data["source_train"][0]["image"].shape[0])
     except ImageReadError as exc:
-        raise _image_error_with_row(exc, frame) from None
+        raise image_error_with_row(exc, frame) from None
 
     fitted: dict[str, Any] = {}
 
@@ -435,7 +238,7 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
         try:
             return fit_method(method, data, monitor)
         except ImageReadError as exc:  # a file that broke mid-run: name its manifest row
-            raise _image_error_with_row(exc, frame) from None
+            raise image_error_with_row(exc, frame) from None
 
     selection: dict[str, Any] | None = None
 
@@ -474,7 +277,7 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
         "seed": config.train.seed,
         "data_seed": config.data.seed,
         "epochs": config.train.epochs,
-        "split_sizes": _used_sizes(data),  # after skip_bad dropped unreadable rows
+        "split_sizes": used_sizes(data),  # after skip_bad dropped unreadable rows
         "skipped_rows": skipped,
         "target_labels_used_for": "evaluation only"
         + "".join(f"; the {n} method trains on them" for n in config.methods
@@ -520,91 +323,3 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
     return RunResult.load(run_dir)  # the saved form, as a later reader of the run folder sees it
 
 
-def segmentation_class_names(config: RunConfig, num_classes: int) -> list[str] | None:
-    """Names of the mask classes: the dashcam benchmark's (road, sky, ...); None when unknown."""
-    if config.task != "segmentation" or config.data.benchmark != "dashcam":
-        return None
-    from shiftkit.datasets.synth.dashcam import CLASSES
-
-    return list(CLASSES) if len(CLASSES) == num_classes else None
-
-
-def labelled_pixels(frame: pd.DataFrame) -> int:
-    """Pixels with a class (mask >= 0) over the rows' masks: what a segmenter learns from."""
-    from shiftkit.datasets import read_mask
-
-    if "mask" not in frame.columns:
-        return 0
-    return int(sum(int((read_mask(m) >= 0).sum()) for m in frame["mask"].tolist() if isinstance(m, str) and m))
-
-
-def segmentation_overlays(fitted: dict[str, Any], data: dict[str, Any], config: RunConfig, num_classes: int,
-                          class_names: list[str] | None, n: int = 2) -> dict[str, Any]:
-    """Prediction overlays on ``n`` source and ``n`` target test images, before adaptation (source
-    only) and after (each adapting method): ``{caption: Figure}``. Scene data only: the caller
-    leaves them out for medical images (``evaluation.overlays``)."""
-    from shiftkit.evaluation.plots import segmentation_overlay_figure
-
-    picks = [("source", data["source_test"], i) for i in range(min(n, len(data["source_test"])))]
-    picks += [("target", data["target_test"], i) for i in range(min(n, len(data["target_test"])))]
-    items = [ds[i] for _, ds, i in picks]
-    images = np.stack([np.asarray(it["image"]) for it in items])
-    truths = [np.asarray(it["mask"]) for it in items]
-    titles = [f"{role} {i + 1}" for role, _, i in picks]
-    out: dict[str, Any] = {}
-    from shiftkit.adapt.methods import method_title
-
-    for name, method in fitted.items():
-        if method.requires.target == "labelled":  # the oracle is not an adaptation
-            continue
-        stage = "before adaptation" if name == BASELINE else "after adaptation"
-        preds = list(method.predict(images))
-        out[f"Segmentation overlays: {method_title(name)} ({stage})"] = segmentation_overlay_figure(
-            images, truths, preds, num_classes=num_classes, titles=titles, class_names=class_names)
-    return out
-
-
-def save_models(fitted: dict[str, Any], config: RunConfig, run_dir: Path, domains: tuple[str, str]) -> dict[str, Path]:
-    """Save each method of ``config.methods`` under ``run_dir/models/<name>/`` with
-    :func:`shiftkit.adapt.save_model` (safetensors + JSON sidecar, the target feature statistics
-    for the shift score), so ``shiftkit.adapt.load(run_dir / "models" / name)`` predicts what
-    the method predicted in the run."""
-    from shiftkit.adapt.predictor import save_model
-
-    out = {}
-    for name in config.methods:
-        folder = run_dir / "models" / name
-        save_model(fitted[name], folder, training_summary={
-            "run": config.name, "registry_method": name, "source_domain": domains[0], "target_domain": domains[1]})
-        out[name] = folder
-    return out
-
-
-def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig, *, name: str = "method",
-                    class_names: list[str] | None = None) -> MethodResult:
-    """Score one fitted method on the source and target test splits, plus its feature gap.
-
-    ``class_names``: segmentation class names for the per-class IoU (default "0", "1", ...).
-    The result also holds (in memory only) the gap's feature samples and the target test
-    probabilities, for the embedding figure and the bias audit.
-    """
-    from shiftkit.evaluation import gap, metrics
-
-    scores: dict[str, dict[str, Any]] = {}
-    feats: dict[str, np.ndarray] = {}
-    target_proba = None
-    for role in ("source", "target"):
-        proba, feats[role] = method.predict_proba_and_features(splits_data[f"{role}_test"])
-        labels = splits_data[f"{role}_test_labels"]
-        if role == "target":
-            target_proba = proba
-        if config.task == "classification":
-            scores[role] = metrics.classification_metrics(labels, proba)
-        else:
-            names = class_names if class_names is not None and len(class_names) == proba.shape[1] else None
-            scores[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)
-    seed = config.train.seed
-    feats_s = _subsample(feats["source"], config.evaluation.max_gap_points, seed)
-    feats_t = _subsample(feats["target"], config.evaluation.max_gap_points, seed + 1)
-    summary = gap.gap_summary(feats_s, feats_t, n_permutations=config.evaluation.n_permutations, seed=seed)
-    return MethodResult(name=name, splits=scores, gap=summary, features=(feats_s, feats_t), target_proba=target_proba)

@@ -76,7 +76,7 @@ def load_candidate(spec: str | os.PathLike[str] | Candidate, *, num_classes: int
     ``num_classes`` and ``in_channels`` are used only for ``BACKBONE:WEIGHTS`` (a bare
     state dict does not say how to build the network). Never unpickles.
     """
-    from .predictor import load, load_weights
+    from .loading import load, load_weights
 
     if isinstance(spec, Candidate):
         return spec

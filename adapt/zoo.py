@@ -70,7 +70,7 @@ def build_radiograph_zoo(
 
     from .data import CachedDataset
     from .methods import SourceOnly
-    from .predictor import save_model
+    from .saving import save_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def estimate_cost_row(repeat: int, machine: dict) -> tuple[dict, dict]:
     from shiftkit.adapt import load
     from shiftkit.adapt.backbones import build_classifier
     from shiftkit.adapt.monitoring import forward
-    from shiftkit.adapt.predictor import save_model
+    from shiftkit.adapt.saving import save_model
     from shiftkit.datasets.synth import radiograph
     from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
 
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from shiftkit.adapt.data import CachedDataset
+    from shiftkit.adapt.loading import load
     from shiftkit.adapt.methods.source_only import SourceOnly
-    from shiftkit.adapt.predictor import load, save_model
+    from shiftkit.adapt.saving import save_model
     from shiftkit.datasets.synth import dashcam, radiograph
     from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
     from shiftkit.evaluation.performance_estimation import PerformanceEstimator

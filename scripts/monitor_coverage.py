@@ -61,7 +61,7 @@ def _model(bench: str, seed: int, cache: Path) -> Any:
     from shiftkit.adapt import load
     from shiftkit.adapt.data import CachedDataset
     from shiftkit.adapt.methods.source_only import SourceOnly
-    from shiftkit.adapt.predictor import save_model
+    from shiftkit.adapt.saving import save_model
 
     cfg, mod = BENCH[bench], _module(bench)
     folder = cache / f"{bench}_{seed}" / "model"

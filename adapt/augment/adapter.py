@@ -93,6 +93,9 @@ class TargetStyleSourceOnly(SourceOnly):
 
     # requires: as SourceOnly; the default adapter reads the target images (fit(source, target)).
     title = "Target-style augmentation"
+    selection_grid = ({}, {"restyle_strength": 0.5})
+    selection_grid_provenance = ("design: full (default) and half restyling strength, the two ends that differ on "
+                                 "development seeds 100-101 (benchmarks/efficacy/dev); fixed before any test-seed run")
 
     def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, **kwargs: Any):
         super().__init__(model, **kwargs)

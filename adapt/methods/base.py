@@ -163,6 +163,12 @@ class Method(BaseEstimator):
     #: target training set the efficacy harness gives the method when a cell does not say
     #: (``name[frac=f]``); ``None``: the cell must say.
     labelled_fraction: ClassVar[float | None] = 1.0
+    #: Settings worth trying in label-free selection (``auto`` / the harness's ``selected``), each
+    #: a dict of this method's settings; ``{}`` = its defaults. Read by
+    #: :func:`shiftkit.adapt.candidates.candidate_pool`; a subclass with a setting that matters
+    #: lists a small grid here and says in ``selection_grid_provenance`` how it was chosen.
+    selection_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    selection_grid_provenance: ClassVar[str] = "the method's defaults only"
 
     def __init__(
         self,

@@ -115,6 +115,10 @@ class CDAN(DANN):
 
     title = "CDAN+E"
     recipe = "adapt"
+    # Not DANN's grid: one CDAN candidate per pool keeps `auto` affordable; DANN's grid already
+    # probes the adversarial weight.
+    selection_grid = ({},)
+    selection_grid_provenance = "cost: defaults only (the DANN candidates probe the adversarial weight)"
 
     def __init__(
         self,

@@ -102,6 +102,10 @@ class DANN(Method):
     title = "DANN"
     recipe = "adapt"
     settings_also = ("shiftkit.adapt.methods.dann_seg:SegDANN",)  # the segmentation variant's settings
+    selection_grid = ({}, {"lambda_max": 0.3}, {"lambda_max": 3.0})
+    selection_grid_provenance = ("literature: the adversarial weight is DANN's one sensitive setting (Ganin et al. 2016 "
+                                 "search it per task); the grid brackets the default 1.0 by ~3x either side, fixed "
+                                 "before any test-seed run")
 
     def __init__(
         self,

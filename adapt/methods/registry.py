@@ -60,12 +60,10 @@ BASELINE = "source_only"
 DEFAULT_SOURCE_FREE = "tent"
 #: ``methods`` of a run config that names none.
 DEFAULT_RUN_METHODS: tuple[str, ...] = (BASELINE, "dann")
-#: The label-free selection grid (``selection.candidates`` of ``auto`` and the harness's
-#: ``candidates``): the method and its key settings, values bracketing the shipped defaults by a
-#: factor ~3 either side (fixed before any test-seed run; a search space, not tuned).
-DEFAULT_CANDIDATES: tuple[str, ...] = (
-    BASELINE, "dann", "dann[lambda_max=0.3]", "dann[lambda_max=3]", "dann[lr_mult=1]",
-    "augment", "augment[restyle_strength=0.5]", "adabn")
+#: The default ``selection.candidates`` of ``auto``: empty = the pool derived from this registry
+#: for the run's task (every label-free method that can do it, with the settings grid each
+#: declares: :func:`shiftkit.adapt.candidates.candidate_pool`, also the harness's ``selected``).
+DEFAULT_CANDIDATES: tuple[str, ...] = ()
 #: What ``make efficacy`` runs: every registered method with its own defaults, the few-label
 #: references and the harness's ``oracle`` row.
 HARNESS_METHODS: tuple[str, ...] = (

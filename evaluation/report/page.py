@@ -116,6 +116,16 @@ def _methods_section(methods: Mapping[str, MethodResult]) -> str:
     return out
 
 
+def _safety_note(extra: Mapping[str, Any]) -> str:
+    """What the safety rule decided (proposed vs deployed, and why), when the run recorded it."""
+    safety = extra.get("safety")
+    if not isinstance(safety, Mapping):
+        return ""
+    verdict = "fell back" if safety.get("fell_back") else "kept the proposal"
+    return (f"<p>proposed: <b>{html.escape(str(extra.get('proposed')))}</b>; safety rule {verdict}: "
+            f"{html.escape(str(safety.get('reason', '')))}</p>")
+
+
 def selection_section(selection: SelectionSection | None) -> str:
     """The ``auto`` method's label-free model selection: one row per validator (its choice, the
     choice's score, Spearman with the true target metric, regret), the chooser first, then the
@@ -127,7 +137,7 @@ def selection_section(selection: SelectionSection | None) -> str:
     out = (f"<h3>Label-free model selection (auto)</h3><p>chosen: <b>{html.escape(selection.chosen)}</b>"
            f" by {html.escape(chooser)}; regret and Spearman against the "
            f"{html.escape(selection.true_metric)} (reported, never used to choose)</p>"
-           + _matrix_table(rows, "validator"))
+           + _safety_note(selection.extra) + _matrix_table(rows, "validator"))
     if selection.scores and selection.true_target:
         out += ("<h3>Candidates (validator scores, higher = better)</h3>"
                 + _matrix_table(selection.candidate_rows(), "candidate"))

@@ -47,7 +47,8 @@ class _GuardedTarget:
 
 
 def test_config_accepts_auto_and_its_selection_section() -> None:
-    from shiftkit.adapt.efficacy import CANDIDATES
+    from shiftkit.adapt.candidates import candidate_pool
+    from shiftkit.adapt.efficacy import candidates_for
     from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, VALIDATORS
 
     config = parse_config({"methods": ["source_only", "auto"],
@@ -55,8 +56,9 @@ def test_config_accepts_auto_and_its_selection_section() -> None:
     assert config.methods == ["source_only", "auto"]
     assert config.selection.validator == DEFAULT_VALIDATOR
     defaults = RunConfig().selection
-    assert all(tuple(defaults.candidates) == grid for grid in CANDIDATES.values())
-    assert DEFAULT_CANDIDATES == tuple(defaults.candidates)
+    # No list by default: `auto` and the harness's `selected` draw from the same derived pool.
+    assert DEFAULT_CANDIDATES == tuple(defaults.candidates) == ()
+    assert candidates_for("radiograph") == candidate_pool("classification", num_classes=2)
     assert set(VALIDATOR_NAMES) == {*VALIDATORS, "rank_mean"}
     for bad, where in (({"candidates": ["dann", "danm"]}, "danm"),
                        ({"candidates": ["dann", "target_oracle"]}, "target labels"),
@@ -107,14 +109,30 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     # The choice is the argmax of the default validator, recomputed from the saved outputs.
     outputs = {c: CandidateOutputs.from_arrays(np.load(result.run_dir / sel.outputs[c])) for c in candidates}
     scores = validator_scores(outputs, [DEFAULT_VALIDATOR])[DEFAULT_VALIDATOR]
-    assert sel.chosen == max(candidates, key=lambda c: scores[c])
-    assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.chosen], rel=1e-6)
+    assert sel.extra["proposed"] == max(candidates, key=lambda c: scores[c])
+    assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.extra["proposed"]], rel=1e-6)
+    # The safety rule deploys the proposal only when every committee validator prefers it to
+    # source-only by the margin; otherwise the fallback (the candidates' ensemble), saying why.
+    from shiftkit.evaluation.selection import SAFETY_MARGIN
+
+    safety = sel.extra["safety"]
+    confident = all(v > SAFETY_MARGIN for v in safety.get("leads", {}).values())
+    if sel.extra["proposed"] == "source_only" or not safety["fell_back"]:
+        assert sel.chosen == sel.extra["proposed"] and (sel.extra["proposed"] == "source_only" or confident)
+    else:
+        assert sel.chosen == "ensemble" and not confident and "not confidently better" in safety["reason"]
+    assert np.isfinite(sel.extra["ensemble_true_target"])
     # The chosen model is the run's `auto` method, scored and saved like the others.
     truth = sel.true_target
     auto_auroc = result.methods["auto"].target["auroc"]
-    assert truth[sel.chosen] == pytest.approx(auto_auroc, abs=1e-9)
+    deployed_truth = sel.extra["ensemble_true_target"] if sel.chosen == "ensemble" else truth[sel.chosen]
+    assert deployed_truth == pytest.approx(auto_auroc, abs=1e-9)
     assert truth["source_only"] == pytest.approx(result.methods["source_only"].target["auroc"], abs=1e-9)
     assert (result.model_dir("auto") / "model.safetensors").is_file() or any(result.model_dir("auto").iterdir())
+    # What auto deployed loads back, ensemble or single model, and predicts what the run scored.
+    from shiftkit.adapt import load
+
+    assert load(result.model_dir("auto")).predict(np.zeros((1, 1, 32, 32), np.float32)).proba.shape == (1, 2)
     # Every validator: its choice, regret from the true target scores, Spearman in [-1, 1] or nan.
     assert set(sel.validators) == set(VALIDATOR_NAMES)
     best = max(truth.values())
@@ -122,9 +140,32 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
         assert row["choice"] in candidates
         assert row["score"] == pytest.approx(sel.scores[v][row["choice"]])
         assert row["regret"] == pytest.approx(best - truth[row["choice"]]) and row["regret"] >= 0
-        assert np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
+        assert row["spearman"] is None or np.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
     html = result.report_path.read_text(encoding="utf-8")
-    assert "Label-free model selection" in html and "dann[lambda_max=0.3]" in html
+    assert "Label-free model selection" in html and "dann[lambda_max=0.3]" in html and "safety rule" in html
+
+
+def test_the_pool_is_every_label_free_method_that_can_do_the_task() -> None:
+    from shiftkit.adapt.candidates import candidate_pool
+    from shiftkit.adapt.methods import Method, Requires
+    from shiftkit.adapt.methods.registry import _REGISTERED, register
+
+    cls_pool = candidate_pool("classification", num_classes=2)
+    seg_pool = candidate_pool("segmentation", num_classes=9)
+    assert cls_pool[0] == seg_pool[0] == "source_only"
+    assert "target_oracle" not in cls_pool  # trains on target labels
+    assert "cdan" in cls_pool and "cdan" not in seg_pool  # CDAN declares it cannot segment
+    assert {"dann[lambda_max=0.3]", "augment[restyle_strength=0.5]"} <= set(cls_pool)  # their own grids
+
+    @register("_pool_probe")
+    class _Probe(Method):
+        requires = Requires(source="labelled", target="unlabelled")
+        selection_grid = ({}, {"lr": 0.01})
+
+    try:
+        assert candidate_pool("classification", num_classes=2)[-2:] == ("_pool_probe", "_pool_probe[lr=0.01]")
+    finally:
+        _REGISTERED.pop("_pool_probe")
 
 
 def _with_labels(splits: Any) -> Any:

@@ -127,14 +127,15 @@ def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeyp
     it runs trains on a target dataset whose `label`/`mask` raise if anything reads them."""
     from shiftkit.adapt import pipeline
     from shiftkit.adapt.config import METHOD_NAMES, RunConfig
+    from shiftkit.adapt.run_data import LABEL_BEARING_COLUMNS
 
     frame = pd.DataFrame({"image": ["a.png"] * 10, "label": [0, 1] * 5, "mask": ["m.png"] * 10,
                           "domain": ["s"] * 5 + ["t"] * 5, "sex": ["F"] * 10})
     splits = pipeline.split_domains(frame, "s", "t", seed=DEV_DATA_SEEDS[0])
-    assert not set(pipeline.LABEL_BEARING_COLUMNS) & set(splits.target_train.columns)
+    assert not set(LABEL_BEARING_COLUMNS) & set(splits.target_train.columns)
     assert "sex" in splits.target_train.columns
 
-    real = pipeline._datasets
+    real = pipeline.method_datasets
     seen = []
 
     def guarded(splits, skip_bad):
@@ -144,7 +145,7 @@ def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeyp
         seen.append(True)
         return out
 
-    monkeypatch.setattr(pipeline, "_datasets", guarded)
+    monkeypatch.setattr(pipeline, "method_datasets", guarded)
     cfg = RunConfig(name="guard", out_dir=tmp_path, progress=False)
     cfg.methods = [m for m in METHOD_NAMES if m != "target_oracle"]
     cfg.data.n_per_domain, cfg.data.image_size, cfg.data.seed = 40, 32, DEV_DATA_SEEDS[0]
@@ -289,3 +290,41 @@ def test_the_harness_takes_every_registered_method_and_refuses_unknown_settings(
     res = CliRunner().invoke(app, ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]),
                                    "--methods", "tent[bogus=1]", "--out", str(tmp_path), "--no-progress"])
     assert res.exit_code == 2 and "bogus" in res.output and not (tmp_path / "cells").exists()
+
+
+def test_a_cell_is_keyed_by_the_code_and_its_resolved_settings(tmp_path: Path, monkeypatch) -> None:
+    """A cell made by other code or under other settings is re-run, never reused."""
+    import numpy as np
+
+    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt import efficacy_cells as C
+
+    cell = E.Cell("dann", "radiograph", DEV_DATA_SEEDS[0])
+    key, settings = E.cell_key_of(cell)
+    assert settings["lambda_max"] == 1.0 and settings["lr_mult"] == E.BENCHMARKS["radiograph"].lr_mult
+    assert E.cell_key_of(E.Cell("dann[lambda_max=0.3]", "radiograph", DEV_DATA_SEEDS[0]))[0] != key
+    assert E.cell_key_of(cell, quick=True)[0] != key
+    # The code hash reads the source bytes: one changed byte in a result-changing file changes it.
+    src = tmp_path / "m.py"
+    src.write_text("x = 1\n")
+    monkeypatch.setattr(C, "_source_files", lambda: [("shiftkit.adapt/m.py", src)])
+    C.code_hash.cache_clear()
+    before = C.code_hash()
+    src.write_text("x = 2\n")
+    C.code_hash.cache_clear()
+    assert C.code_hash() != before
+    assert E.cell_key_of(cell)[0] != key
+    monkeypatch.undo()
+    C.code_hash.cache_clear()
+    # A finished cell is reused only under its own key.
+    js, npz = cell.paths(tmp_path)
+    js.parent.mkdir(parents=True)
+    np.savez(npz, x=np.zeros(1))
+    js.write_text(json.dumps({"cell_key": key}))
+    assert E._cell_done(cell, tmp_path, key)
+    js.write_text(json.dumps({"cell_key": "0" * 16}))
+    assert not E._cell_done(cell, tmp_path, key)
+    # The command line and the table code are outside the hash: editing them re-runs nothing.
+    names = [n for n, _ in C._source_files()]
+    assert "shiftkit.adapt/efficacy.py" in names and "shiftkit.evaluation/selection.py" in names
+    assert "shiftkit.adapt/efficacy_table.py" not in names and "shiftkit.adapt/cli_efficacy.py" not in names

@@ -153,14 +153,14 @@ def _acc(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 # model 0.72 / 0.51 / 0.59, TENT 0.96-0.975; seeds 100-103 with the offset: TENT 0.96-0.978.
 def test_tent_through_a_loaded_predictor_improves_a_corrupted_target_with_no_source_data(source_cnn, tmp_path) -> None:
     """The adapting process holds only the saved model and the target images."""
-    from shiftkit.adapt.predictor import save_model
+    from shiftkit.adapt.saving import save_model
 
     xt, yt = stripes(source_cnn["seed"] + 5000, 400, **CORRUPTION)
     save_model(copy.deepcopy(source_cnn["net"]), tmp_path / "model", target=xt, image_size=(16, 16))
     np.save(tmp_path / "target.npy", xt)
     code = (
         "import numpy as np, torch; torch.set_num_threads(1)\n"
-        "from shiftkit.adapt.predictor import load\n"
+        "from shiftkit.adapt.loading import load\n"
         f"p = load({str(tmp_path / 'model')!r}); x = np.load({str(tmp_path / 'target.npy')!r})\n"
         "m = p.adapt(x, method='tent', batch_size=32)\n"
         "assert m.fit_source_ is None and not m.warnings_, m.warnings_\n"

@@ -13,7 +13,8 @@ import torch
 from shiftkit.adapt import load, save_model
 from shiftkit.adapt.backbones import build_classifier
 from shiftkit.adapt.data import ArrayDataset
-from shiftkit.adapt.predictor import ModelFileError, upgrade_model
+from shiftkit.adapt.model_format import ModelFileError
+from shiftkit.adapt.saving import upgrade_model
 from shiftkit.datasets.errors import ConfigError, DataError
 
 

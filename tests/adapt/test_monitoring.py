@@ -20,7 +20,7 @@ from shiftkit.adapt import load
 from shiftkit.adapt.data import CachedDataset
 from shiftkit.adapt.methods.source_only import SourceOnly
 from shiftkit.adapt.monitoring import forward
-from shiftkit.adapt.predictor import save_model
+from shiftkit.adapt.saving import save_model
 from shiftkit.datasets.errors import DataError
 from shiftkit.datasets.synth import radiograph
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS

@@ -13,7 +13,8 @@ import torch
 from shiftkit.adapt import load, save_model
 from shiftkit.adapt.backbones import build_classifier, build_segmenter
 from shiftkit.adapt.data import ArrayDataset
-from shiftkit.adapt.predictor import UnsafeModelFileError, load_weights
+from shiftkit.adapt.loading import load_weights
+from shiftkit.adapt.model_format import UnsafeModelFileError
 from shiftkit.datasets.errors import ConfigError
 
 

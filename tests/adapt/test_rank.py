@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from shiftkit.adapt.cli import app
-from shiftkit.adapt.predictor import UnsafeModelFileError
+from shiftkit.adapt.model_format import UnsafeModelFileError
 from shiftkit.adapt.rank import DEFAULT_SCORE, load_candidate, rank_candidates
 from shiftkit.adapt.zoo import SMALL_ZOO, build_radiograph_zoo
 from shiftkit.datasets import ManifestDataset, load_manifest

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from shiftkit.adapt.backbones import build_classifier
 from shiftkit.adapt.checkpoint import load_into
-from shiftkit.adapt.predictor import load_weights
+from shiftkit.adapt.loading import load_weights
 from shiftkit.datasets.errors import DataError
 
 
