@@ -59,7 +59,7 @@ def _throughput(fn, items: list, repeat: int = 2) -> float:
 
 
 def _train_step_throughput(channels: int, size: int, batch: int, threads: int, steps: int) -> float:
-    from shiftkit.adapt.backbones import build_classifier
+    from shiftkit.adapt.models.backbones import build_classifier
 
     torch.set_num_threads(threads)
     model = build_classifier("resnet10", channels, 2)

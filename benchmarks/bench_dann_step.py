@@ -71,7 +71,7 @@ def _case(kind: str, name: str, size: tuple[int, int], channels: int, batch: int
 
     from shiftkit.adapt.methods.dann import DANN
     from shiftkit.adapt.methods.dann_seg import SegDANN
-    from shiftkit.adapt.trainer import autocast_ctx, batch_to
+    from shiftkit.adapt.training.trainer import autocast_ctx, batch_to
 
     torch.manual_seed(0)
     amp = device.type == "cuda"

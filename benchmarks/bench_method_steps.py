@@ -57,9 +57,9 @@ def _case(key: str, name: str, size: int, channels: int, batch: int, k: int, dev
     import torch
     import torch.nn.functional as F
 
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods.tent import bn_affine_parameters, tent_step
-    from shiftkit.adapt.trainer import autocast_ctx
+    from shiftkit.adapt.training.data import ArrayDataset
+    from shiftkit.adapt.training.trainer import autocast_ctx
 
     torch.manual_seed(0)
     amp = device.type == "cuda"

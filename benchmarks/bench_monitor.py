@@ -88,9 +88,9 @@ def estimate_cost_row(repeat: int, machine: dict) -> tuple[dict, dict]:
     import torch
 
     from shiftkit.adapt import load
-    from shiftkit.adapt.backbones import build_classifier
-    from shiftkit.adapt.monitoring import forward
-    from shiftkit.adapt.saving import save_model
+    from shiftkit.adapt.deploy.monitoring import forward
+    from shiftkit.adapt.deploy.saving import save_model
+    from shiftkit.adapt.models.backbones import build_classifier
     from shiftkit.datasets.synth import radiograph
     from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
 
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from shiftkit.adapt.data import CachedDataset
-    from shiftkit.adapt.loading import load
+    from shiftkit.adapt.deploy.loading import load
+    from shiftkit.adapt.deploy.saving import save_model
     from shiftkit.adapt.methods.source_only import SourceOnly
-    from shiftkit.adapt.saving import save_model
+    from shiftkit.adapt.training.data import CachedDataset
     from shiftkit.datasets.synth import dashcam, radiograph
     from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
     from shiftkit.evaluation.performance_estimation import PerformanceEstimator
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model + reference: {time.perf_counter() - t0:.1f} s", flush=True)
 
     # ---------------------------------------------------------------- row 1: cost per batch
-    from shiftkit.adapt.monitoring import forward
+    from shiftkit.adapt.deploy.monitoring import forward
 
     batch = np.stack([radiograph.sample("rural", i, seed=seed, size=64, split="test")["image"] for i in range(64)])
     forward(pred, batch)  # warm-up

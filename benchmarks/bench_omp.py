@@ -27,7 +27,7 @@ from _common import describe_machine, make_row, markdown_table, write_result  # 
 
 _CHILD = r"""
 import json, statistics, sys, time, torch
-from shiftkit.adapt.backbones import build_classifier
+from shiftkit.adapt.models.backbones import build_classifier
 torch.manual_seed(0)
 m = build_classifier("tiny", 1, 2)
 x = torch.randn(32, 1, 32, 32)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "cpu")} for k, v in res.items()}
     threads = res["passive"][0]["threads"]
     load = machine.get("load_avg_1m")
-    # The CLI sets PASSIVE only on a busy machine (load >= the number of cores, adapt/cli.py); the goal
+    # The CLI sets PASSIVE only on a busy machine (load >= the number of cores, adapt/cli/__init__.py); the goal
     # is that this choice is never slower than libgomp's default where it is made.
     busy = load is not None and load >= (os.cpu_count() or 1)
     goal = "ratio <= 1.1 where the CLI picks PASSIVE (load >= the number of cores)"

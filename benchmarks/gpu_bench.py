@@ -181,7 +181,7 @@ def plain_rate(build: Callable[[], Any], x, y, seg: bool, device, *, amp: bool, 
     import torch
     import torch.nn.functional as F
 
-    from shiftkit.adapt.trainer import autocast_ctx
+    from shiftkit.adapt.training.trainer import autocast_ctx
 
     model = _prepare(build(), device, channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -202,7 +202,7 @@ def dann_step_rate(method, xs, xt, ys, seg: bool, device, *, amp: bool, channels
     """shiftkit's ``training_step`` in the same bare loop (no trainer around it)."""
     import torch
 
-    from shiftkit.adapt.trainer import autocast_ctx
+    from shiftkit.adapt.training.trainer import autocast_ctx
 
     for m in method.modules_.values():
         _prepare(m, device, channels_last).train()
@@ -291,8 +291,8 @@ def _png_dataset(folder: Path, n: int, size: int, seed: int) -> PngDataset:
 def bench_backbone(name: str, seg: bool, args, device, amp: bool, channels_last: bool, machine: str) -> tuple[list[dict], dict]:
     import torch
 
-    from shiftkit.adapt.backbones import build_classifier, build_segmenter
     from shiftkit.adapt.methods import DANN, SegDANN, SourceOnly
+    from shiftkit.adapt.models.backbones import build_classifier, build_segmenter
 
     b = args.seg_batch if seg else args.batch
     hw = (args.seg_size, 2 * args.seg_size) if seg else (args.size, args.size)

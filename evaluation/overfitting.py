@@ -1,6 +1,6 @@
 """Overfitting diagnostics from a training history, and a data-efficiency curve helper.
 
-A history is a list of per-epoch dicts as `shiftkit.adapt.trainer.train` writes them:
+A history is a list of per-epoch dicts as `shiftkit.adapt.training.trainer.train` writes them:
 {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auroc", "target_loss",
 "target_acc", ...}. Any key may be missing in any epoch.
 

@@ -94,7 +94,7 @@ class OverfittingSection:
 
 @dataclass(frozen=True)
 class SelectionSection:
-    """Label-free model selection of the ``auto`` method (``shiftkit.adapt.auto_select``).
+    """Label-free model selection of the ``auto`` method (``shiftkit.adapt.harness.auto_select``).
 
     Attributes:
         validator: the validator that chose; chosen: its choice; candidates: every candidate.

@@ -26,7 +26,7 @@ source-model-selection experiments it beat LEEP, NCE, H-score and LogME.
 
 Label-free ranking (no target labels) needs the candidate's predictions or a source sample:
 :mod:`shiftkit.evaluation.risk` (``prediction_entropy``, ``soft_neighborhood_density``) and
-:mod:`shiftkit.evaluation.gap` (``mmd_test``, ``proxy_a_distance``); ``shiftkit.adapt.rank``
+:mod:`shiftkit.evaluation.gap` (``mmd_test``, ``proxy_a_distance``); ``shiftkit.adapt.harness.rank``
 combines them per candidate.
 """
 

@@ -17,7 +17,7 @@ import copy
 from sklearn.metrics import roc_auc_score
 
 from shiftkit.adapt import DANN, SourceOnly, load, save_model
-from shiftkit.adapt.data import CachedDataset
+from shiftkit.adapt.training.data import CachedDataset
 from shiftkit.datasets.synth import radiograph
 
 

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from shiftkit.adapt import SourceOnly
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset, CachedDataset
+from shiftkit.adapt.models.backbones import build_mlp
 from shiftkit.adapt.reweight import (
     ClassifierRatio,
     ImportanceWeighting,
@@ -36,6 +35,7 @@ from shiftkit.adapt.reweight import (
     iwcv_risk,
     pooled_pixels,
 )
+from shiftkit.adapt.training.data import ArrayDataset, CachedDataset
 from shiftkit.datasets.synth import radiograph
 
 

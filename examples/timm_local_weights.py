@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from shiftkit.adapt import DANN, SourceOnly, build_classifier, load, save_model
-from shiftkit.adapt.data import CachedDataset
+from shiftkit.adapt.training.data import CachedDataset
 from shiftkit.datasets.synth import radiograph
 
 

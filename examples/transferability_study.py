@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from shiftkit.adapt.data import CachedDataset
-    from shiftkit.adapt.rank import LABEL_FREE, rank_candidates
-    from shiftkit.adapt.zoo import DEFAULT_ZOO, build_radiograph_zoo
+    from shiftkit.adapt.harness.rank import LABEL_FREE, rank_candidates
+    from shiftkit.adapt.harness.zoo import DEFAULT_ZOO, build_radiograph_zoo
+    from shiftkit.adapt.training.data import CachedDataset
     from shiftkit.datasets.synth import radiograph
     from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
     from shiftkit.evaluation.transferability import SCORE_NAMES

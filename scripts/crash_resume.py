@@ -111,7 +111,7 @@ def install_phase_hooks(phase_file: str, target: str | None, pause_s: float = WR
     import torch
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    from shiftkit.adapt import pipeline
+    from shiftkit.adapt.job import pipeline
     from shiftkit.datasets.synth import dashcam, radiograph
     from shiftkit.evaluation import report
 
@@ -196,8 +196,8 @@ def _forkserver_child(argv: list[str], log_path: str, phase_file: str | None = N
 PRELOAD = [
     "torch", "torch._dynamo", "torch.distributed", "torch.onnx", "numpy", "pandas", "yaml",
     "sklearn.decomposition", "matplotlib.pyplot", "sklearn.linear_model", "sklearn.metrics",
-    "monai.networks.nets", "shiftkit.adapt.cli", "shiftkit.adapt.cli_run", "shiftkit.adapt.config",
-    "shiftkit.adapt.pipeline", "shiftkit.adapt.trainer", "shiftkit.adapt.backbones", "shiftkit.adapt.methods",
+    "monai.networks.nets", "shiftkit.adapt.cli", "shiftkit.adapt.cli.run", "shiftkit.adapt.job.config",
+    "shiftkit.adapt.job.pipeline", "shiftkit.adapt.training.trainer", "shiftkit.adapt.models.backbones", "shiftkit.adapt.methods",
     "shiftkit.datasets", "shiftkit.datasets.synth.radiograph", "shiftkit.evaluation.report",
     "shiftkit.evaluation.plots", "shiftkit.evaluation.gap", "shiftkit.evaluation.metrics",
     "shiftkit.evaluation.overfitting",

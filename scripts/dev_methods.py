@@ -46,8 +46,8 @@ def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,), varian
 
     from methods_toys import stripes, train_source_cnn
 
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods import SelfTraining
+    from shiftkit.adapt.training.data import ArrayDataset
 
     for shift in shifts:
         for s in seeds:
@@ -70,7 +70,7 @@ def selftrain(seeds, shifts, thresholds=(0.8, 0.9, 0.95), weights=(1.0,), varian
 def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, variants: tuple[str, ...] = ()) -> None:
     """Target AUROC of source-only, AdaBN, TENT and SHOT on the radiograph benchmark (dev seeds).
 
-    Every method starts from the harness's source-only model (:func:`shiftkit.adapt.efficacy.pretrained_source`);
+    Every method starts from the harness's source-only model (:func:`shiftkit.adapt.harness.efficacy.pretrained_source`);
     ``shot_recipe`` first trains SHOT's own source model (:class:`SHOTSource`) on the same source
     data and adapts that one. Settings: ``harness`` = the efficacy harness's keyword arguments
     (``lr = spec.lr * lr_mult``, ``adapt_epochs``), ``defaults`` = the class defaults with the
@@ -84,7 +84,7 @@ def source_free_radiograph(seeds, n_train: int = 480, n_test: int = 1000, varian
 
     from sklearn.metrics import roc_auc_score
 
-    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt.harness import efficacy as E
     from shiftkit.adapt.methods import SHOT, TENT, AdaBN, SHOTSource
 
     bench = os.environ.get("BENCH", "radiograph")  # BENCH=digits: the real-image benchmark (accuracy)

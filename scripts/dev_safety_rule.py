@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-import shiftkit.adapt.efficacy  # noqa: F401  (loads the harness before its table module)
-from shiftkit.adapt.efficacy import candidates_for
-from shiftkit.adapt.efficacy_table import _load, _stats, select_cells
+import shiftkit.adapt.harness.efficacy  # noqa: F401  (loads the harness before its table module)
+from shiftkit.adapt.harness.efficacy import candidates_for
+from shiftkit.adapt.harness.table import _load, _stats, select_cells
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
 from shiftkit.evaluation.selection import CandidateOutputs, safe_choice, select
 

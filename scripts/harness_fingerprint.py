@@ -24,7 +24,7 @@ DASHCAM = ["source_only", "dann", "augment[restyle_strength=0.5]", "adabn", "imp
 
 
 def run(out: Path) -> None:
-    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt.harness import efficacy as E
 
     cells = E.grid(RADIOGRAPH, ["radiograph"], [100]) + E.grid(DASHCAM, ["dashcam"], [100])
     res = E.run_grid(cells, out, quick=True, mode="dev", progress=False)

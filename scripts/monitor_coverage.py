@@ -5,10 +5,10 @@ Per benchmark and data seed, one small model is trained once and cached (``--cac
 
 - radiograph: ``SourceOnly("tiny")`` on 400 city training images at 32 px (2 classes);
 - dashcam: ``SourceOnly("tiny-unet")`` on 300 urban-day training images at 32 x 64 px (9 classes,
-  pixel accuracy over 256 sampled pixels per image, as :mod:`shiftkit.adapt.monitoring` samples).
+  pixel accuracy over 256 sampled pixels per image, as :mod:`shiftkit.adapt.deploy.monitoring` samples).
 
 The model's outputs on a pool of in-domain test-split images (radiograph 3,000, dashcam 2,000) are
-computed once through the saved model (:func:`shiftkit.adapt.monitoring.forward`). Each
+computed once through the saved model (:func:`shiftkit.adapt.deploy.monitoring.forward`). Each
 replicate draws, without replacement, a labelled reference (400 / 200 images) and, from the rest,
 no-shift batches of 32, 128 and 1,024 images; the estimators are fitted on the reference and
 read only the batch's outputs. Coverage = share of (reference, batch) pairs whose interval
@@ -59,9 +59,9 @@ def _model(bench: str, seed: int, cache: Path) -> Any:
     import torch
 
     from shiftkit.adapt import load
-    from shiftkit.adapt.data import CachedDataset
+    from shiftkit.adapt.deploy.saving import save_model
     from shiftkit.adapt.methods.source_only import SourceOnly
-    from shiftkit.adapt.saving import save_model
+    from shiftkit.adapt.training.data import CachedDataset
 
     cfg, mod = BENCH[bench], _module(bench)
     folder = cache / f"{bench}_{seed}" / "model"
@@ -82,7 +82,7 @@ def _model(bench: str, seed: int, cache: Path) -> Any:
 def _outputs(bench: str, seed: int, domain: str, n: int, cache: Path) -> dict[str, np.ndarray]:
     """Cached outputs on ``n`` test-split images of ``domain``: ``proba`` + ``labels`` per image
     (radiograph) or ``proba`` / ``labels`` / ``groups`` per sampled pixel (dashcam)."""
-    from shiftkit.adapt.monitoring import _pixel_labels, forward
+    from shiftkit.adapt.deploy.monitoring import _pixel_labels, forward
 
     path = cache / f"{bench}_{seed}" / f"{domain}_{n}.npz"
     if path.exists():

@@ -19,11 +19,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from shiftkit.adapt.adapters import SourceAdapter
 from shiftkit.adapt.augment.dataset import AugmentedDataset
 from shiftkit.adapt.augment.pipeline import Augmenter, combine
 from shiftkit.adapt.augment.presets import get_preset
 from shiftkit.adapt.augment.restyle import load_target_pool, target_restyle
+from shiftkit.adapt.methods.adapters import SourceAdapter
 from shiftkit.adapt.methods.source_only import SourceOnly
 from shiftkit.datasets.errors import ConfigError
 

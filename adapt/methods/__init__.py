@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .registry import BUILTIN_METHODS, get_method, method_names, method_title, register
+from shiftkit.adapt.methods.registry import BUILTIN_METHODS, get_method, method_names, method_title, register
 
 _EXPORTS = {
     "Method": ".base",

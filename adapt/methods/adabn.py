@@ -13,12 +13,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from shiftkit.adapt.methods.base import Requires, TargetView
+from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.adapt.training.data import as_dataset
+from shiftkit.adapt.training.inference import batch_to, resolve_device
 from shiftkit.datasets.errors import ConfigError
-
-from ..data import as_dataset
-from ..inference import batch_to, resolve_device
-from .base import Requires, TargetView
-from .source_only import SourceOnly
 
 __all__ = ["AdaBN", "recompute_bn_stats"]
 

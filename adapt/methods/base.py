@@ -6,7 +6,7 @@ A method is a scikit-learn style estimator:
   name or a module is kept as given (a module is copied at ``fit``, never trained in place),
   so ``get_params``/``set_params`` and ``sklearn.base.clone`` work on every method;
 * ``fit(source, target=None, *, val=None, callback=None)`` validates the parameters, builds
-  the model and trains it through the one shared loop (:func:`shiftkit.adapt.trainer.train`),
+  the model and trains it through the one shared loop (:func:`shiftkit.adapt.training.trainer.train`),
   and returns ``self``;
 * fitted state ends in ``_``: ``model_`` (the trained ``nn.Module``), ``history_`` (per-epoch
   dicts), ``warnings_``, ``task_``, ``config_`` (the :class:`TrainConfig` used),
@@ -39,18 +39,17 @@ from sklearn.base import BaseEstimator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from shiftkit.adapt.methods.adapters import apply_source_adapters
+from shiftkit.adapt.methods.losses import supervised_loss
+from shiftkit.adapt.models.backbones import SegModel, as_split_model, build_classifier, build_segmenter
+from shiftkit.adapt.training.data import as_dataset, check_compatible
+from shiftkit.adapt.training.inference import predict_loader, resolve_device
+from shiftkit.adapt.training.train_config import TrainConfig
+from shiftkit.adapt.training.trainer import TrainResult, train
 from shiftkit.datasets.errors import ConfigError, DataError, ShiftkitError
 
-from ..adapters import apply_source_adapters
-from ..backbones import SegModel, as_split_model, build_classifier, build_segmenter
-from ..data import as_dataset, check_compatible
-from ..inference import predict_loader, resolve_device
-from ..losses import supervised_loss
-from ..train_config import TrainConfig
-from ..trainer import TrainResult, train
-
 if TYPE_CHECKING:
-    from ..build import BuildContext
+    from shiftkit.adapt.methods.build import BuildContext
 
 __all__ = ["Method", "NotFittedError", "Requires", "TargetView", "labelled_count", "supervised_loss"]
 
@@ -141,7 +140,7 @@ class Method(BaseEstimator):
         in_channels: ``C``; ``None`` = read from the first training image.
         task: ``"classification"`` or ``"segmentation"``; ``None`` = segmentation for
             :class:`SegModel` models and segmenter names.
-        source_adapter: a :class:`~shiftkit.adapt.adapters.SourceAdapter` (or a list, applied
+        source_adapter: a :class:`~shiftkit.adapt.methods.adapters.SourceAdapter` (or a list, applied
             in order) that turns the source set into what the method trains on, e.g.
             ``ImportanceWeighting(ClassifierRatio())`` or ``TargetStyle("fda")``.
         epochs ... sync_batchnorm: the training options, as in :class:`TrainConfig`.
@@ -151,7 +150,7 @@ class Method(BaseEstimator):
     requires: ClassVar[Requires] = Requires()
     #: Display name in reports.
     title: ClassVar[str] = ""
-    #: How ``shiftkit run`` starts this method (:data:`shiftkit.adapt.build.RECIPES`): ``None``
+    #: How ``shiftkit run`` starts this method (:data:`shiftkit.adapt.methods.build.RECIPES`): ``None``
     #: (the backbone, ``train``'s options), ``"adapt"`` (a copy of the fitted source-only model
     #: at ``train.lr * lr_mult``), ``"source_free"`` or ``"online"``. The recipe's fields join
     #: the method's config section.
@@ -165,7 +164,7 @@ class Method(BaseEstimator):
     labelled_fraction: ClassVar[float | None] = 1.0
     #: Settings worth trying in label-free selection (``auto`` / the harness's ``selected``), each
     #: a dict of this method's settings; ``{}`` = its defaults. Read by
-    #: :func:`shiftkit.adapt.candidates.candidate_pool`; a subclass with a setting that matters
+    #: :func:`shiftkit.adapt.harness.candidates.candidate_pool`; a subclass with a setting that matters
     #: lists a small grid here and says in ``selection_grid_provenance`` how it was chosen.
     selection_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     selection_grid_provenance: ClassVar[str] = "the method's defaults only"
@@ -281,7 +280,7 @@ class Method(BaseEstimator):
         """Build this method in ``context``: ``shiftkit run``, ``auto``, the efficacy harness or
         ``Predictor.adapt`` (every caller builds through here).
 
-        ``context`` (:class:`shiftkit.adapt.build.BuildContext`) knows where the method starts
+        ``context`` (:class:`shiftkit.adapt.methods.build.BuildContext`) knows where the method starts
         and with which training options (the caller's recipe) and which settings it was given
         (its config section, generated from this constructor, or ``name[key=value]``);
         ``context.make(cls)`` puts them together. Override only to build another class of
@@ -406,7 +405,7 @@ class Method(BaseEstimator):
                 ``label`` and ``mask`` are hidden from the method (never read).
             val: labelled source-domain validation data (``val_*`` history keys).
             callback: ``callback(epoch, model) -> dict | None`` adds metrics to the history
-                (see :func:`shiftkit.adapt.trainer.train`).
+                (see :func:`shiftkit.adapt.training.trainer.train`).
         """
         self._validate_params()
         self.task_ = self._resolve_task()

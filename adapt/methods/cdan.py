@@ -36,10 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..grl import grad_reverse
-from ..losses import ADVERSARIES, domain_labels, supervised_loss
-from .alignment_losses import MultilinearMap, RandomizedMultilinearMap, cdan_entropy_weights, mcc_loss
-from .dann import DANN, DomainDiscriminator
+from shiftkit.adapt.methods.alignment_losses import (
+    MultilinearMap,
+    RandomizedMultilinearMap,
+    cdan_entropy_weights,
+    mcc_loss,
+)
+from shiftkit.adapt.methods.dann import DANN, DomainDiscriminator
+from shiftkit.adapt.methods.grl import grad_reverse
+from shiftkit.adapt.methods.losses import ADVERSARIES, domain_labels, supervised_loss
 
 __all__ = ["CDAN", "weighted_adversarial_loss"]
 
@@ -56,7 +61,7 @@ def weighted_adversarial_loss(
 
     ``weight`` ``(N,)`` covers source *and* target rows (CDAN+E weighs both by prediction
     certainty); each term is ``mean_rows(w_row * BCE_row)`` as in
-    :func:`shiftkit.adapt.losses.adversarial_loss`, so a row of weight 0 sends no gradient to
+    :func:`shiftkit.adapt.methods.losses.adversarial_loss`, so a row of weight 0 sends no gradient to
     the discriminator nor to the features. ``adversary``: ``"grl"`` or ``"confusion"`` (see
     :class:`~shiftkit.adapt.methods.dann.DANN`). Returns the loss to add and the logs
     ``domain_loss``, ``disc_acc``, ``disc_logit_std``.

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import supervised_loss
-from .alignment_losses import coral_loss
-from .base import Method, Requires
+from shiftkit.adapt.methods.alignment_losses import coral_loss
+from shiftkit.adapt.methods.base import Method, Requires
+from shiftkit.adapt.methods.losses import supervised_loss
 
 __all__ = ["DeepCORAL"]
 

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from ..losses import ADVERSARIES, adversarial_loss, supervised_loss
-from ..schedules import dann_lambda, dann_lr_factor
-from .base import Method, Requires
+from shiftkit.adapt.methods.base import Method, Requires
+from shiftkit.adapt.methods.losses import ADVERSARIES, adversarial_loss, supervised_loss
+from shiftkit.adapt.training.schedules import dann_lambda, dann_lr_factor
 
 if TYPE_CHECKING:
-    from ..pipeline import BuildContext
+    from shiftkit.adapt.job.pipeline import BuildContext
 
 __all__ = ["DANN", "DomainDiscriminator", "adversarial_loss"]
 
@@ -134,7 +134,7 @@ class DANN(Method):
         """DANN for classification, :class:`~shiftkit.adapt.methods.SegDANN` (same settings, plus
         its own) for segmentation."""
         if context.task == "segmentation":
-            from .dann_seg import SegDANN
+            from shiftkit.adapt.methods.dann_seg import SegDANN
 
             return context.make(SegDANN)
         return context.make(cls)

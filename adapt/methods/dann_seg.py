@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import SegModel
-from ..losses import adversarial_loss, supervised_loss
-from .dann import DANN, DomainDiscriminator
+from shiftkit.adapt.methods.dann import DANN, DomainDiscriminator
+from shiftkit.adapt.methods.losses import adversarial_loss, supervised_loss
+from shiftkit.adapt.models.backbones import SegModel
 
 __all__ = ["OutputDiscriminator", "SegDANN", "self_information"]
 
@@ -56,7 +56,7 @@ class OutputDiscriminator(nn.Module):
 
 
 class SegDANN(DANN):
-    """Adversarial adaptation of a segmenter (:class:`~shiftkit.adapt.backbones.SegModel`).
+    """Adversarial adaptation of a segmenter (:class:`~shiftkit.adapt.models.backbones.SegModel`).
 
     Args:
         model: segmenter name (``"tiny-unet"``, ``"unet"``, ``"flexibleunet-resnet34"``, ...)
@@ -101,7 +101,7 @@ class SegDANN(DANN):
 
     def extra_modules(self) -> dict[str, nn.Module]:
         if not isinstance(self.model_, SegModel):
-            raise TypeError("SegDANN needs a SegModel (see shiftkit.adapt.backbones.build_segmenter)")
+            raise TypeError("SegDANN needs a SegModel (see shiftkit.adapt.models.backbones.build_segmenter)")
         torch.manual_seed(self.seed + 1)
         mods: dict[str, nn.Module] = {}
         if self.feature_level:

@@ -9,11 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from shiftkit.adapt.methods.base import Method, Requires, labelled_count
+from shiftkit.adapt.methods.losses import supervised_loss
+from shiftkit.adapt.training.trainer import train
 from shiftkit.datasets.errors import ConfigError
-
-from ..losses import supervised_loss
-from ..trainer import train
-from .base import Method, Requires, labelled_count
 
 __all__ = ["FineTune", "labelled_count"]
 

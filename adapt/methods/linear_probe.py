@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .finetune import FineTune
+from shiftkit.adapt.methods.finetune import FineTune
 
 __all__ = ["LinearProbe"]
 

@@ -15,7 +15,7 @@ for. Adding a built-in method is one line here. Your own methods register at run
 after which ``RunConfig(methods=["source_only", "my_method"])`` accepts it, its settings have a
 config section (``my_method:``, generated from its constructor), ``shiftkit methods`` lists it,
 ``auto`` and the efficacy harness take it as ``my_method[key=value]``, and every caller builds
-it with ``MyMethod.from_config`` (:mod:`shiftkit.adapt.build`).
+it with ``MyMethod.from_config`` (:mod:`shiftkit.adapt.methods.build`).
 
 This module is the one place, besides each method's own module and the docs, that writes a
 method's name: the defaults below (the run's methods, the selection grid, the harness grid)
@@ -62,7 +62,7 @@ DEFAULT_SOURCE_FREE = "tent"
 DEFAULT_RUN_METHODS: tuple[str, ...] = (BASELINE, "dann")
 #: The default ``selection.candidates`` of ``auto``: empty = the pool derived from this registry
 #: for the run's task (every label-free method that can do it, with the settings grid each
-#: declares: :func:`shiftkit.adapt.candidates.candidate_pool`, also the harness's ``selected``).
+#: declares: :func:`shiftkit.adapt.harness.candidates.candidate_pool`, also the harness's ``selected``).
 DEFAULT_CANDIDATES: tuple[str, ...] = ()
 #: What ``make efficacy`` runs: every registered method with its own defaults, the few-label
 #: references and the harness's ``oracle`` row.

@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..losses import supervised_loss
-from ..trainer import batch_to
-from .base import Method, Requires
+from shiftkit.adapt.methods.base import Method, Requires
+from shiftkit.adapt.methods.losses import supervised_loss
+from shiftkit.adapt.training.trainer import batch_to
 
 __all__ = ["SelfTraining", "class_mix", "strong_perturb"]
 

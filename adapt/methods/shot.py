@@ -45,14 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shiftkit.adapt.methods.alignment_losses import information_maximisation_loss
+from shiftkit.adapt.methods.base import Method, Requires, TargetView
+from shiftkit.adapt.models.backbones import SplitModel, as_split_model
+from shiftkit.adapt.training.data import as_dataset
+from shiftkit.adapt.training.schedules import dann_lr_factor
+from shiftkit.adapt.training.trainer import batch_to
 from shiftkit.datasets.errors import ConfigError
-
-from ..backbones import SplitModel, as_split_model
-from ..data import as_dataset
-from ..schedules import dann_lr_factor
-from ..trainer import batch_to
-from .alignment_losses import information_maximisation_loss
-from .base import Method, Requires, TargetView
 
 __all__ = ["SHOT", "SHOTSource", "ShotEncoder", "cluster_labels", "label_smoothing_loss", "shot_network"]
 

@@ -20,7 +20,7 @@ __all__ = ["adapt_source_free", "source_free_methods"]
 
 def source_free_methods() -> tuple[str, ...]:
     """Registered methods that need no source data (``requires.source == "none"``)."""
-    from .registry import get_method, method_names
+    from shiftkit.adapt.methods.registry import get_method, method_names
 
     return tuple(n for n in method_names() if get_method(n).requires.source == "none")
 
@@ -52,7 +52,7 @@ def adapt_source_free(model: nn.Module, target: Any, method: str | None = None, 
     The fitted method's ``warnings_`` say when the stream looked label-correlated or the
     predictions collapsed (TENT).
     """
-    from .registry import DEFAULT_SOURCE_FREE, get_method
+    from shiftkit.adapt.methods.registry import DEFAULT_SOURCE_FREE, get_method
 
     method = DEFAULT_SOURCE_FREE if method is None else method
     names = source_free_methods()

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ..losses import supervised_loss
-from .base import Method, Requires
+from shiftkit.adapt.methods.base import Method, Requires
+from shiftkit.adapt.methods.losses import supervised_loss
 
 __all__ = ["SourceOnly", "TargetOracle"]
 

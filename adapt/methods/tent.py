@@ -54,13 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shiftkit.adapt.methods.adabn import recompute_bn_stats
+from shiftkit.adapt.methods.alignment_losses import entropy
+from shiftkit.adapt.methods.base import Method, Requires, TargetView
+from shiftkit.adapt.training.data import as_dataset
+from shiftkit.adapt.training.trainer import batch_to, resolve_device
 from shiftkit.datasets.errors import ConfigError
-
-from ..data import as_dataset
-from ..trainer import batch_to, resolve_device
-from .adabn import recompute_bn_stats
-from .alignment_losses import entropy
-from .base import Method, Requires, TargetView
 
 __all__ = ["TENT", "bn_affine_parameters", "tent_step"]
 

@@ -15,19 +15,19 @@ in label-free model selection (:func:`iwcv_risk`).
 See docs/reweight.md.
 """
 
-from .base import BaseWeighter, clip_and_normalize, effective_sample_size
-from .classifier_ratio import ClassifierRatio
-from .iwcv import iwcv_risk, iwcv_select
-from .kliep import KLIEP
-from .kmm import KMM, project_box_slab
-from .sampler import DistributedWeightedSampler
+from shiftkit.adapt.reweight.base import BaseWeighter, clip_and_normalize, effective_sample_size
+from shiftkit.adapt.reweight.classifier_ratio import ClassifierRatio
+from shiftkit.adapt.reweight.iwcv import iwcv_risk, iwcv_select
+from shiftkit.adapt.reweight.kliep import KLIEP
+from shiftkit.adapt.reweight.kmm import KMM, project_box_slab
+from shiftkit.adapt.reweight.sampler import DistributedWeightedSampler
 
 
 def __getattr__(name: str):
     # The training methods pull in the trainer and MONAI backbones: import them only when
     # asked for, so the estimators stay light to import.
     if name in ("ImportanceWeighted", "ImportanceWeighting", "WeightedSource", "dataset_features", "pooled_pixels"):
-        from . import importance_weighted
+        from shiftkit.adapt.reweight import importance_weighted
 
         return getattr(importance_weighted, name)
     raise AttributeError(name)

@@ -33,9 +33,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from shiftkit.adapt.reweight.base import BaseWeighter
 from shiftkit.datasets.errors import DataError
-
-from .base import BaseWeighter
 
 
 class AppendSquares(TransformerMixin, BaseEstimator):

@@ -37,12 +37,11 @@ import torch.nn.functional as F
 from sklearn.base import clone
 from torch.utils.data import Dataset, Subset
 
+from shiftkit.adapt.methods.adapters import SourceAdapter
+from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.adapt.reweight.base import BaseWeighter, clip_and_normalize, effective_sample_size
+from shiftkit.adapt.reweight.sampler import DistributedWeightedSampler
 from shiftkit.datasets.errors import ConfigError, DataError
-
-from ..adapters import SourceAdapter
-from ..methods.source_only import SourceOnly
-from .base import BaseWeighter, clip_and_normalize, effective_sample_size
-from .sampler import DistributedWeightedSampler
 
 __all__ = ["ImportanceWeighted", "ImportanceWeighting", "WeightedSource", "dataset_features", "pooled_pixels"]
 
@@ -135,7 +134,7 @@ class ImportanceWeighting(SourceAdapter):
         else:
             if target is None:
                 raise ConfigError("ImportanceWeighting", ["estimating weights needs the unlabelled target dataset"])
-            from .classifier_ratio import ClassifierRatio
+            from shiftkit.adapt.reweight.classifier_ratio import ClassifierRatio
 
             featurize = self.featurize or pooled_pixels
             self.estimator_ = clone(self.estimator) if self.estimator is not None else ClassifierRatio()

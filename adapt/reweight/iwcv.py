@@ -15,9 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from shiftkit.adapt.reweight.base import ArrayLike
 from shiftkit.evaluation.risk import iwcv_risk
-
-from .base import ArrayLike
 
 __all__ = ["iwcv_risk", "iwcv_select"]
 

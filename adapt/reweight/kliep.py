@@ -36,10 +36,9 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
+from shiftkit.adapt.reweight._kernels import median_gamma, rbf
+from shiftkit.adapt.reweight.base import BaseWeighter
 from shiftkit.datasets.errors import DataError
-
-from ._kernels import median_gamma, rbf
-from .base import BaseWeighter
 
 DEFAULT_GAMMA_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 

@@ -45,10 +45,16 @@ from typing import Literal
 import numpy as np
 import torch
 
+from shiftkit.adapt.reweight._kernels import (
+    DEFAULT_BLOCK_ELEMS,
+    median_gamma,
+    nystrom_features,
+    rbf,
+    rbf_matvec,
+    rbf_rowsum,
+)
+from shiftkit.adapt.reweight.base import BaseWeighter
 from shiftkit.datasets.errors import DataError
-
-from ._kernels import DEFAULT_BLOCK_ELEMS, median_gamma, nystrom_features, rbf, rbf_matvec, rbf_rowsum
-from .base import BaseWeighter
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 

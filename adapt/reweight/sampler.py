@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from shiftkit.adapt.reweight.base import ArrayLike
 from shiftkit.datasets.errors import DataError
-
-from .base import ArrayLike
 
 
 class DistributedWeightedSampler(Sampler[int]):

@@ -14,10 +14,10 @@ import torch
 def run(out: str) -> None:
     from safetensors.torch import save_file
 
-    from shiftkit.adapt import distributed as du
-    from shiftkit.adapt.backbones import build_mlp
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods.dann import DANN
+    from shiftkit.adapt.models.backbones import build_mlp
+    from shiftkit.adapt.training import distributed as du
+    from shiftkit.adapt.training.data import ArrayDataset
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset
+from shiftkit.adapt.models.backbones import build_mlp
+from shiftkit.adapt.training.data import ArrayDataset
 
 #: Training settings of the toy runs (the DANN moons toy's optimiser, fewer epochs).
 TOY_TRAIN = dict(epochs=40, batch_size=32, lr=0.05, optimizer="sgd", weight_decay=0.0, grad_clip=None,

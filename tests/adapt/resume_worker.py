@@ -30,8 +30,8 @@ class SlowArrays(torch.utils.data.Dataset):
 
 
 def main(ckpt: str, out: str, progress: str) -> None:
-    from shiftkit.adapt.backbones import build_mlp
     from shiftkit.adapt.methods.dann import DANN
+    from shiftkit.adapt.models.backbones import build_mlp
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

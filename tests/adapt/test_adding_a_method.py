@@ -74,8 +74,8 @@ def new_method(tmp_path: Path):
 def test_adding_a_method_needs_one_module_and_one_register_call(tmp_path: Path, new_method) -> None:
     from typer.testing import CliRunner
 
-    from shiftkit.adapt import efficacy as E
     from shiftkit.adapt.cli import app
+    from shiftkit.adapt.harness import efficacy as E
 
     runner = CliRunner()
     # `shiftkit methods` lists it.

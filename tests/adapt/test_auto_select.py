@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shiftkit.adapt.config import DEFAULT_CANDIDATES, VALIDATOR_NAMES, RunConfig, parse_config
+from shiftkit.adapt.job.config import DEFAULT_CANDIDATES, VALIDATOR_NAMES, RunConfig, parse_config
 from shiftkit.datasets.errors import ConfigError
 
 _HIDDEN = ("label", "mask", "labels", "masks")
@@ -47,8 +47,8 @@ class _GuardedTarget:
 
 
 def test_config_accepts_auto_and_its_selection_section() -> None:
-    from shiftkit.adapt.candidates import candidate_pool
-    from shiftkit.adapt.efficacy import candidates_for
+    from shiftkit.adapt.harness.candidates import candidate_pool
+    from shiftkit.adapt.harness.efficacy import candidates_for
     from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, VALIDATORS
 
     config = parse_config({"methods": ["source_only", "auto"],
@@ -71,7 +71,7 @@ def test_config_accepts_auto_and_its_selection_section() -> None:
 
 
 def _tiny(tmp_path: Path, candidates: list[str]) -> RunConfig:
-    from shiftkit.adapt.cli_run import demo_config
+    from shiftkit.adapt.cli.run import demo_config
 
     config = demo_config(True, out_dir=tmp_path)
     config.data.n_per_domain = 40
@@ -85,7 +85,8 @@ def _tiny(tmp_path: Path, candidates: list[str]) -> RunConfig:
 
 
 def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shiftkit.adapt import auto_select, pipeline
+    from shiftkit.adapt.harness import auto_select
+    from shiftkit.adapt.job import pipeline
     from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, validator_scores
 
     # The target images selection reads keep their labels underneath, and reading one raises.
@@ -146,7 +147,7 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
 
 
 def test_the_pool_is_every_label_free_method_that_can_do_the_task() -> None:
-    from shiftkit.adapt.candidates import candidate_pool
+    from shiftkit.adapt.harness.candidates import candidate_pool
     from shiftkit.adapt.methods import Method, Requires
     from shiftkit.adapt.methods.registry import _REGISTERED, register
 
@@ -174,7 +175,7 @@ def _with_labels(splits: Any) -> Any:
 
 
 def test_auto_rejects_an_unknown_candidate_setting_before_training(tmp_path: Path) -> None:
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.pipeline import run
 
     config = _tiny(tmp_path, ["source_only", "dann[lamda_max=0.3]"])
     config.methods = ["auto"]

@@ -14,9 +14,9 @@ torchvision = pytest.importorskip("torchvision")
 from safetensors.torch import save_file  # noqa: E402
 
 from shiftkit.adapt import load, save_model  # noqa: E402
-from shiftkit.adapt.backbones import build_classifier, build_segmenter  # noqa: E402
-from shiftkit.adapt.backbones_ecosystem import WeightsMismatchError  # noqa: E402
-from shiftkit.adapt.data import ArrayDataset  # noqa: E402
+from shiftkit.adapt.models.backbones import build_classifier, build_segmenter  # noqa: E402
+from shiftkit.adapt.models.ecosystem import WeightsMismatchError  # noqa: E402
+from shiftkit.adapt.training.data import ArrayDataset  # noqa: E402
 
 VIT = dict(img_size=32, patch_size=8, depth=2)  # a 2-block ViT-Tiny on 32 px images
 SMP = dict(encoder_depth=3, decoder_channels=[32, 16, 8])
@@ -157,8 +157,8 @@ def test_methods_fit_smp_segmenters_and_round_trip(tmp_path, method) -> None:
 
 
 def test_missing_weights_file_fails_before_anything_runs(tmp_path) -> None:
-    from shiftkit.adapt.config import parse_config
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.config import parse_config
+    from shiftkit.adapt.job.pipeline import run
     from shiftkit.datasets.errors import ConfigError
 
     # (the whole path from a config to a saved model without network access runs in test_tracking.py)
@@ -171,7 +171,7 @@ def test_missing_weights_file_fails_before_anything_runs(tmp_path) -> None:
 
 
 def test_rank_scores_timm_and_torchvision_candidates_from_files(tmp_path) -> None:
-    from shiftkit.adapt.rank import load_candidate, rank_candidates
+    from shiftkit.adapt.harness.rank import load_candidate, rank_candidates
 
     torch.manual_seed(0)
     a = _save(timm.create_model("resnet10t", num_classes=4), tmp_path / "a.safetensors")

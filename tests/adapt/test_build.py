@@ -12,7 +12,7 @@ from shiftkit.datasets.errors import ConfigError
 
 
 def test_every_section_is_its_constructor_same_names_same_defaults() -> None:
-    from shiftkit.adapt.build import RECIPES, section_model, setting_names
+    from shiftkit.adapt.methods.build import RECIPES, section_model, setting_names
     from shiftkit.adapt.methods.registry import get_method, method_names, reference_names
 
     for name in (*method_names(), *reference_names()):
@@ -34,7 +34,7 @@ def test_every_section_is_its_constructor_same_names_same_defaults() -> None:
 def test_a_config_with_sections_round_trips_through_pickle() -> None:
     import pickle
 
-    from shiftkit.adapt.config import parse_config
+    from shiftkit.adapt.job.config import parse_config
 
     config = parse_config({"methods": ["source_only", "mcc"], "mcc": {"mcc_weight": 2.0}})
     again = pickle.loads(pickle.dumps(config))
@@ -57,9 +57,9 @@ def test_one_grammar() -> None:
 
 
 def test_the_run_recipe_decides_where_each_method_starts(tmp_path: Path) -> None:
-    from shiftkit.adapt.backbones import build_classifier
-    from shiftkit.adapt.cli_run import demo_config
-    from shiftkit.adapt.pipeline import build_method
+    from shiftkit.adapt.cli.run import demo_config
+    from shiftkit.adapt.job.pipeline import build_method
+    from shiftkit.adapt.models.backbones import build_classifier
 
     config = demo_config(True, out_dir=tmp_path)
     source = SimpleNamespace(model_=build_classifier("tiny", 1, 2))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shiftkit.adapt.calibration import fit_temperature, fold_temperature
+from shiftkit.adapt.training.calibration import fit_temperature, fold_temperature
 from shiftkit.evaluation.metrics import classification_metrics
 
 

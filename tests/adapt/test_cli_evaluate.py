@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shiftkit.adapt import cli_evaluate
+from shiftkit.adapt.cli import evaluate as cli_evaluate
 
 
 @pytest.fixture(scope="module")

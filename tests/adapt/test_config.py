@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shiftkit.adapt.config import load_config, parse_config
+from shiftkit.adapt.job.config import load_config, parse_config
 from shiftkit.datasets.errors import ConfigError
 
 

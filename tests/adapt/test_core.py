@@ -9,13 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from shiftkit.adapt.backbones import CLASSIFIER_NAMES, SplitModel, as_split_model, build_classifier, build_mlp
-from shiftkit.adapt.data import ArrayDataset
-from shiftkit.adapt.grl import grad_reverse
 from shiftkit.adapt.methods.dann import DANN, DomainDiscriminator
+from shiftkit.adapt.methods.grl import grad_reverse
 from shiftkit.adapt.methods.source_only import SourceOnly
-from shiftkit.adapt.schedules import dann_lambda, dann_lr_factor
-from shiftkit.adapt.trainer import NonFiniteLossError, TrainConfig
+from shiftkit.adapt.models.backbones import (
+    CLASSIFIER_NAMES,
+    SplitModel,
+    as_split_model,
+    build_classifier,
+    build_mlp,
+)
+from shiftkit.adapt.training.data import ArrayDataset
+from shiftkit.adapt.training.schedules import dann_lambda, dann_lr_factor
+from shiftkit.adapt.training.trainer import NonFiniteLossError, TrainConfig
 from shiftkit.datasets.errors import ConfigError, DataError
 
 
@@ -177,7 +183,7 @@ def test_segmenter_can_be_deepcopied_after_a_forward_and_the_copy_hooks_itself()
     its bottleneck hook must fill the copy, not the original."""
     import copy
 
-    from shiftkit.adapt.backbones import build_segmenter
+    from shiftkit.adapt.models.backbones import build_segmenter
 
     torch.manual_seed(0)
     model = build_segmenter("tiny-unet", 3, 4)

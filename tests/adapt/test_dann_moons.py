@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset
 from shiftkit.adapt.methods.dann import DANN, DomainDiscriminator
 from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.adapt.models.backbones import build_mlp
+from shiftkit.adapt.training.data import ArrayDataset
 
 SEEDS = (0, 1, 2, 3, 4)
 # Chosen on the development seeds 100-104 (mean target accuracy): gradient reversal 0.877

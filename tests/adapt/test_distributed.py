@@ -35,7 +35,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k} differs")
     # and training moved them (the comparison is not between two untouched initialisations)
     torch.manual_seed(0)
-    from shiftkit.adapt.backbones import build_mlp
+    from shiftkit.adapt.models.backbones import build_mlp
 
     init = build_mlp(6, [16], 2).state_dict()
     assert not torch.allclose(init["encoder.0.weight"], one["model.encoder.0.weight"])

@@ -2,7 +2,7 @@
 
 Replaces the earlier efficacy tests (three seeds whose data seed was the model seed, about 160
 target test images, asserted on the mean with no margin). Here each benchmark runs through the
-efficacy harness (`shiftkit.adapt.efficacy`, full sizes: 4,000 rural radiographs / 600 rural
+efficacy harness (`shiftkit.adapt.harness.efficacy`, full sizes: 4,000 rural radiographs / 600 rural
 dashcam frames per seed, so the per-seed 95 % interval is about +/- 0.02) on test data seeds,
 with equal budgets (every method starts from the same early-stopped source model and gets the
 same number of further epochs).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from shiftkit.adapt import efficacy as E
+from shiftkit.adapt.harness import efficacy as E
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
 
 pytestmark = pytest.mark.slow

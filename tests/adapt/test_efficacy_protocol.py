@@ -41,7 +41,7 @@ def test_no_test_data_seed_in_a_tuning_script_or_config() -> None:
 
 
 def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
-    from shiftkit.adapt import efficacy as E
+    from shiftkit.adapt.harness import efficacy as E
 
     with pytest.raises(ConfigError, match="test data seeds"):
         E.check_seeds("dev", [DEV_DATA_SEEDS[0], TEST_DATA_SEEDS[0]])
@@ -53,8 +53,8 @@ def test_the_harness_dev_mode_refuses_a_test_data_seed(tmp_path: Path) -> None:
 
 
 def test_every_adaptation_default_records_how_it_was_chosen() -> None:
-    from shiftkit.adapt.config import DEFAULT_PROVENANCE, RunConfig
-    from shiftkit.adapt.efficacy import BENCHMARKS
+    from shiftkit.adapt.harness.efficacy import BENCHMARKS
+    from shiftkit.adapt.job.config import DEFAULT_PROVENANCE, RunConfig
     from shiftkit.adapt.methods.registry import method_names
 
     config = RunConfig()
@@ -77,8 +77,8 @@ def test_every_adaptation_default_records_how_it_was_chosen() -> None:
 
 
 def test_data_seed_not_model_seed_decides_the_benchmark_images(tmp_path: Path) -> None:
-    from shiftkit.adapt.config import RunConfig
-    from shiftkit.adapt.pipeline import prepare_manifest
+    from shiftkit.adapt.job.config import RunConfig
+    from shiftkit.adapt.job.pipeline import prepare_manifest
 
     def export(name: str, data_seed: int, model_seed: int) -> pd.DataFrame:
         cfg = RunConfig(name=name, out_dir=tmp_path, progress=False)
@@ -125,9 +125,9 @@ class _GuardedTarget:
 def test_no_label_bearing_target_column_reaches_a_method(tmp_path: Path, monkeypatch) -> None:
     """The pipeline drops `label` and `mask` from the target training split, and every method
     it runs trains on a target dataset whose `label`/`mask` raise if anything reads them."""
-    from shiftkit.adapt import pipeline
-    from shiftkit.adapt.config import METHOD_NAMES, RunConfig
-    from shiftkit.adapt.run_data import LABEL_BEARING_COLUMNS
+    from shiftkit.adapt.job import pipeline
+    from shiftkit.adapt.job.config import METHOD_NAMES, RunConfig
+    from shiftkit.adapt.job.data import LABEL_BEARING_COLUMNS
 
     frame = pd.DataFrame({"image": ["a.png"] * 10, "label": [0, 1] * 5, "mask": ["m.png"] * 10,
                           "domain": ["s"] * 5 + ["t"] * 5, "sex": ["F"] * 10})
@@ -228,8 +228,8 @@ def test_every_method_default_records_how_it_was_chosen() -> None:
     import inspect
 
     from shiftkit.adapt import methods as M
+    from shiftkit.adapt.job.provenance import METHOD_DEFAULTS
     from shiftkit.adapt.methods.registry import get_method, method_names, reference_names
-    from shiftkit.adapt.provenance import METHOD_DEFAULTS
 
     classes = [getattr(M, n) for n in getattr(M, "__all__", []) if inspect.isclass(getattr(M, n, None))]
     classes += [get_method(n) for n in (*method_names(), *reference_names())]  # every registered method
@@ -263,8 +263,8 @@ def test_the_harness_takes_every_registered_method_and_refuses_unknown_settings(
     finetune without its fraction is refused before any training, naming the problem."""
     from typer.testing import CliRunner
 
-    from shiftkit.adapt import efficacy as E
     from shiftkit.adapt.cli import app
+    from shiftkit.adapt.harness import efficacy as E
     from shiftkit.adapt.methods.registry import get_method, method_names
 
     registered = [n for n in method_names() if n != "target_oracle"]
@@ -296,8 +296,8 @@ def test_a_cell_is_keyed_by_the_code_and_its_resolved_settings(tmp_path: Path, m
     """A cell made by other code or under other settings is re-run, never reused."""
     import numpy as np
 
-    from shiftkit.adapt import efficacy as E
-    from shiftkit.adapt import efficacy_cells as C
+    from shiftkit.adapt.harness import cells as C
+    from shiftkit.adapt.harness import efficacy as E
 
     cell = E.Cell("dann", "radiograph", DEV_DATA_SEEDS[0])
     key, settings = E.cell_key_of(cell)
@@ -326,5 +326,5 @@ def test_a_cell_is_keyed_by_the_code_and_its_resolved_settings(tmp_path: Path, m
     assert not E._cell_done(cell, tmp_path, key)
     # The command line and the table code are outside the hash: editing them re-runs nothing.
     names = [n for n, _ in C._source_files()]
-    assert "shiftkit.adapt/efficacy.py" in names and "shiftkit.evaluation/selection.py" in names
-    assert "shiftkit.adapt/efficacy_table.py" not in names and "shiftkit.adapt/cli_efficacy.py" not in names
+    assert "shiftkit.adapt/harness/efficacy.py" in names and "shiftkit.evaluation/selection.py" in names
+    assert "shiftkit.adapt/harness/table.py" not in names and "shiftkit.adapt/cli/efficacy.py" not in names

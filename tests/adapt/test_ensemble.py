@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import shiftkit.adapt as sa
-from shiftkit.adapt.backbones import build_classifier, build_segmenter
-from shiftkit.adapt.model_format import ModelFileError
+from shiftkit.adapt.deploy.model_format import ModelFileError
+from shiftkit.adapt.models.backbones import build_classifier, build_segmenter
 
 
 def _models(build, k: int, n: int = 3, name: str = "tiny") -> list[torch.nn.Module]:
@@ -65,7 +65,7 @@ def test_a_swapped_member_or_a_bad_sidecar_is_refused(tmp_path: Path) -> None:
 
 
 def test_fitted_ensemble_predicts_like_its_saved_and_loaded_copy(tmp_path: Path) -> None:
-    from shiftkit.adapt.ensemble import fitted_ensemble
+    from shiftkit.adapt.deploy.ensemble import fitted_ensemble
     from shiftkit.adapt.methods import SourceOnly
 
     rng = np.random.default_rng(0)

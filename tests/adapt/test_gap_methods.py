@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from shiftkit.adapt.data import ArrayDataset
 from shiftkit.adapt.methods.alignment_losses import (
     RandomizedMultilinearMap,
     cdan_entropy_weights,
@@ -27,6 +26,7 @@ from shiftkit.adapt.methods.alignment_losses import (
     information_maximisation_loss,
     mcc_loss,
 )
+from shiftkit.adapt.training.data import ArrayDataset
 from shiftkit.datasets.errors import ConfigError
 from shiftkit.datasets.synth.seeds import TEST_DATA_SEEDS
 
@@ -96,8 +96,8 @@ def test_randomized_multilinear_map_preserves_inner_products_on_average() -> Non
 
 
 def test_cdan_switches_to_the_randomised_map_above_the_size_limit() -> None:
-    from shiftkit.adapt.backbones import build_mlp
     from shiftkit.adapt.methods import CDAN
+    from shiftkit.adapt.models.backbones import build_mlp
 
     rng = np.random.default_rng(0)
     src = ArrayDataset(rng.normal(size=(16, 4)).astype("f4"), rng.integers(0, 3, 16))
@@ -153,14 +153,14 @@ def _acc(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 # model 0.72 / 0.51 / 0.59, TENT 0.96-0.975; seeds 100-103 with the offset: TENT 0.96-0.978.
 def test_tent_through_a_loaded_predictor_improves_a_corrupted_target_with_no_source_data(source_cnn, tmp_path) -> None:
     """The adapting process holds only the saved model and the target images."""
-    from shiftkit.adapt.saving import save_model
+    from shiftkit.adapt.deploy.saving import save_model
 
     xt, yt = stripes(source_cnn["seed"] + 5000, 400, **CORRUPTION)
     save_model(copy.deepcopy(source_cnn["net"]), tmp_path / "model", target=xt, image_size=(16, 16))
     np.save(tmp_path / "target.npy", xt)
     code = (
         "import numpy as np, torch; torch.set_num_threads(1)\n"
-        "from shiftkit.adapt.loading import load\n"
+        "from shiftkit.adapt.deploy.loading import load\n"
         f"p = load({str(tmp_path / 'model')!r}); x = np.load({str(tmp_path / 'target.npy')!r})\n"
         "m = p.adapt(x, method='tent', batch_size=32)\n"
         "assert m.fit_source_ is None and not m.warnings_, m.warnings_\n"
@@ -189,8 +189,8 @@ def test_tent_guard_warns_on_a_label_correlated_stream_only(source_cnn) -> None:
 
 
 def test_tent_collapse_signal_fires_when_predictions_fall_onto_one_class() -> None:
-    from shiftkit.adapt.backbones import build_classifier
     from shiftkit.adapt.methods import TENT
+    from shiftkit.adapt.models.backbones import build_classifier
 
     t = TENT(build_classifier("tiny", 1, 2), window=4)
     healthy = [torch.tensor([0.5, 0.5])] * 8

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from shiftkit.adapt.config import parse_config
-from shiftkit.adapt.data import ArrayDataset, as_dataset
+from shiftkit.adapt.job.config import parse_config
 from shiftkit.adapt.methods import SourceOnly
+from shiftkit.adapt.training.data import ArrayDataset, as_dataset
 from shiftkit.datasets.errors import ConfigError, DataError, ManifestError
 
 # ----------------------------------------------------------------------------- tensors
@@ -96,7 +96,7 @@ def test_config_defaults_follow_the_task_and_the_data_source(tmp_path: Path) -> 
 
 
 def test_run_config_is_checked_before_any_export(tmp_path: Path) -> None:
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.pipeline import run
 
     config = parse_config({"name": "bad", "out_dir": str(tmp_path), "progress": False,
                            "data": {"target_domain": "rual", "n_per_domain": 20},
@@ -160,7 +160,7 @@ def test_cli_check_images_reports_the_row_before_training(tmp_path: Path, manife
 
 
 def test_skip_bad_records_rows_and_used_split_sizes(tmp_path: Path, manifest_with_corrupt_png) -> None:
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.pipeline import run
 
     manifest, row = manifest_with_corrupt_png
     metrics = run(parse_config(_manifest_config(tmp_path, manifest, skip_bad=True))).metrics

@@ -19,8 +19,6 @@ import sklearn.exceptions
 import torch
 from sklearn.base import clone
 
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset
 from shiftkit.adapt.methods import (
     DANN,
     FineTune,
@@ -33,7 +31,9 @@ from shiftkit.adapt.methods import (
     method_names,
     register,
 )
-from shiftkit.adapt.trainer import TrainConfig
+from shiftkit.adapt.models.backbones import build_mlp
+from shiftkit.adapt.training.data import ArrayDataset
+from shiftkit.adapt.training.trainer import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -219,7 +219,7 @@ def test_training_options_default_as_trainconfig() -> None:
 
 
 def test_registry_builds_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shiftkit.adapt.config import RunConfig
+    from shiftkit.adapt.job.config import RunConfig
     from shiftkit.adapt.methods import registry
     from shiftkit.datasets.errors import ConfigError
 
@@ -263,7 +263,7 @@ def test_zero_weight_rows_contribute_nothing(adversary: str) -> None:
     """Half of a source batch weighs 0: replacing those rows' images and labels by anything else
     leaves the step's loss, its task and domain parts, and every gradient (encoder, head,
     discriminator) exactly as they were; changing a weighted row does not."""
-    from shiftkit.adapt.losses import adversarial_loss, supervised_loss
+    from shiftkit.adapt.methods.losses import adversarial_loss, supervised_loss
 
     rng = np.random.default_rng(0)
     xs = rng.normal(0, 1, (16, 4)).astype("f4")
@@ -302,8 +302,8 @@ def test_zero_weight_rows_contribute_nothing(adversary: str) -> None:
 
 
 def test_unit_weights_equal_no_weights() -> None:
-    from shiftkit.adapt.losses import adversarial_loss, supervised_loss
     from shiftkit.adapt.methods.dann import DomainDiscriminator
+    from shiftkit.adapt.methods.losses import adversarial_loss, supervised_loss
 
     torch.manual_seed(0)
     logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])

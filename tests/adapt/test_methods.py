@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from shiftkit.adapt.backbones import build_classifier, build_mlp
-from shiftkit.adapt.data import ArrayDataset
 from shiftkit.adapt.methods.adabn import AdaBN
 from shiftkit.adapt.methods.dann import DANN
 from shiftkit.adapt.methods.dann_seg import OutputDiscriminator, SegDANN
 from shiftkit.adapt.methods.finetune import FineTune
 from shiftkit.adapt.methods.linear_probe import LinearProbe
+from shiftkit.adapt.models.backbones import build_classifier, build_mlp
+from shiftkit.adapt.training.data import ArrayDataset
 from shiftkit.datasets.errors import ConfigError, DataError
 
 
@@ -112,8 +112,8 @@ def test_dann_warns_when_the_discriminator_saturates() -> None:
 def test_confusion_adversary_trains_d_on_detached_features_and_the_encoder_towards_one_half() -> None:
     import torch.nn.functional as F
 
-    from shiftkit.adapt.losses import adversarial_loss
     from shiftkit.adapt.methods.dann import DomainDiscriminator
+    from shiftkit.adapt.methods.losses import adversarial_loss
 
     torch.manual_seed(0)
     disc = DomainDiscriminator(4, (8,))

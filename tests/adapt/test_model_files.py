@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from shiftkit.adapt import load, save_model
-from shiftkit.adapt.backbones import build_classifier
-from shiftkit.adapt.data import ArrayDataset
-from shiftkit.adapt.model_format import ModelFileError
-from shiftkit.adapt.saving import upgrade_model
+from shiftkit.adapt.deploy.model_format import ModelFileError
+from shiftkit.adapt.deploy.saving import upgrade_model
+from shiftkit.adapt.models.backbones import build_classifier
+from shiftkit.adapt.training.data import ArrayDataset
 from shiftkit.datasets.errors import ConfigError, DataError
 
 
@@ -270,7 +270,7 @@ def test_unrecordable_pipeline_is_refused_at_save(tmp_path: Path) -> None:
     from monai.data import Dataset
     from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
-    from shiftkit.adapt.preprocessing import PreprocessingError
+    from shiftkit.adapt.deploy.preprocessing import PreprocessingError
 
     items = _png_items(tmp_path, 2)
     ds = Dataset(items, transform=Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"),
@@ -319,7 +319,7 @@ def test_monai_transforms_on_a_manifest_dataset_travel_too(tmp_path: Path) -> No
 def test_known_transforms_rebuild_with_their_non_default_arguments() -> None:
     from monai import transforms as T
 
-    from shiftkit.adapt.preprocessing import build_pipeline, describe_pipeline
+    from shiftkit.adapt.deploy.preprocessing import build_pipeline, describe_pipeline
 
     x = torch.rand(1, 20, 28, generator=torch.Generator().manual_seed(0))
     pipeline = [T.ScaleIntensityRanged(keys="image", a_min=0.2, a_max=0.8, b_min=-1, b_max=1, clip=True),

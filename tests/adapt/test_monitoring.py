@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from shiftkit.adapt import load
-from shiftkit.adapt.data import CachedDataset
+from shiftkit.adapt.deploy.monitoring import forward
+from shiftkit.adapt.deploy.saving import save_model
 from shiftkit.adapt.methods.source_only import SourceOnly
-from shiftkit.adapt.monitoring import forward
-from shiftkit.adapt.saving import save_model
+from shiftkit.adapt.training.data import CachedDataset
 from shiftkit.datasets.errors import DataError
 from shiftkit.datasets.synth import radiograph
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS, TEST_DATA_SEEDS
@@ -94,7 +94,7 @@ def test_trusted_false_with_reason_for_a_shifted_batch_true_in_domain(model_dir:
 
 
 def test_repeated_images_warn(model_dir: Path, reference):
-    from shiftkit.adapt.monitoring import RepeatedImagesWarning
+    from shiftkit.adapt.deploy.monitoring import RepeatedImagesWarning
 
     pred = load(model_dir)
     images, labels, _ = reference
@@ -257,7 +257,7 @@ def test_monitor_report_renders_in_headless_chromium(cli_run, tmp_path: Path):
 
 
 def test_segmentation_estimates_count_images_and_carry_the_trusted_verdict(tmp_path: Path):
-    from shiftkit.adapt.backbones import build_segmenter
+    from shiftkit.adapt.models.backbones import build_segmenter
     from shiftkit.datasets.synth import dashcam
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ agree to 1e-5. Where shiftkit deliberately differs from the reference (an option
 its default, a bounded adversary, ...), the test runs shiftkit in the setting equivalent to the
 reference and ``docs/methods.md`` ("Reference parity") says what differs.
 
-The shiftkit side of a step mirrors :func:`shiftkit.adapt.trainer.train`: the optimiser is
+The shiftkit side of a step mirrors :func:`shiftkit.adapt.training.trainer.train`: the optimiser is
 built from the method's ``param_groups``, each group's learning rate is scaled by
 ``lr_factor(p)``, and the loss is ``training_step(source, target, p)``.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftkit.adapt.backbones import SplitModel
+from shiftkit.adapt.models.backbones import SplitModel
 
 ATOL = 1e-5
 LR = 0.05
@@ -65,7 +65,7 @@ def _data(n: int = 8, d_in: int = 6, k: int = 3, seed: int = 1, shift: float = 0
 
 def _shiftkit_step(method, source: dict | None, target: dict | None, p: float, *, lr: float = LR,
                    optimizer: str = "sgd") -> tuple[torch.Tensor, dict]:
-    """One step as :func:`shiftkit.adapt.trainer.train` takes it (optimiser from ``param_groups``,
+    """One step as :func:`shiftkit.adapt.training.trainer.train` takes it (optimiser from ``param_groups``,
     learning rate times ``lr_factor(p)``)."""
     groups = method.param_groups(lr)
     for g in groups:
@@ -813,8 +813,8 @@ def test_parity_shot_clustering(threshold, distance):
 
 
 def test_parity_shot_target_step():
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods.shot import SHOT, SHOTSource
+    from shiftkit.adapt.training.data import ArrayDataset
 
     xs, _, xt = _data(n=16, shift=0.5)
     src = SHOTSource(_vector_net(bn=False), bottleneck_dim=16).setup([{"image": xs[0]}]).model_

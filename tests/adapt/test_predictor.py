@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from shiftkit.adapt import load, save_model
-from shiftkit.adapt.backbones import build_classifier, build_segmenter
-from shiftkit.adapt.data import ArrayDataset
-from shiftkit.adapt.loading import load_weights
-from shiftkit.adapt.model_format import UnsafeModelFileError
+from shiftkit.adapt.deploy.loading import load_weights
+from shiftkit.adapt.deploy.model_format import UnsafeModelFileError
+from shiftkit.adapt.models.backbones import build_classifier, build_segmenter
+from shiftkit.adapt.training.data import ArrayDataset
 from shiftkit.datasets.errors import ConfigError
 
 

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from shiftkit.adapt.cli import app
-from shiftkit.adapt.model_format import UnsafeModelFileError
-from shiftkit.adapt.rank import DEFAULT_SCORE, load_candidate, rank_candidates
-from shiftkit.adapt.zoo import SMALL_ZOO, build_radiograph_zoo
+from shiftkit.adapt.deploy.model_format import UnsafeModelFileError
+from shiftkit.adapt.harness.rank import DEFAULT_SCORE, load_candidate, rank_candidates
+from shiftkit.adapt.harness.zoo import SMALL_ZOO, build_radiograph_zoo
 from shiftkit.datasets import ManifestDataset, load_manifest
 from shiftkit.datasets.errors import DataError
 from shiftkit.datasets.synth import radiograph

@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset, CachedDataset
 from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.adapt.models.backbones import build_mlp
 from shiftkit.adapt.reweight import (
     ClassifierRatio,
     ImportanceWeighting,
@@ -53,6 +52,7 @@ from shiftkit.adapt.reweight import (
     iwcv_risk,
     pooled_pixels,
 )
+from shiftkit.adapt.training.data import ArrayDataset, CachedDataset
 from shiftkit.datasets.synth import radiograph
 
 torch.set_num_threads(1)

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiftkit.adapt.backbones import build_mlp
-from shiftkit.adapt.data import ArrayDataset
 from shiftkit.adapt.methods.dann import DANN
 from shiftkit.adapt.methods.source_only import SourceOnly
+from shiftkit.adapt.models.backbones import build_mlp
 from shiftkit.adapt.reweight import KLIEP, ImportanceWeighted, ImportanceWeighting, iwcv_risk
+from shiftkit.adapt.training.data import ArrayDataset
 from shiftkit.datasets.errors import ConfigError
 
 torch.set_num_threads(1)

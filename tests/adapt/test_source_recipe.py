@@ -1,7 +1,7 @@
 """The default source recipe: what the run config builds for `source_only`, and the schedule.
 
 The numbers behind the defaults (demo recipe on radiograph development data seeds) are in
-`shiftkit.adapt.config.DEFAULT_PROVENANCE`; these tests pin that the defaults reach the model.
+`shiftkit.adapt.job.config.DEFAULT_PROVENANCE`; these tests pin that the defaults reach the model.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 from shiftkit.adapt.augment.adapter import TargetStyle
-from shiftkit.adapt.config import RunConfig
-from shiftkit.adapt.pipeline import build_method
-from shiftkit.adapt.schedules import lr_schedule_factor
+from shiftkit.adapt.job.config import RunConfig
+from shiftkit.adapt.job.pipeline import build_method
+from shiftkit.adapt.training.schedules import lr_schedule_factor
 
 
 def test_cosine_schedule_and_warmup():

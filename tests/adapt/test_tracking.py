@@ -19,8 +19,8 @@ def tracked_run(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from shiftkit.adapt.config import parse_config
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.config import parse_config
+    from shiftkit.adapt.job.pipeline import run
 
     root = tmp_path_factory.mktemp("tracked")
     torch.manual_seed(0)
@@ -90,8 +90,8 @@ def test_tensorboard_events_read_back(tracked_run) -> None:
 
 
 def test_tracking_off_by_default_and_clear_error_without_sqlalchemy(tmp_path) -> None:
-    from shiftkit.adapt.config import RunConfig
-    from shiftkit.adapt.tracking import Tracker, tracker
+    from shiftkit.adapt.job.config import RunConfig
+    from shiftkit.adapt.training.tracking import Tracker, tracker
     from shiftkit.datasets.errors import ConfigError
 
     with tracker(RunConfig().tracking, "x") as t:
@@ -104,8 +104,8 @@ def test_tracking_off_by_default_and_clear_error_without_sqlalchemy(tmp_path) ->
 
 
 def test_benchmark_cells_logged_one_run_each(tmp_path) -> None:
-    from shiftkit.adapt.efficacy import Cell
-    from shiftkit.adapt.tracking import log_benchmark
+    from shiftkit.adapt.harness.efficacy import Cell
+    from shiftkit.adapt.training.tracking import log_benchmark
 
     cell = {"method": "dann", "benchmark": "radiograph", "seed": 100}
     js = Cell(**cell).paths(tmp_path)[0]

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from shiftkit.adapt.backbones import build_classifier
-from shiftkit.adapt.checkpoint import load_into
-from shiftkit.adapt.loading import load_weights
+from shiftkit.adapt.deploy.loading import load_weights
+from shiftkit.adapt.models.backbones import build_classifier
+from shiftkit.adapt.training.checkpoint import load_into
 from shiftkit.datasets.errors import DataError
 
 

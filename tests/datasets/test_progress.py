@@ -42,9 +42,9 @@ def test_log_gets_one_line_per_epoch_and_nothing_per_step(monkeypatch: pytest.Mo
 def test_trainer_writes_one_line_per_epoch_to_a_log(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from shiftkit.adapt.backbones import build_mlp
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods import SourceOnly
+    from shiftkit.adapt.models.backbones import build_mlp
+    from shiftkit.adapt.training.data import ArrayDataset
 
     monkeypatch.delenv("SHIFTKIT_PROGRESS", raising=False)
     rng = np.random.default_rng(0)

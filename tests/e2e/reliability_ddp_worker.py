@@ -31,8 +31,8 @@ class DyingData(Dataset):
 
 
 def main(die_after: int) -> None:
-    from shiftkit.adapt.backbones import build_mlp
     from shiftkit.adapt.methods import SourceOnly
+    from shiftkit.adapt.models.backbones import build_mlp
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shiftkit.adapt.cli_run import demo_config
+from shiftkit.adapt.cli.run import demo_config
 
 ROOT = Path(__file__).parents[2]
 

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftkit.adapt.config import RunConfig, load_config, parse_config
+from shiftkit.adapt.job.config import RunConfig, load_config, parse_config
 from shiftkit.datasets import load_manifest, read_image, read_mask
 from shiftkit.datasets.errors import ConfigError, ImageReadError, ManifestError, ShiftkitError
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from shiftkit.adapt.cli_run import demo_config
-from shiftkit.adapt.pipeline import run
+from shiftkit.adapt.cli.run import demo_config
+from shiftkit.adapt.job.pipeline import run
 
 
 def test_importance_weighted_runs_through_the_pipeline_with_skip_bad(tmp_path: Path) -> None:
@@ -32,9 +32,9 @@ def test_dann_adapts_a_copy_of_the_source_model_and_never_changes_it(tmp_path: P
     import numpy as np
     import torch
 
-    from shiftkit.adapt.backbones import build_classifier
-    from shiftkit.adapt.data import ArrayDataset
-    from shiftkit.adapt.pipeline import build_method
+    from shiftkit.adapt.job.pipeline import build_method
+    from shiftkit.adapt.models.backbones import build_classifier
+    from shiftkit.adapt.training.data import ArrayDataset
 
     config = demo_config(True, out_dir=tmp_path)
     source = SimpleNamespace(model_=build_classifier("tiny", 1, 2))
@@ -71,7 +71,7 @@ def test_dann_adapts_a_copy_of_the_source_model_and_never_changes_it(tmp_path: P
 def test_dashcam_segmentation_dann_runs_through_the_pipeline(tmp_path: Path) -> None:
     """Segmentation through the whole job: SegDANN from the source model, output space only
     (the pipeline's default), mIoU reported for source and target."""
-    from shiftkit.adapt.config import RunConfig
+    from shiftkit.adapt.job.config import RunConfig
 
     config = RunConfig.model_validate({
         "name": "dash", "out_dir": tmp_path, "progress": False,

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import shiftkit.adapt
-from shiftkit.adapt import pipeline
+from shiftkit.adapt.job import pipeline
 
 ROOT = Path(__file__).parents[2]
 

@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from shiftkit.adapt.backbones import build_mlp
 from shiftkit.adapt.methods import SourceOnly
-from shiftkit.adapt.trainer import NonFiniteLossError, load_checkpoint
+from shiftkit.adapt.models.backbones import build_mlp
+from shiftkit.adapt.training.trainer import NonFiniteLossError, load_checkpoint
 
 
 class PoisonableData(Dataset):
@@ -151,8 +151,8 @@ def test_nan_pixel_in_an_input_file_is_refused_with_its_name(tmp_path: Path) -> 
 
 
 def _dann_run(tmp_path: Path, name: str, **over):
-    from shiftkit.adapt.config import parse_config
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.config import parse_config
+    from shiftkit.adapt.job.pipeline import run
 
     cfg = _tiny(tmp_path, name, methods=["dann"], **over)
     return run(parse_config(cfg))

@@ -67,7 +67,7 @@ def _no_markers(tmp_path: Path) -> None:
 
 
 def test_weights_loader_refuses_pickled_code(tmp_path: Path) -> None:
-    from shiftkit.adapt.checkpoint import read_weights  # behind model.checkpoint and load_weights
+    from shiftkit.adapt.training.checkpoint import read_weights  # behind model.checkpoint and load_weights
 
     for path, _ in _evil_files(tmp_path):
         with pytest.raises(ShiftkitError) as info:
@@ -77,7 +77,7 @@ def test_weights_loader_refuses_pickled_code(tmp_path: Path) -> None:
 
 
 def test_trainer_checkpoint_loader_refuses_pickled_code(tmp_path: Path) -> None:
-    from shiftkit.adapt.trainer import load_checkpoint
+    from shiftkit.adapt.training.trainer import load_checkpoint
 
     for path, _ in _evil_files(tmp_path):
         with pytest.raises(ShiftkitError) as info:
@@ -88,9 +88,9 @@ def test_trainer_checkpoint_loader_refuses_pickled_code(tmp_path: Path) -> None:
 
 def test_resume_from_a_planted_checkpoint_is_refused(tmp_path: Path) -> None:
     """A `last.pt` swapped for a pickle in the checkpoint folder: resume refuses it."""
-    from shiftkit.adapt.backbones import build_mlp
-    from shiftkit.adapt.data import ArrayDataset
     from shiftkit.adapt.methods import SourceOnly
+    from shiftkit.adapt.models.backbones import build_mlp
+    from shiftkit.adapt.training.data import ArrayDataset
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -182,8 +182,8 @@ def test_links_and_dots_that_stay_inside_are_accepted(tree: Path) -> None:
 
 @pytest.mark.slow
 def test_run_config_keeps_manifest_inside_unless_allowed(tree: Path, tmp_path: Path) -> None:
-    from shiftkit.adapt.config import parse_config
-    from shiftkit.adapt.pipeline import run
+    from shiftkit.adapt.job.config import parse_config
+    from shiftkit.adapt.job.pipeline import run
 
     path = _manifest(tree, "shortcut/secret.png")
     cfg = {"name": "escape", "out_dir": str(tmp_path / "runs"), "progress": False,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftkit.adapt.config import parse_config
-from shiftkit.adapt.pipeline import run
+from shiftkit.adapt.job.config import parse_config
+from shiftkit.adapt.job.pipeline import run
 
 
 @pytest.fixture(scope="module")

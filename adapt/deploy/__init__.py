@@ -1,0 +1,1 @@
+"""After training: model files, the predictor, recorded preprocessing, monitoring."""

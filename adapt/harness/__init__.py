@@ -1,0 +1,1 @@
+"""Efficacy harness, label-free method choice and transferability ranking."""

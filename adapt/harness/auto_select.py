@@ -1,0 +1,182 @@
+"""The ``auto`` method of a run config: label-free model selection inside ``shiftkit run``.
+
+``methods: [auto]`` fits every ``selection.candidates`` entry (default: the pool of every
+registered label-free method that can do the task, with the settings grid each declares,
+:func:`shiftkit.adapt.harness.candidates.candidate_pool`) through the registry, as any other method,
+describes each by what a deployment has -- labelled SOURCE validation data and UNLABELLED
+target training images (:class:`shiftkit.evaluation.selection.CandidateOutputs`, with MixVal's
+probe accuracies measured on the target images) -- and proposes the candidate that
+``selection.validator`` scores highest (:func:`shiftkit.evaluation.selection.select`). The
+safety rule (:func:`shiftkit.evaluation.selection.safe_choice`) keeps it only when the committee
+of validators agrees it beats source-only; otherwise ``auto`` deploys the fallback
+(``SAFETY_FALLBACK``: source-only, or the candidates' ensemble of averaged probabilities,
+:func:`shiftkit.adapt.deploy.ensemble.fitted_ensemble`) and ``metrics.json`` says why. The choice never reads a target label: the
+target images it sees are the target training split with its ``label`` and ``mask`` columns
+removed. Target test labels are read afterwards, only to report how good each validator's
+choice was (Spearman rank correlation with the true target metric, and regret = best
+candidate's true target score minus the chosen one's).
+
+Each candidate's outputs are saved under ``run_dir/selection/<candidate>.npz``
+(``CandidateOutputs.to_arrays``), so the choice can be recomputed from the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftkit.adapt.job.config import RunConfig
+from shiftkit.adapt.methods.build import BuildContext
+from shiftkit.adapt.methods.spec import parse_spec, slug
+from shiftkit.datasets.errors import ConfigError
+from shiftkit.datasets.files import atomic_write_npz
+
+__all__ = ["candidate_outputs", "fit_auto", "parse_candidate", "slug"]
+
+
+def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name[key=value,...]`` -> ``(name, {key: value})`` (the one grammar,
+    :func:`shiftkit.adapt.methods.spec.parse_spec`)."""
+    return parse_spec(spec, "selection.candidates")
+
+
+def _candidate_context(context: BuildContext, spec: str) -> BuildContext:
+    """The build context of one candidate: its settings replace its section's (checked here,
+    before anything trains: a key the section does not have is named)."""
+    from pydantic import ValidationError
+
+    name, params = parse_candidate(spec)
+    child = copy.copy(context)
+    child.name, child.method, child.overrides = f"auto_{slug(spec)}", name, params
+    try:
+        child.section()
+    except ValidationError as exc:
+        raise ConfigError("selection.candidates", [f"{spec!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                   for e in exc.errors()]) from None
+    return child
+
+
+def _labels(dataset: Any, task: str) -> np.ndarray:
+    if task == "classification":
+        return np.asarray(dataset.labels)
+    return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))]).astype(np.int64)
+
+
+class _ImagesOnly:
+    """A view of a dataset that yields only each item's ``image`` (no label, no mask, however the
+    underlying dataset was built)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.base[i]["image"]}
+
+
+def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_unlabelled: Any,
+                      task: str, num_classes: int, *, pixel_sample: int = 4000) -> Any:
+    """A fitted candidate's :class:`~shiftkit.evaluation.selection.CandidateOutputs`.
+
+    Reads labels of ``source_val`` only; ``source_train`` and ``target_unlabelled`` are passed
+    through the model for features and probabilities (their labels are never read).
+    Segmentation: the per-image source loss is the mean pixel cross-entropy and the target
+    probabilities are a fixed sample of ``pixel_sample`` pixels (the same for every candidate).
+    """
+    from dataclasses import replace
+
+    from shiftkit.adapt.training.data import ArrayDataset
+    from shiftkit.evaluation.selection import candidate_outputs_from_predictions, mixval_probes
+
+    p_val, f_val = method.predict_proba_and_features(source_val)
+    _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
+    p_t, f_t = method.predict_proba_and_features(_ImagesOnly(target_unlabelled))
+    # MixVal predicts on mixtures of the target images: it needs the model, not stored outputs.
+    images = np.stack([np.asarray(target_unlabelled[i]["image"], np.float32) for i in range(len(target_unlabelled))])
+    probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x))[0], images, p_t.argmax(1))
+    out = candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
+                                             pixel_sample=pixel_sample)
+    return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]))
+
+
+def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
+    """Target test AUROC (classification) / mIoU (segmentation): for reporting the validators only."""
+    from shiftkit.evaluation import metrics
+
+    proba, _ = method.predict_proba_and_features(data["target_test"])
+    labels = data["target_test_labels"]
+    if task == "classification":
+        return float(metrics.classification_metrics(labels, proba)["auroc"])
+    return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
+
+
+def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,
+             fit_built: Callable[[Any], Any], *, num_classes: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Fit the candidates, choose one label-free; return (chosen fitted method, selection section).
+
+    Args:
+        fit: ``fit(name)``, the run's cached fit of a registered method with the run's own
+            settings (a candidate without settings is that same model).
+        context: the run's build context; a candidate with settings is built by its method's
+            ``from_config`` with the settings replacing its section's.
+        fit_built: fits a built method on the run's data (target labels hidden).
+        data: the run's datasets (``source_train``, ``source_val``, ``target_train``
+            (no label/mask columns), ``target_test`` and ``target_test_labels`` for reporting).
+    """
+    from shiftkit.adapt.deploy.ensemble import fitted_ensemble
+    from shiftkit.adapt.harness.candidates import BASELINE, ENSEMBLE, candidate_pool
+    from shiftkit.adapt.methods import get_method
+    from shiftkit.evaluation.selection import SAFETY_FALLBACK, safe_choice, select
+
+    sel = config.selection
+    specs = list(sel.candidates) or list(candidate_pool(config.task, num_classes=num_classes))
+    plans = []
+    for spec in specs:  # every setting is checked before anything trains
+        name, params = parse_candidate(spec)
+        if get_method(name).requires.target == "labelled":
+            raise ConfigError("selection.candidates", [f"{spec!r} trains on target labels; not a label-free candidate"])
+        plans.append((spec, name, params, _candidate_context(context, spec)))
+    fitted: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for spec, name, params, child in plans:
+        method = fit(name) if not params else fit_built(get_method(name).from_config(child))
+        fitted[spec] = method
+        outputs[spec] = candidate_outputs(method, data["source_val"], data["source_train"], data["target_train"],
+                                          config.task, num_classes)
+        atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
+    choice = select(outputs, sel.validator)
+    # The ensemble of the candidates (averaged probabilities): the fallback when it is chosen as
+    # one, and a reported row either way. Built from the fitted candidates; nothing trains.
+    ensemble = fitted_ensemble(list(fitted.values()), config.task, num_classes)
+    if BASELINE in outputs:
+        fallback = ENSEMBLE if SAFETY_FALLBACK == "ensemble" else BASELINE
+        safety = safe_choice(choice, BASELINE, fallback=fallback)
+    else:  # no source-only among the user's candidates: nothing to compare with
+        safety = None
+    deployed = safety.chosen if safety is not None else choice.chosen
+    # Target test labels from here on: reporting how each validator did, never the choice.
+    truth = {spec: _true_score(m, data, config.task, num_classes) for spec, m in fitted.items()}
+    evaluation = choice.evaluate(truth)
+    section = {
+        "validator": choice.validator,
+        "chosen": deployed,
+        "proposed": choice.chosen,
+        "safety": safety.to_dict() if safety is not None else
+        {"fell_back": False, "reason": f"no {BASELINE} among the candidates: the safety rule did not run"},
+        "ensemble_true_target": _true_score(ensemble, data, config.task, num_classes),
+        "candidates": specs,
+        "outputs": {spec: f"selection/{slug(spec)}.npz" for spec in specs},
+        "true_metric": "target test " + ("auroc" if config.task == "classification" else "miou"),
+        "true_target": truth,
+        "validators": {v: {"choice": choice.choices[v], "score": float(choice.scores[v][choice.choices[v]]),
+                           "spearman": evaluation[v]["spearman"], "regret": evaluation[v]["regret"]}
+                       for v in choice.scores},
+        "scores": {v: dict(s) for v, s in choice.scores.items()},
+    }
+    return (ensemble if deployed == ENSEMBLE else fitted[deployed]), section

@@ -1,0 +1,1 @@
+"""The run config and the end-to-end run (`shiftkit run`)."""
