@@ -29,7 +29,7 @@ __all__ = ["RESULT_PACKAGES", "cell_key", "code_hash", "resolved_settings"]
 #: The packages whose source can change a cell's result.
 RESULT_PACKAGES = ("shiftkit.adapt", "shiftkit.datasets", "shiftkit.evaluation")
 #: Files that only read results (command line, table, plots): changing them re-runs nothing.
-_READ_ONLY = ("cli.py", "cli_*.py", "efficacy_table.py", "__main__.py")
+_READ_ONLY = ("cli/*.py", "harness/table.py", "__main__.py")
 
 
 def _source_files() -> list[tuple[str, Path]]:
