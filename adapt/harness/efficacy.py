@@ -54,6 +54,7 @@ from shiftkit.adapt.harness.benchmarks import (
 )
 from shiftkit.adapt.harness.grid import (
     ORACLE,
+    ORACLE_START,
     Cell,
     _method_class,
     candidates_for,
@@ -212,7 +213,12 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
     if name == ORACLE:
         # As many labelled target images as the source has, the whole budget, early-stopped on
         # labelled target validation data: an upper bound, not a deployable result.
-        m = _method_class(BASELINE)(spec.backbone, **_train_kwargs(
+        start = params.get("start", ORACLE_START)
+        if start not in ("scratch", "source"):
+            raise ConfigError("efficacy", [f"{method!r}: start must be 'scratch' or 'source', got {start!r}"])
+        net = (spec.backbone if start == "scratch"
+               else copy.deepcopy(pretrained_source(spec, seed, model_seed, cache, augment=None)))
+        m = _method_class(BASELINE)(net, **_train_kwargs(
             spec, model_seed, epochs=spec.epochs + spec.adapt_epochs, early_stopping=SOURCE_RECIPE["early_stopping"],
             lr_decay=SOURCE_RECIPE["lr_decay"], patience=spec.patience, restore_best=True))
         return m.fit(_dataset(data["target_train"], task), val=_dataset(data["target_val"], task))
@@ -251,6 +257,20 @@ def _score(method: Any, part: dict[str, np.ndarray], spec: BenchmarkSpec) -> tup
     if spec.task == "classification":
         return {"label": part["labels"].astype(np.int8), "score": proba[:, 1].astype(np.float32)}, proba, feats
     return {"counts": segmentation_counts(part["masks"], proba.argmax(1), spec.num_classes)}, proba, feats
+
+
+def _ensemble_arrays(role: str, part: dict[str, np.ndarray], proba: np.ndarray, spec: BenchmarkSpec) -> dict[str, np.ndarray]:
+    """What the table needs to score the candidates' ensemble (averaged probabilities) where the
+    per-image statistics do not average (accuracy: hard predictions; segmentation: counts).
+    ``ens_<role>_proba``: (n, K) float16, or (n, K, H, W) uint8 (probability x 255, rounded: the
+    argmax of an average of 10-20 candidates moves on a tie only); segmentation also keeps the
+    masks (n, H, W) uint8. Binary AUROC cells store the positive-class score, which averages."""
+    if spec.metric == "accuracy":
+        return {f"ens_{role}_proba": proba.astype(np.float16)}
+    if spec.task == "segmentation":
+        return {f"ens_{role}_proba": np.rint(np.clip(proba, 0, 1) * 255).astype(np.uint8),
+                f"ens_{role}_mask": part["masks"].astype(np.uint8)}
+    return {}
 
 
 #: The source-domain health columns of a cell and of the table (classification).
@@ -329,7 +349,7 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     started, cpu = time.perf_counter(), time.process_time()
     data = benchmark_data(spec, cell.seed)
     method = build_and_fit(cell.method, spec, cell.seed, model_seed, Path(root) / "cache")
-    t_stats, _, f_t = _score(method, data["target_test"], spec)
+    t_stats, t_proba, f_t = _score(method, data["target_test"], spec)
     s_stats, s_proba, f_s = _score(method, data["source_test"], spec)
     from shiftkit.evaluation.gap import proxy_a_distance
 
@@ -338,6 +358,8 @@ def run_cell(cell: Cell, root: Path, *, quick: bool = False, model_seed: int = 0
     pad = proxy_a_distance(f_s[:500], f_t[:500], seed=0)["proxy_a_distance"]
     arrays = {f"target_{k}": v for k, v in t_stats.items()} | {f"source_{k}": v for k, v in s_stats.items()}
     arrays |= {f"sel_{k}": v for k, v in _selection_outputs(method, spec, data).items()}
+    arrays |= _ensemble_arrays("target", data["target_test"], t_proba, spec)
+    arrays |= _ensemble_arrays("source", data["source_test"], s_proba, spec)
     lo, hi = bootstrap_ci(t_stats)
     result = {
         "cell": asdict(cell), "cell_key": key, "settings": settings, "spec_key": spec.key(), "spec": {k: v for k, v in asdict(spec).items() if k != "provenance"},

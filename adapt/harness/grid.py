@@ -27,6 +27,12 @@ def candidates_for(benchmark: str) -> tuple[str, ...]:
 #: The harness's own row: the baseline method trained on as many *labelled* target images as
 #: the source has (an upper bound, not a method).
 ORACLE = "oracle"
+#: Settings the oracle row takes: ``start``, what its training starts from (``"scratch"``: a
+#: new network; ``"source"``: a copy of the plain source-only model, then fine-tuned on the
+#: labelled target set with the full learning rate).
+ORACLE_SETTINGS = frozenset({"start"})
+#: The oracle's default ``start``.
+ORACLE_START = "scratch"
 #: Settings of the harness's recipe, taken by every row: ``lr_mult`` (adaptation learning rate
 #: relative to the benchmark's) and, for labelled-target rows, ``frac`` (share of the labelled
 #: target images).
@@ -136,11 +142,11 @@ def grid(methods: Sequence[str], benchmarks: Sequence[str], seeds: Sequence[int]
 def settings_of(name: str) -> frozenset[str]:
     """The settings ``name[key=value]`` accepts: the method's own constructor arguments (its
     config section's names; not the shared training arguments, which the harness sets), the
-    recipe's ``lr_mult``, and ``frac`` for labelled-target rows. The oracle takes none."""
+    recipe's ``lr_mult``, and ``frac`` for labelled-target rows. The oracle takes ``start``."""
     from shiftkit.adapt.methods.build import setting_names
 
     if name == ORACLE:
-        return frozenset()
+        return ORACLE_SETTINGS
     keys = setting_names(_method_class(name)) | RECIPE_SETTINGS
     return keys | LABELLED_SETTINGS if labelled_target(name) else keys
 

@@ -57,16 +57,30 @@ def _stats(arrays: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
 
 
 def _ensemble_cell(loaded: dict[str, tuple[dict, dict]]) -> tuple[dict, dict] | None:
-    """The candidates' ensemble (averaged probabilities) as a cell: binary AUROC benchmarks only,
-    where a cell stores each test image's positive-class probability (a segmentation cell stores
-    per-image counts of its own argmax and an accuracy cell hard predictions: neither averages)."""
+    """The candidates' ensemble (averaged probabilities) as a cell. Binary AUROC cells store each
+    test image's positive-class probability, which averages; accuracy and segmentation cells
+    store the probabilities themselves (``ens_<role>_proba``), whose average's argmax is scored
+    as the cells' own predictions are. None when the cells carry neither."""
+    from shiftkit.evaluation.metrics import segmentation_counts
+
     arrays = [a for _, a in loaded.values()]
-    if not arrays or "target_score" not in arrays[0]:
+    if not arrays:
         return None
     out: dict[str, np.ndarray] = {}
     for role in ("target", "source"):
-        out[f"{role}_label"] = arrays[0][f"{role}_label"]
-        out[f"{role}_score"] = np.mean([a[f"{role}_score"] for a in arrays], axis=0).astype(np.float32)
+        first = arrays[0]
+        if f"{role}_score" in first:
+            out[f"{role}_label"] = first[f"{role}_label"]
+            out[f"{role}_score"] = np.mean([a[f"{role}_score"] for a in arrays], axis=0).astype(np.float32)
+        elif f"ens_{role}_proba" in first:
+            mean = np.mean([a[f"ens_{role}_proba"].astype(np.float32) for a in arrays], axis=0)
+            if f"ens_{role}_mask" in first:
+                out[f"{role}_counts"] = segmentation_counts(first[f"ens_{role}_mask"], mean.argmax(1), mean.shape[1])
+            else:
+                out[f"{role}_label"] = first[f"{role}_label"]
+                out[f"{role}_pred"] = mean.argmax(1).astype(np.int8)
+        else:
+            return None
     t = _stats(out, "target")
     res = {"target": metric_from_stats(t), "target_ci": list(bootstrap_ci(t)),
            "source": metric_from_stats(_stats(out, "source")), "proxy_a_distance": math.nan}
