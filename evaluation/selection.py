@@ -33,6 +33,12 @@ Validators (``VALIDATORS``):
   :func:`mixval_probes` from a ``predict`` callable while the model exists and stored in
   :class:`CandidateOutputs` (``mixval_intra``, ``mixval_inter``); the validator combines them
   by the mean of their ranks over the candidates.
+- ``restyled_val``: the candidate's score on a pseudo-target validation set: the labelled
+  source validation images restyled toward unlabelled target images (Fourier amplitude swap,
+  histogram matching or pixel-distribution matching, one at random per image, fixed seed), so
+  the labels are the source's and the look is the target's. It measures what an acquisition
+  shift (scanner, camera, contrast) costs a candidate, not a change of content; it is measured
+  while the model exists and stored in :class:`CandidateOutputs` (``restyled_val_score``).
 - ``rank_mean``: the mean rank of ``source_val``, ``dev`` and ``ensv`` (an ensemble of validators).
 
 :func:`safe_choice` adds a safety rule on top of a :class:`Selection`: it keeps the chosen
@@ -57,7 +63,7 @@ from shiftkit.datasets.errors import DataError
 from .metrics import confusion_matrix_seg, miou_from_confusion
 from .risk import classifier_density_ratio, dev_risk, iwcv_risk, prediction_entropy, soft_neighborhood_density
 
-__all__ = ["CandidateOutputs", "DEFAULT_VALIDATOR", "MIXVAL_LAMBDA", "SafeChoice", "Selection", "VALIDATORS",
+__all__ = ["BASELINE_POLICIES", "CandidateOutputs", "DEFAULT_VALIDATOR", "deploy_policy", "MIXVAL_LAMBDA", "SafeChoice", "Selection", "VALIDATORS",
            "candidate_outputs_from_predictions", "mixval_probes", "safe_choice", "select", "validator_scores"]
 
 #: The validator `select` uses by default (it proposes; :func:`safe_choice` decides). How it was
@@ -88,6 +94,9 @@ class CandidateOutputs:
         mixval_intra, mixval_inter: MixVal's intra- / inter-cluster probe accuracies in [0, 1]
             (:func:`mixval_probes`); NaN when not measured (the ``mixval`` validator then
             refuses to score).
+        restyled_val_score: the source validation score (AUROC / accuracy / mIoU) on the
+            source validation images restyled toward unlabelled target images (a pseudo-target
+            validation set); NaN when not measured (the ``restyled_val`` validator then refuses).
     """
 
     source_val_loss: np.ndarray
@@ -99,6 +108,7 @@ class CandidateOutputs:
     target_pred: np.ndarray
     mixval_intra: float = math.nan
     mixval_inter: float = math.nan
+    restyled_val_score: float = math.nan
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fields as arrays (for ``np.savez``)."""
@@ -106,7 +116,7 @@ class CandidateOutputs:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, Any]) -> CandidateOutputs:
-        optional = ("mixval_intra", "mixval_inter")  # outputs stored before MixVal existed lack them
+        optional = ("mixval_intra", "mixval_inter", "restyled_val_score")  # outputs stored before these existed lack them
         missing = [k for k in cls.__dataclass_fields__ if k not in arrays and k not in optional]
         if missing:
             raise DataError(f"candidate outputs lack {missing}")
@@ -289,6 +299,14 @@ def _mixval(cands: Mapping[str, CandidateOutputs]) -> dict[str, float]:
     return out
 
 
+def _restyled_val(cands: Mapping[str, CandidateOutputs]) -> dict[str, float]:
+    missing = [n for n, c in cands.items() if not np.isfinite(c.restyled_val_score)]
+    if missing:
+        raise DataError(f"restyled_val: candidates {missing} have no restyled source-validation score "
+                        "(measure it while the model exists: shiftkit.adapt.harness.auto_select.candidate_outputs)")
+    return {n: float(c.restyled_val_score) for n, c in cands.items()}
+
+
 def _per_candidate(fn: Callable[[CandidateOutputs], float]) -> Callable[[Mapping[str, CandidateOutputs]], dict[str, float]]:
     return lambda cands: {n: float(fn(c)) for n, c in cands.items()}
 
@@ -301,6 +319,7 @@ VALIDATORS: dict[str, Callable[[Mapping[str, CandidateOutputs]], dict[str, float
     "snd": _per_candidate(lambda c: soft_neighborhood_density(c.target_proba)),
     "ensv": _ensemble_agreement,
     "mixval": _mixval,
+    "restyled_val": _restyled_val,
 }
 _RANK_MEAN_OF = ("source_val", "dev", "ensv")
 
@@ -323,6 +342,8 @@ def validator_scores(candidates: Mapping[str, CandidateOutputs],
         names = [*VALIDATORS, "rank_mean"]
         if not all(np.isfinite(c.mixval_intra) or np.isfinite(c.mixval_inter) for c in candidates.values()):
             names.remove("mixval")  # outputs without probe scores: every other validator still runs
+        if not all(np.isfinite(c.restyled_val_score) for c in candidates.values()):
+            names.remove("restyled_val")
     else:
         names = list(validators)
     unknown = [v for v in names if v not in VALIDATORS and v != "rank_mean"]
@@ -482,3 +503,60 @@ def safe_choice(selection: Selection, baseline: str, *, fallback: str | None = N
 #: ensemble alone closed 49 % of the radiograph gap). Segmentation in the harness has no ensemble
 #: row, so there the fallback is source-only.
 SAFETY_FALLBACK = "ensemble"
+
+
+#: Deployment policies besides a single validator's choice (:func:`deploy_policy`).
+BASELINE_POLICIES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
+                     "restyled_val_top3", "restyled_val_top_half")
+
+
+def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, CandidateOutputs], *,
+                  baseline: str) -> tuple[tuple[str, ...], str]:
+    """What a label-free deployment policy deploys: ``(members, reason)``.
+
+    One member is that candidate; several are their ensemble (averaged probabilities).
+
+    Policies:
+        ``always_source_only``: the baseline. ``always_ensemble``: every candidate.
+        ``ensv_top_half`` / ``ensv_top3``: the ensemble of the ``ceil(n/2)`` / 3 candidates that
+        agree most with the ensemble of all (EnsV's role model), so a candidate that collapsed or
+        drifted away from the others does not vote. ``ensv_trimmed``: the same twice over (the
+        top half's own ensemble is the second role model; its top half is deployed).
+        ``mixval>ensv_safe``: :func:`safe_choice` of ``selection`` (MixVal proposes, EnsV must
+        agree by :data:`SAFETY_MARGIN`), falling back to the ensemble of every candidate.
+        Any validator name: that validator's choice alone.
+    """
+    names = list(candidates)
+    if baseline not in names:
+        raise DataError(f"deploy_policy: baseline {baseline!r} is not a candidate ({names})")
+
+    def top(cands: Sequence[str], k: int) -> list[str]:
+        agree = _ensemble_agreement({n: candidates[n] for n in cands})
+        order = sorted(cands, key=lambda n: (-agree[n], cands.index(n)))  # ties: listed first
+        return order[:k]
+
+    if policy == "always_source_only":
+        return (baseline,), "the baseline"
+    if policy == "always_ensemble":
+        return tuple(names), f"the ensemble of all {len(names)} candidates"
+    if policy == "ensv_top_half":
+        k = math.ceil(len(names) / 2)
+        return tuple(top(names, k)), f"the ensemble of the {k} candidates that agree most with the ensemble of all"
+    if policy == "ensv_top3":
+        return tuple(top(names, min(3, len(names)))), "the ensemble of the 3 candidates that agree most with the ensemble of all"
+    if policy == "ensv_trimmed":
+        half = top(names, math.ceil(len(names) / 2))
+        k = math.ceil(len(half) / 2)
+        return tuple(top(half, k)), (f"the ensemble of the {k} candidates that agree most with the ensemble of the "
+                                     f"{len(half)} that agree most with the ensemble of all")
+    if policy in ("restyled_val_top3", "restyled_val_top_half"):
+        sc = selection.scores.get("restyled_val") or _restyled_val(candidates)
+        k = 3 if policy.endswith("top3") else math.ceil(len(names) / 2)
+        order = sorted(names, key=lambda n: (-sc[n], names.index(n)))[:k]
+        return tuple(order), f"the ensemble of the {k} candidates with the best restyled source-validation score"
+    if policy == "mixval>ensv_safe":
+        sc = safe_choice(selection, baseline, fallback="ensemble")
+        return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), sc.reason
+    if policy in selection.choices:
+        return (selection.choices[policy],), f"{policy}'s choice"
+    raise DataError(f"unknown deployment policy {policy!r}; known: {[*BASELINE_POLICIES, 'mixval>ensv_safe', *selection.choices]}")

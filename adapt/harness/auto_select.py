@@ -102,7 +102,40 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x))[0], images, p_t.argmax(1))
     out = candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
                                              pixel_sample=pixel_sample)
-    return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]))
+    restyled = restyled_validation(source_val, images, task)
+    p_r, _ = method.predict_proba_and_features(ArrayDataset(restyled))
+    score = _score_of(_labels(source_val, task), p_r, task, num_classes)
+    return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]),
+                   restyled_val_score=score)
+
+
+def restyled_validation(source_val: Any, target_images: np.ndarray, task: str, *, seed: int = 0) -> np.ndarray:
+    """The source validation images restyled toward the unlabelled ``target_images``
+    ``(N_t, C, H, W)``: ``(N_val, C, H, W)`` float32 in [0, 1], the same for every candidate
+    (fixed seed per image). The restyle is :func:`shiftkit.adapt.augment.restyle.target_restyle`
+    (``"mixed"``: FDA, histogram or pixel-distribution matching at random, full strength);
+    geometry is untouched, so source labels and masks still hold."""
+    from shiftkit.adapt.augment.restyle import target_restyle
+
+    aug = target_restyle(np.asarray(target_images, np.float32), method="mixed", strength=1.0, seed=seed)
+    out = []
+    for i in range(len(source_val)):
+        img = np.asarray(source_val[i]["image"], np.float32)  # (C, H, W)
+        hwc = np.moveaxis(img, 0, -1)
+        r = np.asarray(aug(hwc, seed=i)["image"], np.float32)
+        out.append(np.moveaxis(r if r.ndim == 3 else r[..., None], -1, 0))
+    return np.clip(np.stack(out), 0.0, 1.0)
+
+
+def _score_of(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int) -> float:
+    """AUROC (binary), accuracy (multi-class) or mIoU (segmentation) of ``proba``."""
+    from shiftkit.evaluation import metrics
+
+    if task == "classification":
+        if proba.shape[1] == 2:
+            return float(metrics.auroc(labels, proba)[0])
+        return float(np.mean(proba.argmax(1) == labels))
+    return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
