@@ -63,7 +63,7 @@ from shiftkit.datasets.errors import DataError
 from .metrics import confusion_matrix_seg, miou_from_confusion
 from .risk import classifier_density_ratio, dev_risk, iwcv_risk, prediction_entropy, soft_neighborhood_density
 
-__all__ = ["BASELINE_POLICIES", "CandidateOutputs", "DEFAULT_VALIDATOR", "deploy_policy", "MIXVAL_LAMBDA", "SafeChoice", "Selection", "VALIDATORS",
+__all__ = ["BASELINE_POLICIES", "CandidateOutputs", "DEFAULT_VALIDATOR", "DEPLOY_POLICY", "POLICIES", "deploy_policy", "deployed_label", "MIXVAL_LAMBDA", "SafeChoice", "Selection", "VALIDATORS",
            "candidate_outputs_from_predictions", "mixval_probes", "safe_choice", "select", "validator_scores"]
 
 #: The validator `select` uses by default (it proposes; :func:`safe_choice` decides). How it was
@@ -560,3 +560,16 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
     if policy in selection.choices:
         return (selection.choices[policy],), f"{policy}'s choice"
     raise DataError(f"unknown deployment policy {policy!r}; known: {[*BASELINE_POLICIES, 'mixval>ensv_safe', *selection.choices]}")
+
+#: The policy ``selected`` / ``auto`` deploys by default (:func:`deploy_policy`).
+DEPLOY_POLICY = "mixval>ensv_safe"
+#: Every policy :func:`deploy_policy` knows besides a single validator's choice.
+POLICIES = (*BASELINE_POLICIES, "mixval>ensv_safe")
+
+
+def deployed_label(members: Sequence[str], pool: Sequence[str]) -> str:
+    """How a deployment is named in reports: the candidate, ``ensemble`` when every candidate of
+    ``pool`` votes, or ``ensemble(a+b+c)`` for a subset."""
+    if len(members) == 1:
+        return members[0]
+    return "ensemble" if set(members) == set(pool) else "ensemble(" + "+".join(members) + ")"

@@ -139,14 +139,9 @@ def _score_of(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
-    """Target test AUROC (classification) / mIoU (segmentation): for reporting the validators only."""
-    from shiftkit.evaluation import metrics
-
+    """Target test score (:func:`_score_of`): for reporting the validators only."""
     proba, _ = method.predict_proba_and_features(data["target_test"])
-    labels = data["target_test_labels"]
-    if task == "classification":
-        return float(metrics.classification_metrics(labels, proba)["auroc"])
-    return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
+    return _score_of(np.asarray(data["target_test_labels"]), proba, task, num_classes)
 
 
 def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,
@@ -165,7 +160,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     from shiftkit.adapt.deploy.ensemble import fitted_ensemble
     from shiftkit.adapt.harness.candidates import BASELINE, ENSEMBLE, candidate_pool
     from shiftkit.adapt.methods import get_method
-    from shiftkit.evaluation.selection import SAFETY_FALLBACK, safe_choice, select
+    from shiftkit.evaluation.selection import deploy_policy, deployed_label, safe_choice, select
 
     sel = config.selection
     specs = list(sel.candidates) or list(candidate_pool(config.task, num_classes=num_classes))
@@ -184,32 +179,40 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
                                           config.task, num_classes)
         atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
-    # The ensemble of the candidates (averaged probabilities): the fallback when it is chosen as
-    # one, and a reported row either way. Built from the fitted candidates; nothing trains.
-    ensemble = fitted_ensemble(list(fitted.values()), config.task, num_classes)
     if BASELINE in outputs:
-        fallback = ENSEMBLE if SAFETY_FALLBACK == "ensemble" else BASELINE
-        safety = safe_choice(choice, BASELINE, fallback=fallback)
+        safety = safe_choice(choice, BASELINE, fallback=ENSEMBLE)
+        members, why = deploy_policy(sel.policy, choice, outputs, baseline=BASELINE)
     else:  # no source-only among the user's candidates: nothing to compare with
         safety = None
-    deployed = safety.chosen if safety is not None else choice.chosen
+        members, why = (choice.chosen,), f"{choice.validator}'s choice (no {BASELINE} among the candidates)"
+    deployed = deployed_label(members, specs)
+    # The ensemble of every candidate (averaged probabilities) is a reported row either way;
+    # a deployed ensemble is built from its members' fitted models. Nothing trains.
+    ensemble = fitted_ensemble(list(fitted.values()), config.task, num_classes)
+    model = (fitted[members[0]] if len(members) == 1 else ensemble if deployed == ENSEMBLE
+             else fitted_ensemble([fitted[m] for m in members], config.task, num_classes))
     # Target test labels from here on: reporting how each validator did, never the choice.
     truth = {spec: _true_score(m, data, config.task, num_classes) for spec, m in fitted.items()}
     evaluation = choice.evaluate(truth)
     section = {
         "validator": choice.validator,
         "chosen": deployed,
+        "policy": sel.policy,
+        "members": list(members),
+        "why": why,
+        "deployed_true_target": _true_score(model, data, config.task, num_classes),
         "proposed": choice.chosen,
         "safety": safety.to_dict() if safety is not None else
         {"fell_back": False, "reason": f"no {BASELINE} among the candidates: the safety rule did not run"},
         "ensemble_true_target": _true_score(ensemble, data, config.task, num_classes),
         "candidates": specs,
         "outputs": {spec: f"selection/{slug(spec)}.npz" for spec in specs},
-        "true_metric": "target test " + ("auroc" if config.task == "classification" else "miou"),
+        "true_metric": "target test " + ("miou" if config.task == "segmentation" else
+                                         "auroc" if num_classes == 2 else "accuracy"),
         "true_target": truth,
         "validators": {v: {"choice": choice.choices[v], "score": float(choice.scores[v][choice.choices[v]]),
                            "spearman": evaluation[v]["spearman"], "regret": evaluation[v]["regret"]}
                        for v in choice.scores},
         "scores": {v: dict(s) for v, s in choice.scores.items()},
     }
-    return (ensemble if deployed == ENSEMBLE else fitted[deployed]), section
+    return model, section

@@ -95,23 +95,28 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
 
 
 def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
-            require_all: bool = False) -> tuple[dict[str, Any], tuple[dict, dict] | None] | None:
-    """Label-free choice among the finished candidate cells of one (benchmark, seed), with the
-    safety rule, plus each validator's and each policy's regret (the embedded benchmarks have
-    target labels; the choice never reads them).
+            require_all: bool = False) -> tuple[dict[str, Any], tuple[dict, dict] | None, tuple[dict, dict]] | None:
+    """Label-free choice among the finished candidate cells of one (benchmark, seed): what the
+    deployment policy (:data:`shiftkit.evaluation.selection.DEPLOY_POLICY`) deploys, plus each
+    validator's and each policy's regret (the embedded benchmarks have target labels; the choice
+    never reads them).
 
-    Policies compared (``policies``): every validator alone; the safety rule falling back to
-    source-only (``safe>source_only``) or to the candidates' ensemble (``safe>ensemble``);
-    ``always_source_only`` and ``always_ensemble``. For each: its choice, true target score,
-    regret (best candidate's true score minus it) and gain over source-only.
+    Policies compared (``policies``): every validator alone and every policy of
+    :data:`shiftkit.evaluation.selection.POLICIES` (the safety rule, the ensemble of all
+    candidates, ensembles of the top candidates by a validator, source-only). For each: what it
+    deploys, its true target score, regret (best single candidate's true score minus it) and
+    gain over source-only. Returns ``(summary, ensemble of all, deployed cell)``.
 
     ``require_all``: None unless every candidate of the pool is finished (the table uses this,
     so a seed's `selected` row never comes from part of the pool)."""
-    from shiftkit.adapt.harness.candidates import BASELINE, ENSEMBLE
+    from shiftkit.adapt.harness.candidates import BASELINE
     from shiftkit.evaluation.selection import (
         DEFAULT_VALIDATOR,
-        SAFETY_FALLBACK,
+        DEPLOY_POLICY,
+        POLICIES,
         CandidateOutputs,
+        deploy_policy,
+        deployed_label,
         safe_choice,
         select,
     )
@@ -130,20 +135,33 @@ def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = No
         return None
     sel = select(cands, validator or DEFAULT_VALIDATOR)
     ens = _ensemble_cell(loaded)
-    ens_true = ens[0]["target"] if ens is not None else math.nan
-    safe = {fb: safe_choice(sel, BASELINE, fallback=fb) for fb in (BASELINE, ENSEMBLE)}
-    if ens is None:  # no ensemble on this task: its fallback is the baseline
-        safe[ENSEMBLE] = safe_choice(sel, BASELINE)
-    chosen = safe[BASELINE if SAFETY_FALLBACK == "baseline" or ens is None else ENSEMBLE]
-    true_all = {**truth, ENSEMBLE: ens_true}
     best = max(truth.values())
-    picks = {**sel.choices, f"safe>{BASELINE}": safe[BASELINE].chosen, f"safe>{ENSEMBLE}": safe[ENSEMBLE].chosen,
-             f"always_{BASELINE}": BASELINE, f"always_{ENSEMBLE}": ENSEMBLE if ens is not None else BASELINE}
-    policies = {p: {"choice": c, "true": true_all[c], "regret": best - true_all[c],
-                    "gain_vs_source_only": true_all[c] - truth[BASELINE]} for p, c in picks.items()}
-    return {"seed": seed, "candidates": list(cands), "true_target": truth, "ensemble_target": ens_true,
-            **sel.to_dict(), "chosen": chosen.chosen, "proposed": sel.chosen, "safety": chosen.to_dict(),
-            "evaluation": sel.evaluate(truth), "policies": policies}, ens
+    cells: dict[tuple[str, ...], tuple[dict, dict] | None] = {}
+
+    def cell_of(members: tuple[str, ...]) -> tuple[dict, dict] | None:
+        if members not in cells:
+            cells[members] = loaded[members[0]] if len(members) == 1 else _ensemble_cell(
+                {m: loaded[m] for m in members})
+        return cells[members]
+
+    policies = {}
+    for p in (*sel.choices, *POLICIES):
+        members, why = deploy_policy(p, sel, cands, baseline=BASELINE)
+        got = cell_of(members)
+        t = got[0]["target"] if got is not None else math.nan
+        policies[p] = {"choice": deployed_label(members, list(cands)), "members": list(members), "why": why,
+                       "true": t, "regret": best - t, "gain_vs_source_only": t - truth[BASELINE]}
+    members, why = deploy_policy(DEPLOY_POLICY, sel, cands, baseline=BASELINE)
+    deployed = cell_of(members)
+    if deployed is None:  # an ensemble the cells cannot score (they predate stored probabilities)
+        members, why = (sel.chosen,), f"{sel.validator}'s choice (no ensemble can be scored from these cells)"
+        deployed = cell_of(members)
+    safety = safe_choice(sel, BASELINE, fallback="ensemble")
+    return {"seed": seed, "candidates": list(cands), "true_target": truth,
+            "ensemble_target": ens[0]["target"] if ens is not None else math.nan, **sel.to_dict(),
+            "policy": DEPLOY_POLICY, "chosen": deployed_label(members, list(cands)), "members": list(members),
+            "why": why, "proposed": sel.chosen, "safety": safety.to_dict(),
+            "evaluation": sel.evaluate(truth), "policies": policies}, ens, deployed
 
 
 @dataclass
@@ -184,13 +202,11 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
             if "selected" in methods:
                 got_sel = _select(root, b, seed, validator=validator, require_all=True)
                 if got_sel is not None:
-                    s, ens = got_sel
+                    s, ens, deployed = got_sel
                     selections.append(s)
                     if ens is not None:
                         per["ensemble"] = ens
-                    got = ens if s["chosen"] == "ensemble" else _load(root, b, s["chosen"], seed)
-                    if got is not None:
-                        per["selected"] = got
+                    per["selected"] = deployed
             for m, (res, arrays) in per.items():
                 row = rows.setdefault(m, _Row(m))
                 row.seeds.append(seed)
@@ -238,7 +254,7 @@ def summarise(root: Path, *, methods: Sequence[str] | None = None, benchmarks: S
                     "seeds_below_source_only": int(sum(s["policies"][p]["gain_vs_source_only"] < 0
                                                        for s in selections)),
                     "choices": [s["policies"][p]["choice"] for s in selections]}
-                for p in pols}, "fallbacks": [s["safety"]["reason"] for s in selections if s["safety"]["fell_back"]]}
+                for p in pols}, "fallbacks": [f"seed {s['seed']}: {s['chosen']}: {s['why']}" for s in selections]}
         spec = BENCHMARKS[b]
         table["benchmarks"][b] = {"metric": spec.metric, "seeds": found, "rows": out_rows, "selection": sel_summary}
     _atomic_json(root / "table.json", table)
@@ -280,7 +296,9 @@ def render_markdown(table: dict[str, Any]) -> str:
                       "target images only."]
         sel = t.get("selection")
         if sel:
-            lines += ["", f"Label-free selection ({table['validator']} chooses `selected`): each validator's "
+            policy = sel["per_seed"][0].get("policy", "-") if sel.get("per_seed") else "-"
+            lines += ["", f"Label-free selection (`selected` deploys what the policy `{policy}` chooses; "
+                      f"{table['validator']} proposes): each validator's "
                       "mean / max regret and mean Spearman with the true target metric", "",
                       "| validator | mean regret | max regret | mean Spearman | choices per seed |",
                       "| --- | --- | --- | --- | --- |"]
@@ -288,8 +306,12 @@ def render_markdown(table: dict[str, Any]) -> str:
                 choices = ", ".join(p["evaluation"][v]["choice"] for p in sel["per_seed"])
                 lines.append(f"| {v} | {_f(s['mean_regret'])} | {_f(s['max_regret'])} | {_f(s['mean_spearman'], 2)} | {choices} |")
             if sel.get("policies"):
-                lines += ["", "Policies (regret = best candidate's true score minus the policy's; gain = the "
-                          "policy's true score minus source-only's; `safe>X`: the safety rule, falling back to X)", "",
+                lines += ["", "Policies (regret = best single candidate's true score minus the policy's, negative "
+                          "when an ensemble beats every candidate; gain = the policy's true score minus "
+                          "source-only's; `mixval>ensv_safe`: the safety rule, MixVal proposing and EnsV "
+                          "agreeing by a margin, else the ensemble of all; `X_top3` / `X_top_half`: the ensemble "
+                          "of the candidates validator X ranks highest; `ensv_trimmed`: EnsV's top half of its "
+                          "top half)", "",
                           "| policy | mean regret | max regret | mean gain vs source-only | min gain | "
                           "seeds below source-only | choices per seed |", "| --- | --- | --- | --- | --- | --- | --- |"]
                 for p, s in sel["policies"].items():
@@ -297,7 +319,7 @@ def render_markdown(table: dict[str, Any]) -> str:
                                  f"{_f(s['mean_gain_vs_source_only'])} | {_f(s['min_gain_vs_source_only'])} | "
                                  f"{s['seeds_below_source_only']} of {len(s['choices'])} | {', '.join(s['choices'])} |")
             for reason in sel.get("fallbacks", []):
-                lines.append(f"\nSafety rule fired: {reason}")
+                lines.append(f"\nDeployed: {reason}")
         lines.append("")
     return "\n".join(lines)
 

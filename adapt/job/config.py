@@ -29,6 +29,7 @@ from shiftkit.adapt.methods.registry import (
 )
 from shiftkit.adapt.methods.spec import parse_spec
 from shiftkit.datasets.errors import ConfigError
+from shiftkit.evaluation.selection import DEPLOY_POLICY as DEFAULT_POLICY
 
 #: The built-in method names (``shiftkit.adapt.methods.registry``); methods registered at run
 #: time are accepted too.
@@ -61,6 +62,15 @@ def _candidate(spec: str) -> str:
     if get_method(name).requires.target == "labelled":
         raise ValueError(f"candidate {spec!r}: trains on target labels, so it cannot be a label-free candidate")
     return spec.strip()
+
+
+def _policy(name: str) -> str:
+    from shiftkit.evaluation.selection import POLICIES, VALIDATORS
+
+    known = [*POLICIES, *VALIDATORS, "rank_mean"]
+    if name not in known:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(known)}")
+    return name
 
 
 def _validator(name: str) -> str:
@@ -172,6 +182,11 @@ class SelectionConfig(_Section):
     validator: Annotated[str, AfterValidator(_validator)] = Field(
         "mixval", description="the label-free validator that proposes (default: "
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
+
+    policy: Annotated[str, AfterValidator(_policy)] = Field(
+        DEFAULT_POLICY, description="what auto deploys (shiftkit.evaluation.selection.deploy_policy): a validator's "
+        "choice, the safety rule (mixval>ensv_safe), or an ensemble of the candidates (always_ensemble, "
+        "ensv_top_half, restyled_val_top3, ...); default shiftkit.evaluation.selection.DEPLOY_POLICY")
 
     @model_validator(mode="after")
     def _unique(self) -> SelectionConfig:
