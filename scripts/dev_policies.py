@@ -57,8 +57,8 @@ def rows(roots: list[Path]):
                     raise SystemExit(f"{root}: {b} seed {seed} is not a development data seed")
                 pool = candidates_for(b)
                 got = {m: _read(root, b, m, seed) for m in pool}
-                if any(v is None for v in got.values()):
-                    continue
+                if any(v is None or "sel_restyled_val_score" not in v[1] for v in got.values()):
+                    continue  # unfinished, or made before the pseudo-target score existed
                 truth = {m: v[0]["target"] for m, v in got.items()}
                 cands = {m: CandidateOutputs.from_arrays(_stats(v[1], "sel")) for m, v in got.items()}
                 stale = sum(not v[2] for v in got.values())

@@ -213,9 +213,7 @@ def build_and_fit(method: str, spec: BenchmarkSpec, seed: int, model_seed: int, 
     if name == ORACLE:
         # As many labelled target images as the source has, the whole budget, early-stopped on
         # labelled target validation data: an upper bound, not a deployable result.
-        start = params.get("start", ORACLE_START)
-        if start not in ("scratch", "source"):
-            raise ConfigError("efficacy", [f"{method!r}: start must be 'scratch' or 'source', got {start!r}"])
+        start = params.get("start", ORACLE_START)  # checked by check_method
         net = (spec.backbone if start == "scratch"
                else copy.deepcopy(pretrained_source(spec, seed, model_seed, cache, augment=None)))
         m = _method_class(BASELINE)(net, **_train_kwargs(

@@ -160,6 +160,8 @@ def check_method(spec: str) -> tuple[str, dict[str, Any]]:
     if unknown:
         raise ConfigError("efficacy", [f"{spec!r}: unknown setting(s) {unknown}; {name} takes "
                                        f"{sorted(settings_of(name)) or 'no settings'}"])
+    if name == ORACLE and params.get("start", ORACLE_START) not in ("scratch", "source"):
+        raise ConfigError("efficacy", [f"{spec!r}: start must be 'scratch' or 'source', got {params['start']!r}"])
     if name != ORACLE and labelled_target(name):
         default = _method_class(name).labelled_fraction
         if default is None and "frac" not in params:

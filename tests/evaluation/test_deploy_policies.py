@@ -1,0 +1,85 @@
+"""Deployment policies of label-free selection: ensembles of the top candidates, the pseudo-target
+(restyled source validation) validator, and the ensemble the harness scores from stored cells."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shiftkit.datasets.errors import DataError
+from shiftkit.evaluation.selection import (
+    POLICIES,
+    CandidateOutputs,
+    deploy_policy,
+    deployed_label,
+    safe_choice,
+    select,
+)
+
+
+def _cand(proba: np.ndarray, *, restyled: float = math.nan, mix: float = 0.5) -> CandidateOutputs:
+    rng = np.random.default_rng(0)
+    return CandidateOutputs(
+        source_val_loss=rng.random(20).astype(np.float32), source_val_score=0.8,
+        source_features=rng.normal(size=(30, 4)).astype(np.float32),
+        source_val_features=rng.normal(size=(20, 4)).astype(np.float32),
+        target_features=rng.normal(size=(len(proba), 4)).astype(np.float32),
+        target_proba=proba.astype(np.float32), target_pred=proba.argmax(1), mixval_intra=mix, mixval_inter=mix,
+        restyled_val_score=restyled)
+
+
+def _pool(n: int = 200, k: int = 4) -> tuple[dict[str, CandidateOutputs], np.ndarray]:
+    """Five candidates that are noisy copies of the truth and one that collapsed to class 0."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, k, n)
+    cands = {}
+    for i, name in enumerate(["source_only", "a", "b", "c", "d"]):
+        logits = rng.normal(size=(n, k)) + 2.5 * np.eye(k)[y] * (0.6 + 0.1 * i)
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        cands[name] = _cand(p, restyled=0.5 + 0.1 * i)
+    collapsed = np.full((n, k), 0.01)
+    collapsed[:, 0] = 0.97
+    cands["collapsed"] = _cand(collapsed, restyled=0.1)
+    return cands, y
+
+
+def test_ensv_top_half_leaves_out_a_collapsed_candidate_and_restyled_top3_takes_the_best_scores() -> None:
+    cands, _ = _pool()
+    sel = select(cands, "entropy")  # entropy prefers the collapsed, confident candidate
+    assert sel.chosen == "collapsed"
+    members, why = deploy_policy("ensv_top_half", sel, cands, baseline="source_only")
+    assert len(members) == 3 and "collapsed" not in members and "3 candidates" in why
+    members, _ = deploy_policy("restyled_val_top3", sel, cands, baseline="source_only")
+    assert members == ("d", "c", "b")  # restyled scores 0.9, 0.8, 0.7
+    assert deploy_policy("always_ensemble", sel, cands, baseline="source_only")[0] == tuple(cands)
+    assert deploy_policy("always_source_only", sel, cands, baseline="source_only")[0] == ("source_only",)
+    assert deploy_policy("restyled_val", sel, cands, baseline="source_only")[0] == ("d",)
+    trimmed, _ = deploy_policy("ensv_trimmed", sel, cands, baseline="source_only")
+    assert len(trimmed) == 2 and set(trimmed) <= set(deploy_policy("ensv_top_half", sel, cands, baseline="source_only")[0])
+
+
+def test_the_safety_rule_policy_is_safe_choice_with_the_ensemble_fallback() -> None:
+    cands, _ = _pool()
+    sel = select(cands, "entropy")
+    sc = safe_choice(sel, "source_only", fallback="ensemble")
+    members, why = deploy_policy("mixval>ensv_safe", sel, cands, baseline="source_only")
+    assert why == sc.reason
+    assert members == (tuple(cands) if sc.chosen == "ensemble" else (sc.chosen,))
+    assert deployed_label(tuple(cands), list(cands)) == "ensemble"
+    assert deployed_label(("a", "b"), list(cands)) == "ensemble(a+b)"
+    assert deployed_label(("a",), list(cands)) == "a"
+
+
+def test_policies_refuse_an_unknown_name_a_missing_baseline_and_missing_restyled_scores() -> None:
+    cands, _ = _pool()
+    sel = select(cands, "entropy")
+    with pytest.raises(DataError, match="unknown deployment policy 'best'.*always_ensemble"):
+        deploy_policy("best", sel, cands, baseline="source_only")
+    with pytest.raises(DataError, match="baseline 'plain'"):
+        deploy_policy("always_ensemble", sel, cands, baseline="plain")
+    bare = {n: _cand(c.target_proba) for n, c in cands.items()}
+    with pytest.raises(DataError, match="restyled source-validation score"):
+        deploy_policy("restyled_val_top3", select(bare, "entropy"), bare, baseline="source_only")
+    assert set(POLICIES) >= {"always_ensemble", "ensv_top_half", "restyled_val_top3", "mixval>ensv_safe"}
