@@ -29,7 +29,6 @@ from shiftkit.adapt.methods.registry import (
 )
 from shiftkit.adapt.methods.spec import parse_spec
 from shiftkit.datasets.errors import ConfigError
-from shiftkit.evaluation.selection import DEPLOY_POLICY as DEFAULT_POLICY
 
 #: The built-in method names (``shiftkit.adapt.methods.registry``); methods registered at run
 #: time are accepted too.
@@ -41,7 +40,12 @@ METHOD_NAMES = tuple(BUILTIN_METHODS)
 AUTO_METHOD = "auto"
 
 #: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
-VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "rank_mean")
+VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "restyled_val", "rank_mean")
+#: The deployment policies of ``shiftkit.evaluation.selection`` (``POLICIES``; any validator name
+#: is a policy too) and its default (``DEPLOY_POLICY``); a test keeps them equal.
+POLICY_NAMES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
+                "restyled_val_top3", "restyled_val_top_half", "mixval>ensv_safe")
+DEFAULT_POLICY = "mixval>ensv_safe"
 
 
 def _registered(name: str) -> str:
@@ -65,9 +69,7 @@ def _candidate(spec: str) -> str:
 
 
 def _policy(name: str) -> str:
-    from shiftkit.evaluation.selection import POLICIES, VALIDATORS
-
-    known = [*POLICIES, *VALIDATORS, "rank_mean"]
+    known = [*POLICY_NAMES, *VALIDATOR_NAMES]
     if name not in known:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(known)}")
     return name

@@ -60,6 +60,10 @@ def test_config_accepts_auto_and_its_selection_section() -> None:
     assert DEFAULT_CANDIDATES == tuple(defaults.candidates) == ()
     assert candidates_for("radiograph") == candidate_pool("classification", num_classes=2)
     assert set(VALIDATOR_NAMES) == {*VALIDATORS, "rank_mean"}
+    from shiftkit.adapt.job.config import DEFAULT_POLICY, POLICY_NAMES
+    from shiftkit.evaluation.selection import DEPLOY_POLICY, POLICIES
+
+    assert POLICY_NAMES == POLICIES and DEFAULT_POLICY == DEPLOY_POLICY == defaults.policy
     for bad, where in (({"candidates": ["dann", "danm"]}, "danm"),
                        ({"candidates": ["dann", "target_oracle"]}, "target labels"),
                        ({"candidates": ["dann", "dann[lambda_max]"]}, "key=value"),
@@ -112,22 +116,21 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     scores = validator_scores(outputs, [DEFAULT_VALIDATOR])[DEFAULT_VALIDATOR]
     assert sel.extra["proposed"] == max(candidates, key=lambda c: scores[c])
     assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.extra["proposed"]], rel=1e-6)
-    # The safety rule deploys the proposal only when every committee validator prefers it to
-    # source-only by the margin; otherwise the fallback (the candidates' ensemble), saying why.
-    from shiftkit.evaluation.selection import SAFETY_MARGIN
+    # What is deployed is what the policy chooses from the same saved outputs (the safety rule,
+    # a validator's choice or an ensemble of some candidates), named with its members and why.
+    from shiftkit.evaluation.selection import DEPLOY_POLICY, deploy_policy, deployed_label, select
 
-    safety = sel.extra["safety"]
-    confident = all(v > SAFETY_MARGIN for v in safety.get("leads", {}).values())
-    if sel.extra["proposed"] == "source_only" or not safety["fell_back"]:
-        assert sel.chosen == sel.extra["proposed"] and (sel.extra["proposed"] == "source_only" or confident)
-    else:
-        assert sel.chosen == "ensemble" and not confident and "not confidently better" in safety["reason"]
+    assert sel.extra["policy"] == DEPLOY_POLICY
+    members, why = deploy_policy(DEPLOY_POLICY, select(outputs, DEFAULT_VALIDATOR), outputs, baseline="source_only")
+    assert sel.chosen == deployed_label(members, candidates) and sel.extra["members"] == list(members)
+    assert sel.extra["why"] == why
     assert np.isfinite(sel.extra["ensemble_true_target"])
     # The chosen model is the run's `auto` method, scored and saved like the others.
     truth = sel.true_target
     auto_auroc = result.methods["auto"].target["auroc"]
-    deployed_truth = sel.extra["ensemble_true_target"] if sel.chosen == "ensemble" else truth[sel.chosen]
-    assert deployed_truth == pytest.approx(auto_auroc, abs=1e-9)
+    assert sel.extra["deployed_true_target"] == pytest.approx(auto_auroc, abs=1e-9)
+    if len(members) == 1:
+        assert truth[members[0]] == pytest.approx(auto_auroc, abs=1e-9)
     assert truth["source_only"] == pytest.approx(result.methods["source_only"].target["auroc"], abs=1e-9)
     assert (result.model_dir("auto") / "model.safetensors").is_file() or any(result.model_dir("auto").iterdir())
     # What auto deployed loads back, ensemble or single model, and predicts what the run scored.
