@@ -505,6 +505,12 @@ def safe_choice(selection: Selection, baseline: str, *, fallback: str | None = N
 SAFETY_FALLBACK = "ensemble"
 
 
+#: The safety-rule policies: ``proposer>...``: (proposing validator, committee that must agree
+#: it beats the baseline by :data:`SAFETY_MARGIN`); the fallback is the ensemble of all.
+_SAFE_POLICIES = {"mixval>ensv_safe": ("mixval", ("mixval", "ensv")),
+                  "restyled_val>safe": ("restyled_val", ("restyled_val",)),
+                  "restyled_val>ensv_safe": ("restyled_val", ("restyled_val", "ensv"))}
+
 #: Deployment policies besides a single validator's choice (:func:`deploy_policy`).
 BASELINE_POLICIES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
                      "restyled_val_top3", "restyled_val_top_half")
@@ -522,8 +528,11 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         agree most with the ensemble of all (EnsV's role model), so a candidate that collapsed or
         drifted away from the others does not vote. ``ensv_trimmed``: the same twice over (the
         top half's own ensemble is the second role model; its top half is deployed).
-        ``mixval>ensv_safe``: :func:`safe_choice` of ``selection`` (MixVal proposes, EnsV must
-        agree by :data:`SAFETY_MARGIN`), falling back to the ensemble of every candidate.
+        ``mixval>ensv_safe``: :func:`safe_choice` (MixVal proposes; MixVal and EnsV must both
+        score the proposal above the baseline by :data:`SAFETY_MARGIN` of their score range),
+        falling back to the ensemble of every candidate. ``restyled_val>safe``: the same with
+        ``restyled_val`` proposing and alone in the committee; ``restyled_val>ensv_safe``: with
+        EnsV in the committee too.
         Any validator name: that validator's choice alone.
     """
     names = list(candidates)
@@ -554,8 +563,16 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         k = 3 if policy.endswith("top3") else math.ceil(len(names) / 2)
         order = sorted(names, key=lambda n: (-sc[n], names.index(n)))[:k]
         return tuple(order), f"the ensemble of the {k} candidates with the best restyled source-validation score"
-    if policy == "mixval>ensv_safe":
-        sc = safe_choice(selection, baseline, fallback="ensemble")
+    if policy in _SAFE_POLICIES:
+        proposer, committee = _SAFE_POLICIES[policy]
+        scores = dict(selection.scores)
+        if proposer not in scores:
+            scores[proposer] = validator_scores(candidates, [proposer])[proposer]
+        choices = dict(selection.choices)
+        choices[proposer] = max(names, key=lambda n: (scores[proposer][n] if np.isfinite(scores[proposer][n])
+                                                     else -np.inf, -names.index(n)))
+        proposal = Selection(scores=scores, validator=proposer, chosen=choices[proposer], choices=choices)
+        sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
         return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), sc.reason
     if policy in selection.choices:
         return (selection.choices[policy],), f"{policy}'s choice"
@@ -564,7 +581,7 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
 #: The policy ``selected`` / ``auto`` deploys by default (:func:`deploy_policy`).
 DEPLOY_POLICY = "mixval>ensv_safe"
 #: Every policy :func:`deploy_policy` knows besides a single validator's choice.
-POLICIES = (*BASELINE_POLICIES, "mixval>ensv_safe")
+POLICIES = (*BASELINE_POLICIES, *_SAFE_POLICIES)
 
 
 def deployed_label(members: Sequence[str], pool: Sequence[str]) -> str:

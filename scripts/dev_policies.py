@@ -26,13 +26,13 @@ from shiftkit.adapt.harness.efficacy import Cell, candidates_for, cell_key_of
 from shiftkit.adapt.harness.table import _ensemble_cell, _stats
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
 from shiftkit.evaluation.selection import (
-    BASELINE_POLICIES,
+    POLICIES,
     CandidateOutputs,
     deploy_policy,
     select,
 )
 
-EXTRA = ("mixval>ensv_safe", "ensv", "mixval", "entropy", "restyled_val", "source_val", "snd", "dev")
+EXTRA = ("ensv", "mixval", "entropy", "restyled_val", "source_val", "snd", "dev")
 
 
 def _read(root: Path, b: str, method: str, seed: int) -> tuple[dict, dict, bool] | None:
@@ -73,7 +73,7 @@ def rows(roots: list[Path]):
 
                 sel = select(cands, "mixval")
                 best = max(truth.values())
-                for policy in (*BASELINE_POLICIES, *EXTRA):
+                for policy in (*POLICIES, *EXTRA):
                     members, why = deploy_policy(policy, sel, cands, baseline="source_only")
                     t = true_of(members)
                     if math.isnan(t):

@@ -44,7 +44,8 @@ VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixva
 #: The deployment policies of ``shiftkit.evaluation.selection`` (``POLICIES``; any validator name
 #: is a policy too) and its default (``DEPLOY_POLICY``); a test keeps them equal.
 POLICY_NAMES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
-                "restyled_val_top3", "restyled_val_top_half", "mixval>ensv_safe")
+                "restyled_val_top3", "restyled_val_top_half", "mixval>ensv_safe", "restyled_val>safe",
+                "restyled_val>ensv_safe")
 DEFAULT_POLICY = "mixval>ensv_safe"
 
 
