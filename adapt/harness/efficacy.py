@@ -19,7 +19,8 @@ Protocol (docs/efficacy.md):
   ``source_only`` row is that model trained for the same ``adapt_epochs`` on source data
   alone. The ``oracle`` trains on as many *labelled* target images as the source has, for
   ``epochs + adapt_epochs`` epochs (early-stopped on labelled target validation data: it is an
-  upper bound and says so).
+  upper bound and says so), fine-tuning a copy of the plain source model (``start=source``,
+  the default; ``oracle[start=scratch]`` trains a new network instead).
 - Per-seed 95 % intervals are bootstrap intervals over the target test images (sized so they
   are about +/- 0.02 or narrower); means over seeds carry a t interval.
 - ``selected``: per seed, the candidate of the benchmark's pool (:func:`candidates_for`) that
@@ -318,6 +319,8 @@ def cell_key_of(cell: Cell, *, quick: bool = False, model_seed: int = 0) -> tupl
     settings = resolved_settings(name, params, accepted)
     if "lr_mult" in accepted:
         settings.setdefault("lr_mult", spec.lr_mult)
+    if name == ORACLE:
+        settings.setdefault("start", ORACLE_START)
     return cell_key(spec.key(), name, settings, quick=quick, model_seed=model_seed), settings
 
 

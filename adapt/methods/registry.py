@@ -68,7 +68,8 @@ DEFAULT_CANDIDATES: tuple[str, ...] = ()
 #: references and the harness's ``oracle`` row.
 HARNESS_METHODS: tuple[str, ...] = (
     BASELINE, "dann", "augment", "adabn", "importance_weighted", "cdan", "mcc", "deep_coral", "self_training", "tent",
-    "shot", "finetune[frac=0.01]", "finetune[frac=0.05]", "finetune[frac=0.1]", "linear_probe", "oracle")
+    "shot", "finetune[frac=0.01]", "finetune[frac=0.05]", "finetune[frac=0.1]", "linear_probe", "oracle",
+    "oracle[start=scratch]")
 
 _REGISTERED: dict[str, Any] = {}
 

@@ -77,3 +77,49 @@ def test_restyled_validation_keeps_the_images_and_moves_their_look_to_the_target
     # The content stays where it was: each restyled image still correlates with its own shape.
     corr = [np.corrcoef(out[i, 0].ravel(), shapes[i].ravel())[0, 1] for i in range(len(out))]
     assert np.median(corr) > 0.5
+
+
+class _Thresholder:
+    """A fitted-method stand-in: P(class 1) from the mean brightness of the image's centre,
+    either in absolute terms (``relative=False``: what a scanner change breaks) or relative to
+    the image's own mean (``relative=True``: what it does not)."""
+
+    def __init__(self, relative: bool):
+        self.relative = relative
+
+    def predict_proba_and_features(self, dataset, batch_size: int = 128):
+        x = np.stack([np.asarray(dataset[i]["image"], np.float32) for i in range(len(dataset))])
+        centre = x[:, :, 12:20, 12:20].mean((1, 2, 3))
+        s = centre - x.mean((1, 2, 3)) if self.relative else centre - 0.3
+        p1 = 1 / (1 + np.exp(-40 * s))
+        return np.stack([1 - p1, p1], 1), x.reshape(len(x), -1)[:, ::16]
+
+
+def test_restyled_validation_prefers_the_candidate_that_survives_the_acquisition_shift() -> None:
+    from shiftkit.adapt.harness.auto_select import candidate_outputs
+    from shiftkit.adapt.training.data import ArrayDataset
+    from shiftkit.evaluation.selection import select
+
+    rng = np.random.default_rng(0)
+
+    def images(n: int, exposure: float) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        x = 0.2 + 0.03 * rng.normal(size=(n, 1, 32, 32))
+        x[:, :, 12:20, 12:20] += 0.2 * y[:, None, None, None]
+        x += rng.uniform(0, exposure, (n, 1, 1, 1))  # per-image exposure
+        return np.clip(x, 0, 1).astype(np.float32), y
+
+    xs, ys = images(80, 0.0)
+    xt, yt = images(80, 0.55)  # a scanner whose exposure varies: absolute thresholds break
+    src_val = ArrayDataset(xs, labels=ys)
+    outs = {name: candidate_outputs(_Thresholder(rel), src_val, ArrayDataset(xs), ArrayDataset(xt),
+                                    "classification", 2)
+            for name, rel in (("absolute", False), ("relative", True))}
+    # Both are (nearly) perfect on the source validation set; only one survives the shift.
+    assert outs["absolute"].source_val_score > 0.95 and outs["relative"].source_val_score > 0.95
+    truth = {n: roc_auc_score(yt, _Thresholder(rel).predict_proba_and_features(ArrayDataset(xt))[0][:, 1])
+             for n, rel in (("absolute", False), ("relative", True))}
+    assert truth["relative"] > truth["absolute"] + 0.1
+    sel = select(outs, "restyled_val")
+    assert sel.chosen == "relative"
+    assert outs["relative"].restyled_val_score > outs["absolute"].restyled_val_score + 0.1
