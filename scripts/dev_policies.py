@@ -8,7 +8,8 @@ true target score, its regret (best single candidate's true score minus the poli
 when an ensemble beats every candidate) and its gain over source-only; the gap closed against
 each oracle row present. Target labels are read only to score the policies, never by them.
 Development data only: every seed must be one of DEV_DATA_SEEDS. Cells are read whatever code
-made them (the folder's cells may predate the current code hash: the table says so).
+made them (a policy only reads stored outputs), but a (benchmark, seed) is left out unless
+every candidate carries the restyled source-validation score.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import shiftkit.adapt.harness.efficacy  # noqa: F401  (loads the harness before its table module)
-from shiftkit.adapt.harness.cells import code_hash
-from shiftkit.adapt.harness.efficacy import Cell, candidates_for, cell_key_of
+from shiftkit.adapt.harness.efficacy import Cell, candidates_for
 from shiftkit.adapt.harness.table import _ensemble_cell, _stats
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
 from shiftkit.evaluation.selection import (
@@ -35,15 +35,12 @@ from shiftkit.evaluation.selection import (
 EXTRA = ("ensv", "mixval", "entropy", "restyled_val", "source_val", "snd", "dev")
 
 
-def _read(root: Path, b: str, method: str, seed: int) -> tuple[dict, dict, bool] | None:
+def _read(root: Path, b: str, method: str, seed: int) -> tuple[dict, dict] | None:
     js, npz = Cell(method, b, seed).paths(root)
     if not (js.is_file() and npz.is_file()):
         return None
-    res = json.loads(js.read_text())
     with np.load(npz) as z:
-        arrays = {k: z[k] for k in z.files}
-    current = res.get("cell_key") == cell_key_of(Cell(method, b, seed))[0]
-    return res, arrays, current
+        return json.loads(js.read_text()), {k: z[k] for k in z.files}
 
 
 def rows(roots: list[Path]):
@@ -61,14 +58,13 @@ def rows(roots: list[Path]):
                     continue  # unfinished, or made before the pseudo-target score existed
                 truth = {m: v[0]["target"] for m, v in got.items()}
                 cands = {m: CandidateOutputs.from_arrays(_stats(v[1], "sel")) for m, v in got.items()}
-                stale = sum(not v[2] for v in got.values())
                 oracles = {o: r[0]["target"] for o in ("oracle", "oracle[start=source]")
                            if (r := _read(root, b, o, seed)) is not None}
 
                 def true_of(members: tuple[str, ...], truth: dict = truth, got: dict = got) -> float:
                     if len(members) == 1:
                         return truth[members[0]]
-                    ens = _ensemble_cell({m: got[m][:2] for m in members})
+                    ens = _ensemble_cell({m: got[m] for m in members})
                     return math.nan if ens is None else ens[0]["target"]
 
                 sel = select(cands, "mixval")
@@ -79,7 +75,7 @@ def rows(roots: list[Path]):
                     if math.isnan(t):
                         continue
                     yield {"root": str(root), "b": b, "seed": seed, "policy": policy, "members": members,
-                           "true": t, "regret": best - t, "gain": t - truth["source_only"], "stale": stale,
+                           "true": t, "regret": best - t, "gain": t - truth["source_only"],
                            "gap": {o: (t - truth["source_only"]) / (v - truth["source_only"])
                                    for o, v in oracles.items()}, "why": why}
 
@@ -87,15 +83,16 @@ def rows(roots: list[Path]):
 def main(roots: list[Path]) -> None:
     out = list(rows(roots))
     print(f"# Deployment policies on development data seeds\n\nMade by `python scripts/dev_policies.py "
-          f"{' '.join(map(str, roots))}` (code hash {code_hash()}; cells made by older code are counted "
-          f"in the `stale cells` column).\n")
+          f"{' '.join(map(str, roots))}`. Regret: best single candidate's true target score minus the "
+          "policy's (negative when an ensemble beats every candidate); gain: over source-only; gap closed: "
+          "of the source-only -> oracle gap, per seed, then averaged. An `oracle` cell that records no `start` "
+          "setting was trained from scratch (the default before `start=source`).\n")
     for b in ("radiograph", "dashcam", "digits"):
         sub = [r for r in out if r["b"] == b]
         if not sub:
             continue
         seeds = sorted({(r["root"], r["seed"]) for r in sub})
-        print(f"## {b} ({len(seeds)} seeds: {', '.join(str(s) for _, s in seeds)}; stale cells "
-              f"{sum(r['stale'] for r in sub if r['policy'] == 'always_ensemble')})\n")
+        print(f"## {b} ({len(seeds)} seeds: {', '.join(str(s) for _, s in seeds)})\n")
         print("| policy | mean true | mean regret | max regret | mean gain | min gain | below source-only "
               "| gap closed (oracle) | gap closed (oracle[start=source]) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

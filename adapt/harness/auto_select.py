@@ -5,12 +5,13 @@ registered label-free method that can do the task, with the settings grid each d
 :func:`shiftkit.adapt.harness.candidates.candidate_pool`) through the registry, as any other method,
 describes each by what a deployment has -- labelled SOURCE validation data and UNLABELLED
 target training images (:class:`shiftkit.evaluation.selection.CandidateOutputs`, with MixVal's
-probe accuracies measured on the target images) -- and proposes the candidate that
-``selection.validator`` scores highest (:func:`shiftkit.evaluation.selection.select`). The
-safety rule (:func:`shiftkit.evaluation.selection.safe_choice`) keeps it only when the committee
-of validators agrees it beats source-only; otherwise ``auto`` deploys the fallback
-(``SAFETY_FALLBACK``: source-only, or the candidates' ensemble of averaged probabilities,
-:func:`shiftkit.adapt.deploy.ensemble.fitted_ensemble`) and ``metrics.json`` says why. The choice never reads a target label: the
+probe accuracies on the target images and the score on the source validation images restyled
+toward them) -- and deploys what ``selection.policy`` chooses
+(:func:`shiftkit.evaluation.selection.deploy_policy`; default ``DEPLOY_POLICY``: the restyled
+source-validation score proposes, and the proposal is kept only when it and EnsV agree it beats
+source-only, else the candidates' ensemble of averaged probabilities,
+:func:`shiftkit.adapt.deploy.ensemble.fitted_ensemble`); ``metrics.json`` names what was deployed
+and why. The choice never reads a target label: the
 target images it sees are the target training split with its ``label`` and ``mask`` columns
 removed. Target test labels are read afterwards, only to report how good each validator's
 choice was (Spearman rank correlation with the true target metric, and regret = best
@@ -160,7 +161,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     from shiftkit.adapt.deploy.ensemble import fitted_ensemble
     from shiftkit.adapt.harness.candidates import BASELINE, ENSEMBLE, candidate_pool
     from shiftkit.adapt.methods import get_method
-    from shiftkit.evaluation.selection import deploy_policy, deployed_label, safe_choice, select
+    from shiftkit.evaluation.selection import deploy_policy, deployed_label, select
 
     sel = config.selection
     specs = list(sel.candidates) or list(candidate_pool(config.task, num_classes=num_classes))
@@ -180,10 +181,8 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         atomic_write_npz(run_dir / "selection" / f"{slug(spec)}.npz", outputs[spec].to_arrays())
     choice = select(outputs, sel.validator)
     if BASELINE in outputs:
-        safety = safe_choice(choice, BASELINE, fallback=ENSEMBLE)
         members, why = deploy_policy(sel.policy, choice, outputs, baseline=BASELINE)
     else:  # no source-only among the user's candidates: nothing to compare with
-        safety = None
         members, why = (choice.chosen,), f"{choice.validator}'s choice (no {BASELINE} among the candidates)"
     deployed = deployed_label(members, specs)
     # The ensemble of every candidate (averaged probabilities) is a reported row either way;
@@ -202,7 +201,8 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         "why": why,
         "deployed_true_target": _true_score(model, data, config.task, num_classes),
         "proposed": choice.chosen,
-        "safety": safety.to_dict() if safety is not None else
+        "safety": {"fell_back": BASELINE in outputs and members != (choice.chosen,), "reason": why}
+        if BASELINE in outputs else
         {"fell_back": False, "reason": f"no {BASELINE} among the candidates: the safety rule did not run"},
         "ensemble_true_target": _true_score(ensemble, data, config.task, num_classes),
         "candidates": specs,

@@ -110,15 +110,11 @@ def _val_key(spec: BenchmarkSpec) -> str:
 
 
 def _source_adapter(augment: str | None, strength: float) -> Any:
-    """The source adapter of augmented source training (None: plain). ``"restyle"``: source
-    images restyled toward the unlabelled target images (``TargetStyle``'s mixed restyling),
-    then the photometric preset; any other name: that preset alone."""
+    """The source adapter of augmented source training (None: plain)."""
     if augment in (None, "none"):
         return None
     from shiftkit.adapt.augment.adapter import TargetStyle
 
-    if augment == "restyle":
-        return TargetStyle(restyle="mixed", preset="photometric", preset_strength=strength)
     return TargetStyle(restyle=None, preset=augment, preset_strength=strength)
 
 
@@ -151,9 +147,7 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
                    **_train_kwargs(spec, model_seed, early_stopping=SOURCE_RECIPE["early_stopping"],
                                    lr_decay=SOURCE_RECIPE["lr_decay"], calibrate=SOURCE_RECIPE["calibrate"],
                                    patience=spec.patience, restore_best=True))
-    target = (_dataset(data["target_unlabelled"], spec.task, labelled=False)
-              if adapter is not None and adapter.needs_target() else None)
-    m.fit(_dataset(data["source_train"], spec.task), target, val=_dataset(data["source_val"], spec.task))
+    m.fit(_dataset(data["source_train"], spec.task), val=_dataset(data["source_val"], spec.task))
     if path is not None:
         from safetensors.torch import save_file
 

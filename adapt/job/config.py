@@ -46,7 +46,7 @@ VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixva
 POLICY_NAMES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
                 "restyled_val_top3", "restyled_val_top_half", "mixval>ensv_safe", "restyled_val>safe",
                 "restyled_val>ensv_safe")
-DEFAULT_POLICY = "mixval>ensv_safe"
+DEFAULT_POLICY = "restyled_val>ensv_safe"
 
 
 def _registered(name: str) -> str:
@@ -183,7 +183,7 @@ class SelectionConfig(_Section):
                     "config section, e.g. dann[lambda_max=0.3]); default (empty): every registered label-free "
                     "method that can do the task, with the settings grid each declares")
     validator: Annotated[str, AfterValidator(_validator)] = Field(
-        "mixval", description="the label-free validator that proposes (default: "
+        "restyled_val", description="the label-free validator that proposes (default: "
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
 
     policy: Annotated[str, AfterValidator(_policy)] = Field(

@@ -122,7 +122,8 @@ def _safety_note(extra: Mapping[str, Any]) -> str:
     if not isinstance(safety, Mapping):
         return ""
     verdict = "fell back" if safety.get("fell_back") else "kept the proposal"
-    return (f"<p>proposed: <b>{html.escape(str(extra.get('proposed')))}</b>; safety rule {verdict}: "
+    policy = f" (policy {html.escape(str(extra['policy']))})" if extra.get("policy") else ""
+    return (f"<p>proposed: <b>{html.escape(str(extra.get('proposed')))}</b>; safety rule{policy} {verdict}: "
             f"{html.escape(str(safety.get('reason', '')))}</p>")
 
 

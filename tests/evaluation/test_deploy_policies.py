@@ -60,13 +60,22 @@ def test_ensv_top_half_leaves_out_a_collapsed_candidate_and_restyled_top3_takes_
     assert len(trimmed) == 2 and set(trimmed) <= set(deploy_policy("ensv_top_half", sel, cands, baseline="source_only")[0])
 
 
-def test_the_safety_rule_policy_is_safe_choice_with_the_ensemble_fallback() -> None:
+def test_the_safety_rule_policies_are_safe_choice_with_the_ensemble_fallback() -> None:
     cands, _ = _pool()
-    sel = select(cands, "entropy")
-    sc = safe_choice(sel, "source_only", fallback="ensemble")
-    members, why = deploy_policy("mixval>ensv_safe", sel, cands, baseline="source_only")
+    sel = select(cands, "mixval")
+    sc = safe_choice(sel, "source_only", fallback="ensemble", committee=("mixval", "ensv"))
+    members, why = deploy_policy("mixval>ensv_safe", select(cands, "entropy"), cands, baseline="source_only")
     assert why == sc.reason
     assert members == (tuple(cands) if sc.chosen == "ensemble" else (sc.chosen,))
+    # restyled_val proposes "d" (its best score); EnsV agrees d beats source-only: deployed.
+    members, why = deploy_policy("restyled_val>ensv_safe", sel, cands, baseline="source_only")
+    assert members == ("d",) and "restyled_val, ensv" in why
+    # A collapsed candidate with the best restyled score: EnsV objects, the ensemble is deployed.
+    cands["collapsed"] = _cand(cands["collapsed"].target_proba, restyled=0.99)
+    members, why = deploy_policy("restyled_val>ensv_safe", select(cands, "entropy"), cands, baseline="source_only")
+    assert members == tuple(cands) and "collapsed is not confidently better than source_only by ensv" in why
+    # Alone, restyled_val keeps its proposal.
+    assert deploy_policy("restyled_val>safe", select(cands, "entropy"), cands, baseline="source_only")[0] == ("collapsed",)
     assert deployed_label(tuple(cands), list(cands)) == "ensemble"
     assert deployed_label(("a", "b"), list(cands)) == "ensemble(a+b)"
     assert deployed_label(("a",), list(cands)) == "a"
