@@ -25,12 +25,8 @@ import shiftkit.adapt.harness.efficacy  # noqa: F401  (loads the harness before 
 from shiftkit.adapt.harness.efficacy import Cell, candidates_for
 from shiftkit.adapt.harness.table import _ensemble_cell, _stats
 from shiftkit.datasets.synth.seeds import DEV_DATA_SEEDS
-from shiftkit.evaluation.selection import (
-    POLICIES,
-    CandidateOutputs,
-    deploy_policy,
-    select,
-)
+from shiftkit.evaluation.policies import POLICIES, deploy_policy
+from shiftkit.evaluation.selection import CandidateOutputs, select
 
 EXTRA = ("ensv", "mixval", "entropy", "restyled_val", "source_val", "snd", "dev")
 

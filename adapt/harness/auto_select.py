@@ -7,7 +7,7 @@ describes each by what a deployment has -- labelled SOURCE validation data and U
 target training images (:class:`shiftkit.evaluation.selection.CandidateOutputs`, with MixVal's
 probe accuracies on the target images and the score on the source validation images restyled
 toward them) -- and deploys what ``selection.policy`` chooses
-(:func:`shiftkit.evaluation.selection.deploy_policy`; default ``DEPLOY_POLICY``: the restyled
+(:func:`shiftkit.evaluation.policies.deploy_policy`; default ``DEPLOY_POLICY``: the restyled
 source-validation score proposes, and the proposal is kept only when it and EnsV agree it beats
 source-only, else the candidates' ensemble of averaged probabilities,
 :func:`shiftkit.adapt.deploy.ensemble.fitted_ensemble`); ``metrics.json`` names what was deployed
@@ -161,7 +161,8 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     from shiftkit.adapt.deploy.ensemble import fitted_ensemble
     from shiftkit.adapt.harness.candidates import BASELINE, ENSEMBLE, candidate_pool
     from shiftkit.adapt.methods import get_method
-    from shiftkit.evaluation.selection import deploy_policy, deployed_label, select
+    from shiftkit.evaluation.policies import deploy_policy, deployed_label
+    from shiftkit.evaluation.selection import select
 
     sel = config.selection
     specs = list(sel.candidates) or list(candidate_pool(config.task, num_classes=num_classes))

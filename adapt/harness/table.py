@@ -97,12 +97,12 @@ def select_cells(root: Path, benchmark: str, seed: int, *, validator: str | None
 def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = None,
             require_all: bool = False) -> tuple[dict[str, Any], tuple[dict, dict] | None, tuple[dict, dict]] | None:
     """Label-free choice among the finished candidate cells of one (benchmark, seed): what the
-    deployment policy (:data:`shiftkit.evaluation.selection.DEPLOY_POLICY`) deploys, plus each
+    deployment policy (:data:`shiftkit.evaluation.policies.DEPLOY_POLICY`) deploys, plus each
     validator's and each policy's regret (the embedded benchmarks have target labels; the choice
     never reads them).
 
     Policies compared (``policies``): every validator alone and every policy of
-    :data:`shiftkit.evaluation.selection.POLICIES` (the safety rule, the ensemble of all
+    :data:`shiftkit.evaluation.policies.POLICIES` (the safety rule, the ensemble of all
     candidates, ensembles of the top candidates by a validator, source-only). For each: what it
     deploys, its true target score, regret (best single candidate's true score minus it) and
     gain over source-only. Returns ``(summary, ensemble of all, deployed cell)``.
@@ -110,16 +110,8 @@ def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = No
     ``require_all``: None unless every candidate of the pool is finished (the table uses this,
     so a seed's `selected` row never comes from part of the pool)."""
     from shiftkit.adapt.harness.candidates import BASELINE
-    from shiftkit.evaluation.selection import (
-        DEFAULT_VALIDATOR,
-        DEPLOY_POLICY,
-        POLICIES,
-        CandidateOutputs,
-        deploy_policy,
-        deployed_label,
-        safe_choice,
-        select,
-    )
+    from shiftkit.evaluation.policies import DEPLOY_POLICY, POLICIES, deploy_policy, deployed_label
+    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, safe_choice, select
 
     pool = candidates_for(benchmark)
     cands, truth, loaded = {}, {}, {}

@@ -41,7 +41,7 @@ AUTO_METHOD = "auto"
 
 #: The validators of ``shiftkit.evaluation.selection`` (kept here so validating a config imports no numpy).
 VALIDATOR_NAMES = ("source_val", "iwcv", "dev", "entropy", "snd", "ensv", "mixval", "restyled_val", "rank_mean")
-#: The deployment policies of ``shiftkit.evaluation.selection`` (``POLICIES``; any validator name
+#: The deployment policies of ``shiftkit.evaluation.policies`` (``POLICIES``; any validator name
 #: is a policy too) and its default (``DEPLOY_POLICY``); a test keeps them equal.
 POLICY_NAMES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
                 "restyled_val_top3", "restyled_val_top_half", "mixval>ensv_safe", "restyled_val>safe",
@@ -187,9 +187,9 @@ class SelectionConfig(_Section):
                                "shiftkit.evaluation.selection.DEFAULT_VALIDATOR); every validator is reported")
 
     policy: Annotated[str, AfterValidator(_policy)] = Field(
-        DEFAULT_POLICY, description="what auto deploys (shiftkit.evaluation.selection.deploy_policy): a validator's "
+        DEFAULT_POLICY, description="what auto deploys (shiftkit.evaluation.policies.deploy_policy): a validator's "
         "choice, the safety rule (mixval>ensv_safe), or an ensemble of the candidates (always_ensemble, "
-        "ensv_top_half, restyled_val_top3, ...); default shiftkit.evaluation.selection.DEPLOY_POLICY")
+        "ensv_top_half, restyled_val_top3, ...); default shiftkit.evaluation.policies.DEPLOY_POLICY")
 
     @model_validator(mode="after")
     def _unique(self) -> SelectionConfig:

@@ -61,7 +61,7 @@ def test_config_accepts_auto_and_its_selection_section() -> None:
     assert candidates_for("radiograph") == candidate_pool("classification", num_classes=2)
     assert set(VALIDATOR_NAMES) == {*VALIDATORS, "rank_mean"}
     from shiftkit.adapt.job.config import DEFAULT_POLICY, POLICY_NAMES
-    from shiftkit.evaluation.selection import DEPLOY_POLICY, POLICIES
+    from shiftkit.evaluation.policies import DEPLOY_POLICY, POLICIES
 
     assert POLICY_NAMES == POLICIES and DEFAULT_POLICY == DEPLOY_POLICY == defaults.policy
     for bad, where in (({"candidates": ["dann", "danm"]}, "danm"),
@@ -118,7 +118,8 @@ def test_auto_chooses_label_free_and_reports_every_validator(tmp_path: Path, mon
     assert sel.validators[DEFAULT_VALIDATOR]["score"] == pytest.approx(scores[sel.extra["proposed"]], rel=1e-6)
     # What is deployed is what the policy chooses from the same saved outputs (the safety rule,
     # a validator's choice or an ensemble of some candidates), named with its members and why.
-    from shiftkit.evaluation.selection import DEPLOY_POLICY, deploy_policy, deployed_label, select
+    from shiftkit.evaluation.policies import DEPLOY_POLICY, deploy_policy, deployed_label
+    from shiftkit.evaluation.selection import select
 
     assert sel.extra["policy"] == DEPLOY_POLICY
     members, why = deploy_policy(DEPLOY_POLICY, select(outputs, DEFAULT_VALIDATOR), outputs, baseline="source_only")

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from shiftkit.datasets.errors import DataError
-from shiftkit.evaluation.selection import (
-    POLICIES,
-    CandidateOutputs,
-    deploy_policy,
-    deployed_label,
-    safe_choice,
-    select,
-)
+from shiftkit.evaluation.policies import POLICIES, deploy_policy, deployed_label
+from shiftkit.evaluation.selection import CandidateOutputs, safe_choice, select
 
 
 def _cand(proba: np.ndarray, *, restyled: float = math.nan, mix: float = 0.5) -> CandidateOutputs:

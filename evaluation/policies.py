@@ -1,0 +1,120 @@
+"""Deployment policies of label-free selection: what ``auto`` / the harness's ``selected`` deploy.
+
+A policy turns the validators' scores of the candidates (:func:`shiftkit.evaluation.selection.select`)
+into what to deploy: one candidate, or the ensemble (averaged probabilities) of some of them.
+:func:`deploy_policy` returns the members and a sentence saying why; :data:`DEPLOY_POLICY` is
+the default, chosen on development data seeds (benchmarks/efficacy/dev-policies/policies.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from shiftkit.datasets.errors import DataError
+
+from .selection import (
+    CandidateOutputs,
+    Selection,
+    _ensemble_agreement,
+    _restyled_val,
+    safe_choice,
+    validator_scores,
+)
+
+__all__ = ["BASELINE_POLICIES", "DEPLOY_POLICY", "POLICIES", "deploy_policy", "deployed_label"]
+
+#: The safety-rule policies: ``proposer>...``: (proposing validator, committee that must agree
+#: it beats the baseline by :data:`SAFETY_MARGIN`); the fallback is the ensemble of all.
+_SAFE_POLICIES = {"mixval>ensv_safe": ("mixval", ("mixval", "ensv")),
+                  "restyled_val>safe": ("restyled_val", ("restyled_val",)),
+                  "restyled_val>ensv_safe": ("restyled_val", ("restyled_val", "ensv"))}
+
+#: Deployment policies besides a single validator's choice (:func:`deploy_policy`).
+BASELINE_POLICIES = ("always_source_only", "always_ensemble", "ensv_top_half", "ensv_top3", "ensv_trimmed",
+                     "restyled_val_top3", "restyled_val_top_half")
+
+
+def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, CandidateOutputs], *,
+                  baseline: str) -> tuple[tuple[str, ...], str]:
+    """What a label-free deployment policy deploys: ``(members, reason)``.
+
+    One member is that candidate; several are their ensemble (averaged probabilities).
+
+    Policies:
+        ``always_source_only``: the baseline. ``always_ensemble``: every candidate.
+        ``ensv_top_half`` / ``ensv_top3``: the ensemble of the ``ceil(n/2)`` / 3 candidates that
+        agree most with the ensemble of all (EnsV's role model), so a candidate that collapsed or
+        drifted away from the others does not vote. ``ensv_trimmed``: the same twice over (the
+        top half's own ensemble is the second role model; its top half is deployed).
+        ``mixval>ensv_safe``: :func:`safe_choice` (MixVal proposes; MixVal and EnsV must both
+        score the proposal above the baseline by :data:`SAFETY_MARGIN` of their score range),
+        falling back to the ensemble of every candidate. ``restyled_val>safe``: the same with
+        ``restyled_val`` proposing and alone in the committee; ``restyled_val>ensv_safe``: with
+        EnsV in the committee too.
+        Any validator name: that validator's choice alone.
+    """
+    names = list(candidates)
+    if baseline not in names:
+        raise DataError(f"deploy_policy: baseline {baseline!r} is not a candidate ({names})")
+
+    def top(cands: Sequence[str], k: int) -> list[str]:
+        agree = _ensemble_agreement({n: candidates[n] for n in cands})
+        order = sorted(cands, key=lambda n: (-agree[n], cands.index(n)))  # ties: listed first
+        return order[:k]
+
+    if policy == "always_source_only":
+        return (baseline,), "the baseline"
+    if policy == "always_ensemble":
+        return tuple(names), f"the ensemble of all {len(names)} candidates"
+    if policy == "ensv_top_half":
+        k = math.ceil(len(names) / 2)
+        return tuple(top(names, k)), f"the ensemble of the {k} candidates that agree most with the ensemble of all"
+    if policy == "ensv_top3":
+        return tuple(top(names, min(3, len(names)))), "the ensemble of the 3 candidates that agree most with the ensemble of all"
+    if policy == "ensv_trimmed":
+        half = top(names, math.ceil(len(names) / 2))
+        k = math.ceil(len(half) / 2)
+        return tuple(top(half, k)), (f"the ensemble of the {k} candidates that agree most with the ensemble of the "
+                                     f"{len(half)} that agree most with the ensemble of all")
+    if policy in ("restyled_val_top3", "restyled_val_top_half"):
+        sc = selection.scores.get("restyled_val") or _restyled_val(candidates)
+        k = 3 if policy.endswith("top3") else math.ceil(len(names) / 2)
+        order = sorted(names, key=lambda n: (-sc[n], names.index(n)))[:k]
+        return tuple(order), f"the ensemble of the {k} candidates with the best restyled source-validation score"
+    if policy in _SAFE_POLICIES:
+        proposer, committee = _SAFE_POLICIES[policy]
+        scores = dict(selection.scores)
+        if proposer not in scores:
+            scores[proposer] = validator_scores(candidates, [proposer])[proposer]
+        choices = dict(selection.choices)
+        choices[proposer] = max(names, key=lambda n: (scores[proposer][n] if np.isfinite(scores[proposer][n])
+                                                     else -np.inf, -names.index(n)))
+        proposal = Selection(scores=scores, validator=proposer, chosen=choices[proposer], choices=choices)
+        sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
+        return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), sc.reason
+    if policy in selection.choices:
+        return (selection.choices[policy],), f"{policy}'s choice"
+    raise DataError(f"unknown deployment policy {policy!r}; known: {[*BASELINE_POLICIES, 'mixval>ensv_safe', *selection.choices]}")
+
+#: The policy ``selected`` / ``auto`` deploys by default (:func:`deploy_policy`): the restyled
+#: source-validation score proposes; the proposal is deployed only when it and EnsV both score
+#: it above source-only by :data:`SAFETY_MARGIN` of their range, else the ensemble of all
+#: candidates. Development seeds (benchmarks/efficacy/dev-policies/policies.md, 10 benchmark x
+#: seed points): mean regret radiograph 0.010, dashcam 0.001, digits 0.000, no point below
+#: source-only; the former rule (MixVal proposing) 0.017 / 0.010 / 0.315. The rule never fired
+#: there (the same choices as restyled_val alone); it is kept for shifts where the restyling
+#: misleads.
+DEPLOY_POLICY = "restyled_val>ensv_safe"
+#: Every policy :func:`deploy_policy` knows besides a single validator's choice.
+POLICIES = (*BASELINE_POLICIES, *_SAFE_POLICIES)
+
+
+def deployed_label(members: Sequence[str], pool: Sequence[str]) -> str:
+    """How a deployment is named in reports: the candidate, ``ensemble`` when every candidate of
+    ``pool`` votes, or ``ensemble(a+b+c)`` for a subset."""
+    if len(members) == 1:
+        return members[0]
+    return "ensemble" if set(members) == set(pool) else "ensemble(" + "+".join(members) + ")"
