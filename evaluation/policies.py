@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
 from shiftkit.datasets.errors import DataError
 
 from .selection import (
@@ -20,6 +18,7 @@ from .selection import (
     Selection,
     _ensemble_agreement,
     _restyled_val,
+    best_of,
     safe_choice,
     validator_scores,
 )
@@ -89,9 +88,7 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         scores = dict(selection.scores)
         if proposer not in scores:
             scores[proposer] = validator_scores(candidates, [proposer])[proposer]
-        choices = dict(selection.choices)
-        choices[proposer] = max(names, key=lambda n: (scores[proposer][n] if np.isfinite(scores[proposer][n])
-                                                     else -np.inf, -names.index(n)))
+        choices = {**selection.choices, proposer: best_of(scores[proposer], names)}
         proposal = Selection(scores=scores, validator=proposer, chosen=choices[proposer], choices=choices)
         sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
         return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), sc.reason

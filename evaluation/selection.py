@@ -394,6 +394,12 @@ class Selection:
                 "scores": {v: dict(s) for v, s in self.scores.items()}}
 
 
+def best_of(scores: Mapping[str, float], names: Sequence[str]) -> str:
+    """The name with the highest finite score (ties: listed first; NaN never wins)."""
+    vals = np.array([scores[n] if np.isfinite(scores[n]) else -np.inf for n in names])
+    return names[int(np.argmax(vals))]
+
+
 def select(candidates: Mapping[str, CandidateOutputs], validator: str = DEFAULT_VALIDATOR,
            validators: Sequence[str] | None = None) -> Selection:
     """Score ``candidates`` ({name: CandidateOutputs}) with every validator and choose with ``validator``.
@@ -407,10 +413,7 @@ def select(candidates: Mapping[str, CandidateOutputs], validator: str = DEFAULT_
     else:
         names = list(validators) + ([validator] if validator not in validators else [])
         scores = validator_scores(candidates, names)
-    choices = {}
-    for v, sc in scores.items():
-        vals = np.array([sc[n] if np.isfinite(sc[n]) else -np.inf for n in candidates])
-        choices[v] = list(candidates)[int(np.argmax(vals))]
+    choices = {v: best_of(sc, list(candidates)) for v, sc in scores.items()}
     return Selection(scores=scores, validator=validator, chosen=choices[validator], choices=choices)
 
 

@@ -184,7 +184,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
     if BASELINE in outputs:
         members, why = deploy_policy(sel.policy, choice, outputs, baseline=BASELINE)
     else:  # no source-only among the user's candidates: nothing to compare with
-        members, why = (choice.chosen,), f"{choice.validator}'s choice (no {BASELINE} among the candidates)"
+        members, why = (choice.chosen,), f"{choice.validator}'s choice (no {BASELINE} among the candidates: no safety rule)"
     deployed = deployed_label(members, specs)
     # The ensemble of every candidate (averaged probabilities) is a reported row either way;
     # a deployed ensemble is built from its members' fitted models. Nothing trains.
@@ -202,9 +202,7 @@ def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any],
         "why": why,
         "deployed_true_target": _true_score(model, data, config.task, num_classes),
         "proposed": choice.chosen,
-        "safety": {"fell_back": BASELINE in outputs and members != (choice.chosen,), "reason": why}
-        if BASELINE in outputs else
-        {"fell_back": False, "reason": f"no {BASELINE} among the candidates: the safety rule did not run"},
+        "safety": {"fell_back": members != (choice.chosen,), "reason": why},
         "ensemble_true_target": _true_score(ensemble, data, config.task, num_classes),
         "candidates": specs,
         "outputs": {spec: f"selection/{slug(spec)}.npz" for spec in specs},

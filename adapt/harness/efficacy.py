@@ -23,10 +23,10 @@ Protocol (docs/efficacy.md):
   the default; ``oracle[start=scratch]`` trains a new network instead).
 - Per-seed 95 % intervals are bootstrap intervals over the target test images (sized so they
   are about +/- 0.02 or narrower); means over seeds carry a t interval.
-- ``selected``: per seed, the candidate of the benchmark's pool (:func:`candidates_for`) that
-  the label-free validator (:data:`shiftkit.evaluation.selection.DEFAULT_VALIDATOR`) prefers,
-  after the safety rule (:func:`shiftkit.evaluation.selection.safe_choice`); nothing is
-  re-trained for it.
+- ``selected``: per seed, what the deployment policy
+  (:data:`shiftkit.evaluation.policies.DEPLOY_POLICY`) deploys from the benchmark's pool
+  (:func:`candidates_for`): one candidate, or the ensemble of some, scored from their stored
+  test probabilities; nothing is re-trained for it.
 """
 
 from __future__ import annotations

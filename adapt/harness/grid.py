@@ -34,8 +34,9 @@ ORACLE_SETTINGS = frozenset({"start"})
 #: The oracle's default ``start``: the upper bound of methods that all start from a source
 #: model. Development data seeds: fine-tuning the source model on the labelled target set
 #: scored higher and varied less than training from scratch (target score, start=source vs
-#: scratch: radiograph 102: 0.737 vs 0.661; digits 100-102: 0.785 / 0.775 / 0.741 vs
-#: 0.483 / 0.556 / 0.455; dashcam 102-103: 0.519 / 0.515 vs 0.529 / 0.466). The table keeps
+#: scratch: radiograph 102-103: 0.737 / 0.727 vs 0.661 / 0.534, the latter below source-only;
+#: digits 100-104: 0.74-0.79 vs 0.46-0.56; dashcam 102-104: 0.519 / 0.515 / 0.524 vs
+#: 0.529 / 0.466 / 0.524; benchmarks/efficacy/dev-policies). The table keeps
 #: ``oracle[start=scratch]`` beside it.
 ORACLE_START = "source"
 #: Settings of the harness's recipe, taken by every row: ``lr_mult`` (adaptation learning rate

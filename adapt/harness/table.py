@@ -111,7 +111,7 @@ def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = No
     so a seed's `selected` row never comes from part of the pool)."""
     from shiftkit.adapt.harness.candidates import BASELINE
     from shiftkit.evaluation.policies import DEPLOY_POLICY, POLICIES, deploy_policy, deployed_label
-    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, safe_choice, select
+    from shiftkit.evaluation.selection import DEFAULT_VALIDATOR, CandidateOutputs, select
 
     pool = candidates_for(benchmark)
     cands, truth, loaded = {}, {}, {}
@@ -148,11 +148,10 @@ def _select(root: Path, benchmark: str, seed: int, *, validator: str | None = No
     if deployed is None:  # an ensemble the cells cannot score (they predate stored probabilities)
         members, why = (sel.chosen,), f"{sel.validator}'s choice (no ensemble can be scored from these cells)"
         deployed = cell_of(members)
-    safety = safe_choice(sel, BASELINE, fallback="ensemble")
     return {"seed": seed, "candidates": list(cands), "true_target": truth,
             "ensemble_target": ens[0]["target"] if ens is not None else math.nan, **sel.to_dict(),
             "policy": DEPLOY_POLICY, "chosen": deployed_label(members, list(cands)), "members": list(members),
-            "why": why, "proposed": sel.chosen, "safety": safety.to_dict(),
+            "why": why, "proposed": sel.chosen, "safety": {"fell_back": members != (sel.chosen,), "reason": why},
             "evaluation": sel.evaluate(truth), "policies": policies}, ens, deployed
 
 

@@ -287,3 +287,8 @@ def export_generic(
     manifest = out / "manifest.csv"
     write_manifest(manifest, rows, ["image", "label", "mask", "domain", "split", *attributes])
     return manifest
+
+
+def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (what an RGB PNG stores)."""
+    return np.round(image.transpose(1, 2, 0) * 255.0).astype(np.uint8)

@@ -50,6 +50,7 @@ from ._common import (
     export_generic,
     gaussian_noise,
     make_rng,
+    to_uint8_rgb,
 )
 
 __all__ = [
@@ -283,10 +284,6 @@ class SynthDataset(SynthDatasetBase):
     _min_size = MIN_SIZE
 
 
-def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    return np.round(image.transpose(1, 2, 0) * 255.0).astype(np.uint8)
-
-
 def export(out_dir: str | os.PathLike[str], domains: str | list[str] | tuple[str, ...] = (DEFAULT_SOURCE, DEFAULT_TARGET),
            n_per_domain: int = 100, *, seed: int = 0, size: int | tuple[int, int] = DEFAULT_SIZE,
            splits: tuple[float, float, float] = (0.6, 0.2, 0.2), progress: bool = True) -> Path:
@@ -297,4 +294,4 @@ def export(out_dir: str | os.PathLike[str], domains: str | list[str] | tuple[str
     """
     return export_generic(sample, DOMAINS, "digits", out_dir, domains, n_per_domain, seed=seed,
                           size=size, min_size=MIN_SIZE, splits=splits, attributes=ATTRIBUTES,
-                          image_to_array=_to_uint8_rgb, progress=progress)
+                          image_to_array=to_uint8_rgb, progress=progress)

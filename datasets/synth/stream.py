@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import atomic_write_bytes
-from ._common import encode_png, write_manifest
+from ._common import encode_png, to_uint8_rgb, write_manifest
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def export_stream(out_dir: str | os.PathLike[str], scenario: str, n_batches: int
     """
     sc = _check(scenario, n_batches, change_point, batch_size)
     mod = _module(sc.benchmark)
-    to_array = mod._to_uint16 if sc.benchmark == "radiograph" else mod._to_uint8_rgb
+    to_array = mod._to_uint16 if sc.benchmark == "radiograph" else to_uint8_rgb
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for bt in batches(scenario, n_batches, change_point, batch_size=batch_size, seed=seed, split=split, size=size,
