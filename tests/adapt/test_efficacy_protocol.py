@@ -280,11 +280,19 @@ def test_the_harness_takes_every_registered_method_and_refuses_unknown_settings(
     assert set(FEW_LABEL) - {"linear_probe"} | {"source_only", "dann", "oracle"} <= dashcam
     assert "linear_probe" not in dashcam
     assert E.grid(["cdan[entropy_conditioning=false,mcc_weight=0.1]", "dann[lambda_max=0.3]"], ["radiograph"], [DEV_DATA_SEEDS[0]])
+    # The oracle's start is part of its cell key: the two oracle rows are different cells.
+    from shiftkit.adapt.harness.grid import ORACLE_START
+
+    keys = {m: E.cell_key_of(E.Cell(m, "radiograph", DEV_DATA_SEEDS[0]))
+            for m in ("oracle", f"oracle[start={ORACLE_START}]", "oracle[start=scratch]")}
+    assert keys["oracle"] == keys[f"oracle[start={ORACLE_START}]"] and keys["oracle"] != keys["oracle[start=scratch]"]
 
     for bad, why in [("cdan[bogus=1]", r"unknown setting\(s\) \['bogus'\]; cdan takes"),
                      ("source_only[lambda_max=1]", r"unknown setting\(s\) \['lambda_max'\]"),
                      ("finetune", "needs the fraction"), ("finetune[frac=2]", r"frac must be a number in \(0, 1\]"),
-                     ("no_such_method", "unknown method")]:
+                     ("no_such_method", "unknown method"),
+                     ("oracle[start=imagenet]", "start must be 'scratch' or 'source'"),
+                     ("oracle[frac=0.5]", r"unknown setting\(s\) \['frac'\]; oracle takes \['start'\]")]:
         with pytest.raises(ConfigError, match=why):
             E.grid([bad], ["radiograph"], [DEV_DATA_SEEDS[0]])
     res = CliRunner().invoke(app, ["benchmark", "--quick", "--mode", "dev", "--seeds", str(DEV_DATA_SEEDS[0]),
