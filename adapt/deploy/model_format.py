@@ -6,8 +6,10 @@
   file, architecture (how to rebuild the network), preprocessing (input size, channels, minimum
   size, and the reader or MONAI pipeline the training data went through, see
   :mod:`shiftkit.adapt.deploy.preprocessing`), class names, library versions, a training-data summary
-  (counts and domain names only, never patient identifiers) and the shift threshold. A copy of
-  the sidecar (without the hash) is stored in the weights file's metadata.
+  (counts and domain names only, never patient identifiers), the shift threshold and, for a
+  binary classifier, the decision threshold on P(class 1) its labels use (optional: a file
+  without it predicts at 0.5). A copy of the sidecar (without the hash) is stored in the
+  weights file's metadata.
 
 Reading never unpickles: weights with ``safetensors``, the sidecar with ``json``; a pickle is
 refused before anything that could run code opens it.
@@ -150,6 +152,9 @@ class Sidecar(_Strict):
     training_data: dict[str, Any]
     shift: ShiftSpec | None
     feature_dim: int
+    #: Binary classification: the label is class 1 when P(class 1) >= this (chosen from source
+    #: data, ``train.decision_threshold``). Absent in older files: 0.5.
+    decision_threshold: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
 
 
 def _schema_problems(exc: ValidationError) -> list[str]:
@@ -188,6 +193,9 @@ def _consistency_problems(s: Sidecar) -> list[str]:
         problems.append(f"preprocessing.image_size: {list(pre.image_size)} is below min_size {pre.min_size}")
     if pre.reader == "monai" and pre.pipeline is None:
         problems.append("preprocessing.pipeline: missing (reader is 'monai')")
+    if s.decision_threshold is not None and (s.task != "classification" or len(names) != 2):
+        problems.append(f"decision_threshold: {s.decision_threshold} is for a binary classifier; this model has "
+                        f"task {s.task!r} and {len(names)} classes")
     if s.shift is not None and s.feature_dim < 1:
         problems.append(f"feature_dim: {s.feature_dim} (shift statistics need the feature size)")
     return problems

@@ -64,7 +64,8 @@ class Prediction:
 
     Attributes:
         proba: ``(N, K)`` class probabilities (segmentation: per-image mean class share).
-        label: ``(N,)`` predicted class index; ``-1`` where ``status`` is ``"error"``.
+        label: ``(N,)`` predicted class index; ``-1`` where ``status`` is ``"error"``. A binary
+            classifier predicts class 1 when P(class 1) >= ``decision_threshold``.
         status: ``(N,)`` ``"ok"``, or ``"error"`` when the network's output was not finite
             (then ``label`` is -1 and :meth:`to_dict` gives no label); ``errors`` says why.
         shift: ``(N,)`` ``"inside"``, ``"outside"`` (shift score above the threshold: treat
@@ -76,6 +77,8 @@ class Prediction:
             read ``shift``).
         mask: ``(N, H, W)`` int64 predicted masks at input resolution (segmentation only).
         class_names: the ``K`` names.
+        decision_threshold: binary classification: the threshold on P(class 1) the labels
+            used (the model file's, 0.5 when it records none); None otherwise.
     """
 
     proba: np.ndarray
@@ -89,6 +92,7 @@ class Prediction:
     shift: np.ndarray | None = None
     status: np.ndarray | None = None
     errors: list[str | None] = field(default_factory=list)
+    decision_threshold: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.label)
@@ -125,7 +129,8 @@ class Prediction:
             if not ok:
                 d["error"] = self.errors[i]
             out.append(d)
-        return {"predictions": out, "threshold": self.threshold, **self.extra}
+        extra = {} if self.decision_threshold is None else {"decision_threshold": self.decision_threshold}
+        return {"predictions": out, "threshold": self.threshold, **extra, **self.extra}
 
 
 class Predictor:
@@ -142,6 +147,12 @@ class Predictor:
         self._mean, self._prec = shift_mean, shift_precision
         shift = sidecar.get("shift") or {}
         self.threshold: float | None = shift.get("threshold")
+        #: Binary classifier: class 1 when P(class 1) >= this (the file's ``decision_threshold``;
+        #: 0.5 for a file that records none); None for multi-class and segmentation (argmax).
+        self.decision_threshold: float | None = None
+        if self.task == "classification" and len(self.class_names) == 2:
+            recorded = sidecar.get("decision_threshold")
+            self.decision_threshold = 0.5 if recorded is None else float(recorded)
         pre = sidecar.get("preprocessing", {})
         self.in_channels: int | None = pre.get("in_channels")
         self.image_size: tuple[int, int] | None = tuple(pre["image_size"]) if pre.get("image_size") else None
@@ -276,7 +287,11 @@ class Predictor:
         status = np.where(finite, "ok", "error").astype(object)
         errors: list[str | None] = [None if ok else "the network's output is not finite (NaN/Inf); no label given"
                                     for ok in finite]
-        label = np.where(finite, np.nan_to_num(proba, nan=-1.0).argmax(1), -1).astype(np.int64)
+        if self.decision_threshold is not None and proba.shape[1] == 2:
+            label = np.where(finite, (np.nan_to_num(proba[:, 1], nan=-1.0) >= self.decision_threshold), -1)
+        else:
+            label = np.where(finite, np.nan_to_num(proba, nan=-1.0).argmax(1), -1)
+        label = label.astype(np.int64)
         if self._mean is not None and self._prec is not None and self.threshold is not None:
             with np.errstate(invalid="ignore", over="ignore"):
                 score = _mahalanobis(np.nan_to_num(feats_arr, nan=np.inf) if not finite.all() else feats_arr,
@@ -295,6 +310,7 @@ class Predictor:
             class_names=self.class_names,
             mask=np.stack(masks) if masks and len({m.shape for m in masks}) == 1 else (masks or None),
             threshold=self.threshold, shift=shift, status=status, errors=errors,
+            decision_threshold=self.decision_threshold,
         )
 
     def predict_proba(self, data: Any) -> np.ndarray:

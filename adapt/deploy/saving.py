@@ -160,6 +160,7 @@ def save_model(
     shift_quantile_threshold: float | None = None,
     preprocessing: Any = "auto",
     min_size: int | None = None,
+    decision_threshold: float | None = None,
 ) -> tuple[Path, Path]:
     """Save weights (safetensors) and a JSON sidecar; returns ``(weights_path, sidecar_path)``.
 
@@ -191,6 +192,9 @@ def save_model(
             :class:`~shiftkit.adapt.deploy.preprocessing.PreprocessingError` naming the transform.
         min_size: smallest input side (pixels) :meth:`Predictor.predict` accepts; default
             ``min(16, image side)``.
+        decision_threshold: binary classifier: the threshold on P(class 1) of the predicted
+            labels, in (0, 1); default the method's ``decision_threshold_`` (chosen from source
+            data in a run), else none recorded (the predictor then uses 0.5).
 
     Raises:
         ConfigError: wrong class names, identifiers in the summary, unrecordable preprocessing.
@@ -282,6 +286,10 @@ def save_model(
         "shift": shift,
         "feature_dim": int(getattr(model, "feature_dim", -1)),
     }
+    if decision_threshold is None:
+        decision_threshold = getattr(method_or_model, "decision_threshold_", None)
+    if decision_threshold is not None:  # only when there is one: files without it read as 0.5
+        sidecar["decision_threshold"] = float(decision_threshold)
     try:  # the same checks load() makes, so a file that would not load is never written
         checked = Sidecar.model_validate_json(json.dumps({**sidecar, "weights_sha256": "0" * 64}))
     except ValidationError as exc:

@@ -154,7 +154,10 @@ def evaluate_method(method: Any, splits_data: dict[str, Any], config: RunConfig,
         if role == "target":
             target_proba = proba
         if config.task == "classification":
-            scores[role] = metrics.classification_metrics(labels, proba)
+            # binary: the method's operating threshold, chosen from source data (train.decision_threshold)
+            threshold = getattr(method, "decision_threshold_", None)
+            scores[role] = metrics.classification_metrics(labels, proba, threshold=0.5 if threshold is None
+                                                          else float(threshold))
         else:
             names = class_names if class_names is not None and len(class_names) == proba.shape[1] else None
             scores[role] = metrics.segmentation_metrics(labels, proba.argmax(axis=1), proba.shape[1], class_names=names)

@@ -158,6 +158,22 @@ def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
     return method.fit(source, target, val=data["source_val"], callback=callback)
 
 
+def _set_threshold(method: Any, config: RunConfig, splits: Any, data: dict[str, Any]) -> None:
+    """A binary classifier's operating threshold (``train.decision_threshold``), from source data
+    only, stored on the fitted method as ``decision_threshold_``."""
+    from shiftkit.adapt.training.calibration import set_decision_threshold
+
+    labels = splits.source_train["label"].to_numpy() if "label" in splits.source_train.columns else None
+    try:
+        threshold = set_decision_threshold(method, config.train.decision_threshold, source_labels=labels,
+                                           val=data["source_val"])
+    except DataError as exc:  # e.g. one class only in the source labels: keep 0.5 and say why
+        method.decision_threshold_ = 0.5
+        log.warning("train.decision_threshold %r: %s; using 0.5", config.train.decision_threshold, exc)
+        return
+    log.info("decision threshold of %s: %.3f (%s)", type(method).__name__, threshold, config.train.decision_threshold)
+
+
 def run(config: RunConfig) -> RunResult:
     """Run the whole job described by `config`; return the metrics and the run folder.
 
@@ -241,6 +257,7 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
             raise image_error_with_row(exc, frame) from None
 
     selection: dict[str, Any] | None = None
+    thresholded: set[str] = set()
 
     def fit(name: str) -> Any:
         nonlocal selection
@@ -256,6 +273,9 @@ def _run(config: RunConfig, started: float, tracker: Any = None) -> RunResult:
             fitted[name] = fit_built(build_method(name, config, num_classes, run_dir, in_channels, fit_method=fit), name)
             if tracker is not None:
                 tracker.log_history(name, fitted[name].history_)
+        if config.task == "classification" and num_classes == 2 and name not in thresholded:
+            _set_threshold(fitted[name], config, splits, data)  # once per method, after its fit
+            thresholded.add(name)
         return fitted[name]
 
     for name in config.methods:

@@ -10,7 +10,7 @@ from ..results import RunResult
 
 # Scalar metrics shown first in tables and in the terminal summary, in this order.
 _KEY_METRICS = ("accuracy", "balanced_accuracy", "auroc", "ece", "miou", "mean_dice", "pixel_accuracy",
-                "fpr", "fnr", "n")
+                "fpr", "fnr", "threshold", "n")
 _GAP_KEYS = ("mmd2", "mmd_p_value", "proxy_a_distance", "frechet", "coral", "mean_l2")
 
 
