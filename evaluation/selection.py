@@ -29,10 +29,8 @@ Validators (``VALIDATORS``):
   the mixed pseudo-labels is measured, once for pairs of the same pseudo-class (intra-cluster)
   and once for pairs of different pseudo-classes (inter-cluster). A model that is confidently
   wrong on a region of the target cannot keep its mixtures consistent, which entropy rewards.
-  It needs the model to predict on NEW images, so its two scores are computed by
-  :func:`mixval_probes` from a ``predict`` callable while the model exists and stored in
-  :class:`CandidateOutputs` (``mixval_intra``, ``mixval_inter``); the validator combines them
-  by the mean of their ranks over the candidates.
+  Its two scores need the model (:func:`mixval_probes`), so they are stored in
+  :class:`CandidateOutputs`; the validator takes the mean of their ranks over the candidates.
 - ``restyled_val``: the candidate's score on a pseudo-target validation set: the labelled
   source validation images restyled toward unlabelled target images (Fourier amplitude swap,
   histogram matching or pixel-distribution matching, one at random per image, fixed seed), so
@@ -67,10 +65,10 @@ __all__ = ["CandidateOutputs", "DEFAULT_VALIDATOR", "MIXVAL_LAMBDA", "SafeChoice
            "candidate_outputs_from_predictions", "mixval_probes", "safe_choice", "select", "validator_scores"]
 
 #: The validator `select` uses by default: it proposes, and :data:`DEPLOY_POLICY` decides. How
-#: it was chosen (development data only, benchmarks/efficacy/dev-policies/policies.md: the
-#: derived pool, radiograph seeds 102-103, dashcam 102-104, digits 100-104): the lowest mean
-#: regret alone on every benchmark but radiograph (restyled_val 0.010 / 0.001 / 0.000; EnsV
-#: 0.006 / 0.022 / 0.189; MixVal 0.015 / 0.010 / 0.328, MixVal choosing source-only on digits).
+#: it was chosen (development data only, benchmarks/efficacy/dev-pool/policies.md: the derived
+#: pool, radiograph seeds 102-103, dashcam 102-104, digits 100-104): the lowest worst-case mean
+#: regret (restyled_val 0.010 / 0.001 / 0.000; EnsV 0.006 / 0.025 / 0.323; MixVal
+#: 0.001 / 0.019 / 0.463, MixVal choosing source-only on most digits seeds).
 #: Its known bias: the restyling it validates with is the one target-style augmentation trains
 #: with, so it favours that candidate; EnsV's vote in :data:`DEPLOY_POLICY` is the check.
 DEFAULT_VALIDATOR = "restyled_val"
@@ -96,6 +94,7 @@ class CandidateOutputs:
         restyled_val_score: the source validation score (AUROC / accuracy / mIoU) on the
             source validation images restyled toward unlabelled target images (a pseudo-target
             validation set); NaN when not measured (the ``restyled_val`` validator then refuses).
+        restyled_val_se: its bootstrap standard error over the validation images; NaN when not measured.
     """
 
     source_val_loss: np.ndarray
@@ -108,6 +107,7 @@ class CandidateOutputs:
     mixval_intra: float = math.nan
     mixval_inter: float = math.nan
     restyled_val_score: float = math.nan
+    restyled_val_se: float = math.nan
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fields as arrays (for ``np.savez``)."""
@@ -115,7 +115,7 @@ class CandidateOutputs:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, Any]) -> CandidateOutputs:
-        optional = ("mixval_intra", "mixval_inter", "restyled_val_score")  # outputs stored before these existed lack them
+        optional = ("mixval_intra", "mixval_inter", "restyled_val_score", "restyled_val_se")  # older outputs lack them
         missing = [k for k in cls.__dataclass_fields__ if k not in arrays and k not in optional]
         if missing:
             raise DataError(f"candidate outputs lack {missing}")

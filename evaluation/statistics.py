@@ -17,7 +17,7 @@ import numpy as np
 
 from .metrics import binary_auroc, miou_from_counts
 
-__all__ = ["bootstrap_ci", "gap_closed", "metric_from_stats", "t_interval"]
+__all__ = ["bootstrap_ci", "bootstrap_se", "gap_closed", "metric_from_stats", "t_interval"]
 
 
 def metric_from_stats(stats: Mapping[str, np.ndarray], idx: np.ndarray | None = None) -> float:
@@ -50,6 +50,16 @@ def bootstrap_ci(stats: Mapping[str, np.ndarray], n_boot: int = 300, seed: int =
         vals.append(v)
     lo, hi = np.nanpercentile(vals, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_se(stats: Mapping[str, np.ndarray], n_boot: int = 200, seed: int = 0) -> float:
+    """Standard error of the metric: the standard deviation of its value over ``n_boot`` image
+    resamples (resamples where it is undefined, e.g. AUROC of one class, are left out)."""
+    n = len(stats["label"] if "label" in stats else stats["counts"])
+    rng = np.random.default_rng(seed)
+    vals = np.array([metric_from_stats(stats, rng.integers(0, n, n)) for _ in range(n_boot)])
+    vals = vals[np.isfinite(vals)]
+    return float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:

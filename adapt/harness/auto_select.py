@@ -94,6 +94,7 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
 
     from shiftkit.adapt.training.data import ArrayDataset
     from shiftkit.evaluation.selection import candidate_outputs_from_predictions, mixval_probes
+    from shiftkit.evaluation.statistics import bootstrap_se
 
     p_val, f_val = method.predict_proba_and_features(source_val)
     _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
@@ -105,9 +106,10 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
                                              pixel_sample=pixel_sample)
     restyled = restyled_validation(source_val, images, task)
     p_r, _ = method.predict_proba_and_features(ArrayDataset(restyled))
-    score = _score_of(_labels(source_val, task), p_r, task, num_classes)
+    labels = _labels(source_val, task)
     return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]),
-                   restyled_val_score=score)
+                   restyled_val_score=_score_of(labels, p_r, task, num_classes),
+                   restyled_val_se=bootstrap_se(_image_stats(labels, p_r, task, num_classes)))
 
 
 def restyled_validation(source_val: Any, target_images: np.ndarray, task: str, *, seed: int = 0) -> np.ndarray:
@@ -137,6 +139,17 @@ def _score_of(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int
             return float(metrics.auroc(labels, proba)[0])
         return float(np.mean(proba.argmax(1) == labels))
     return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
+
+
+def _image_stats(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int) -> dict[str, np.ndarray]:
+    """Per-image statistics of :func:`_score_of`'s metric (:mod:`shiftkit.evaluation.statistics`)."""
+    from shiftkit.evaluation.metrics import segmentation_counts
+
+    if task == "classification":
+        if proba.shape[1] == 2:
+            return {"label": labels, "score": proba[:, 1]}
+        return {"label": labels, "pred": proba.argmax(1)}
+    return {"counts": segmentation_counts(labels, proba.argmax(1), num_classes)}
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:

@@ -123,3 +123,7 @@ def test_restyled_validation_prefers_the_candidate_that_survives_the_acquisition
     sel = select(outs, "restyled_val")
     assert sel.chosen == "relative"
     assert outs["relative"].restyled_val_score > outs["absolute"].restyled_val_score + 0.1
+    # Its standard error is measured with it (a bootstrap over the 80 validation images): zero
+    # for a perfect ranking, positive for an imperfect one, and below the 0.1 lead above.
+    assert outs["absolute"].restyled_val_score < 1 and 0.0 < outs["absolute"].restyled_val_se < 0.1
+    assert 0.0 <= outs["relative"].restyled_val_se < 0.1

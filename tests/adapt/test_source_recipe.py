@@ -38,5 +38,6 @@ def test_run_config_source_only_gets_the_recipe(tmp_path):
     plain = build_method("source_only", config, 2, tmp_path, in_channels=1)
     assert plain.source_adapter is None and plain.calibrate is False and plain.early_stopping == "val_auroc"
     # other methods take the schedule, never the source-only augmentation or calibration
+    config.section("augment").start = "scratch"  # its recipe adapts the fitted source model by default
     augment = build_method("augment", config, 2, tmp_path, in_channels=1)
     assert augment.calibrate is False
