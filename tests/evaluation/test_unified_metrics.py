@@ -4,9 +4,11 @@ places that used to compute their own copy now give the same numbers."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from sklearn.metrics import confusion_matrix, jaccard_score, roc_auc_score
+from sklearn.metrics import accuracy_score, confusion_matrix, jaccard_score, roc_auc_score
 
 from shiftkit.evaluation import metrics, statistics
 from shiftkit.evaluation.selection import candidate_outputs_from_predictions
@@ -108,3 +110,20 @@ def test_selection_outputs_skip_ignored_pixels() -> None:
     keep = y_ign != -1
     assert out.source_val_score == pytest.approx(
         jaccard_score(y_ign[keep], p.argmax(1)[keep], average="macro"), abs=1e-12)
+
+
+def test_bootstrap_se_of_accuracy_matches_the_binomial_standard_error() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n)
+    pred = np.where(rng.random(n) < 0.8, y, (y + 1) % 3)
+    stats = {"label": y, "pred": pred}
+    p = accuracy_score(y, pred)
+    assert statistics.metric_from_stats(stats) == pytest.approx(p)
+    se = statistics.bootstrap_se(stats, n_boot=400)
+    assert se == pytest.approx(math.sqrt(p * (1 - p) / n), rel=0.15)
+    # A perfect segmentation has no spread; a one-class AUROC resample is left out, not NaN.
+    counts = np.zeros((10, 3, 2), np.int64)
+    counts[:, :, 0] = 50
+    assert statistics.bootstrap_se({"counts": counts}) == 0.0
+    assert np.isfinite(statistics.bootstrap_se({"label": np.array([0] * 9 + [1]), "score": np.linspace(0, 1, 10)}))
