@@ -57,9 +57,9 @@ def youden_threshold(labels: Any, proba: Any) -> float:
     """The threshold ``t`` on P(class 1) that maximises Youden's J = TPR - FPR of ``p >= t``
     on labelled data (equivalently balanced accuracy).
 
-    Candidates are the distinct scores; among the best, the largest J plateau's middle is
-    taken, and the returned value lies halfway between the chosen score and the next lower
-    one, so that it does not sit on a validation sample.
+    The ROC curve is scikit-learn's ``roc_curve``; of the best scores the highest is taken, and
+    the returned value lies halfway between it and the next lower score, so that it does not
+    sit on a validation sample.
 
     labels: ``(N,)`` 0/1 (negative = unlabelled, left out); proba: ``(N,)`` P(class 1) or
     ``(N, 2)``. Raises DataError when either class is absent.
@@ -70,21 +70,15 @@ def youden_threshold(labels: Any, proba: Any) -> float:
         raise DataError(f"youden_threshold: binary probabilities expected, got {p_all.shape[1]} classes")
     keep = y_all >= 0
     y, s = y_all[keep], p_all[keep, 1]
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
+    if len(np.unique(y)) < 2:
         raise DataError("youden_threshold: the validation labels need both classes")
-    cand = np.unique(s)[::-1]  # descending
-    # predicted positive at threshold cand[i]: every score >= cand[i]
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted == 1)
-    fp = np.cumsum(y_sorted == 0)
-    last = np.searchsorted(-s_sorted, -cand, side="right") - 1  # last index with score >= cand[i]
-    j = tp[last] / n_pos - fp[last] / n_neg
-    best = np.flatnonzero(np.isclose(j, j.max(), rtol=0, atol=1e-12))
-    i = int(best[len(best) // 2])
-    lower = float(cand[i + 1]) if i + 1 < len(cand) else 0.0
-    return _clip((float(cand[i]) + lower) / 2.0)
+    from sklearn.metrics import roc_curve
+
+    # thr: +inf (nothing positive), then every distinct score, descending
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    i = 1 + int(np.argmax((tpr - fpr)[1:]))
+    lower = float(thr[i + 1]) if i + 1 < len(thr) else 0.0
+    return _clip((float(thr[i]) + lower) / 2.0)
 
 
 def resolve_threshold(setting: float | str, *, source_labels: Any = None, val_labels: Any = None,

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from shiftkit.adapt.job.config import RunConfig
+from shiftkit.adapt.job.data import test_labels
 from shiftkit.adapt.methods.build import BuildContext
 from shiftkit.adapt.methods.spec import parse_spec, slug
 from shiftkit.datasets.errors import ConfigError
@@ -61,12 +62,6 @@ def _candidate_context(context: BuildContext, spec: str) -> BuildContext:
     return child
 
 
-def _labels(dataset: Any, task: str) -> np.ndarray:
-    if task == "classification":
-        return np.asarray(dataset.labels)
-    return np.stack([np.asarray(dataset[i]["mask"]) for i in range(len(dataset))]).astype(np.int64)
-
-
 class _ImagesOnly:
     """A view of a dataset that yields only each item's ``image`` (no label, no mask, however the
     underlying dataset was built)."""
@@ -94,7 +89,7 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
 
     from shiftkit.adapt.training.data import ArrayDataset
     from shiftkit.evaluation.selection import candidate_outputs_from_predictions, mixval_probes
-    from shiftkit.evaluation.statistics import bootstrap_se
+    from shiftkit.evaluation.statistics import bootstrap_se, metric_from_stats
 
     p_val, f_val = method.predict_proba_and_features(source_val)
     _, f_src = method.predict_proba_and_features(_ImagesOnly(source_train))
@@ -102,14 +97,13 @@ def candidate_outputs(method: Any, source_val: Any, source_train: Any, target_un
     # MixVal predicts on mixtures of the target images: it needs the model, not stored outputs.
     images = np.stack([np.asarray(target_unlabelled[i]["image"], np.float32) for i in range(len(target_unlabelled))])
     probes = mixval_probes(lambda x: method.predict_proba_and_features(ArrayDataset(x))[0], images, p_t.argmax(1))
-    out = candidate_outputs_from_predictions(p_val, f_val, _labels(source_val, task), f_src, p_t, f_t, task,
-                                             pixel_sample=pixel_sample)
+    labels = test_labels(source_val, task).astype(np.int64)
+    out = candidate_outputs_from_predictions(p_val, f_val, labels, f_src, p_t, f_t, task, pixel_sample=pixel_sample)
     restyled = restyled_validation(source_val, images, task)
     p_r, _ = method.predict_proba_and_features(ArrayDataset(restyled))
-    labels = _labels(source_val, task)
+    restyled_stats = _image_stats(labels, p_r, task, num_classes)
     return replace(out, mixval_intra=float(probes["intra"]), mixval_inter=float(probes["inter"]),
-                   restyled_val_score=_score_of(labels, p_r, task, num_classes),
-                   restyled_val_se=bootstrap_se(_image_stats(labels, p_r, task, num_classes)))
+                   restyled_val_score=metric_from_stats(restyled_stats), restyled_val_se=bootstrap_se(restyled_stats))
 
 
 def restyled_validation(source_val: Any, target_images: np.ndarray, task: str, *, seed: int = 0) -> np.ndarray:
@@ -130,19 +124,9 @@ def restyled_validation(source_val: Any, target_images: np.ndarray, task: str, *
     return np.clip(np.stack(out), 0.0, 1.0)
 
 
-def _score_of(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int) -> float:
-    """AUROC (binary), accuracy (multi-class) or mIoU (segmentation) of ``proba``."""
-    from shiftkit.evaluation import metrics
-
-    if task == "classification":
-        if proba.shape[1] == 2:
-            return float(metrics.auroc(labels, proba)[0])
-        return float(np.mean(proba.argmax(1) == labels))
-    return float(metrics.segmentation_metrics(labels, proba.argmax(axis=1), num_classes)["miou"])
-
-
 def _image_stats(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: int) -> dict[str, np.ndarray]:
-    """Per-image statistics of :func:`_score_of`'s metric (:mod:`shiftkit.evaluation.statistics`)."""
+    """Per-image statistics (:mod:`shiftkit.evaluation.statistics`) of ``proba`` against ``labels``:
+    binary AUROC, multi-class accuracy or segmentation mIoU, by ``metric_from_stats``."""
     from shiftkit.evaluation.metrics import segmentation_counts
 
     if task == "classification":
@@ -153,9 +137,12 @@ def _image_stats(labels: np.ndarray, proba: np.ndarray, task: str, num_classes: 
 
 
 def _true_score(method: Any, data: dict[str, Any], task: str, num_classes: int) -> float:
-    """Target test score (:func:`_score_of`): for reporting the validators only."""
+    """Target test score (AUROC, accuracy or mIoU, as the restyled score): for reporting the
+    validators only."""
+    from shiftkit.evaluation.statistics import metric_from_stats
+
     proba, _ = method.predict_proba_and_features(data["target_test"])
-    return _score_of(np.asarray(data["target_test_labels"]), proba, task, num_classes)
+    return metric_from_stats(_image_stats(np.asarray(data["target_test_labels"]), proba, task, num_classes))
 
 
 def fit_auto(config: RunConfig, data: dict[str, Any], fit: Callable[[str], Any], context: BuildContext,

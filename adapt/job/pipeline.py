@@ -159,19 +159,24 @@ def fit_method(method: Any, data: dict[str, Any], callback: Any = None) -> Any:
 
 
 def _set_threshold(method: Any, config: RunConfig, splits: Any, data: dict[str, Any]) -> None:
-    """A binary classifier's operating threshold (``train.decision_threshold``), from source data
-    only, stored on the fitted method as ``decision_threshold_``."""
-    from shiftkit.adapt.training.calibration import set_decision_threshold
+    """A binary classifier's operating threshold (``train.decision_threshold``,
+    :func:`shiftkit.evaluation.thresholds.resolve_threshold`), from source data only, stored on
+    the fitted method as ``decision_threshold_`` (scored with, and saved in its model file)."""
+    from shiftkit.evaluation.thresholds import resolve_threshold
 
+    setting = config.train.decision_threshold
     labels = splits.source_train["label"].to_numpy() if "label" in splits.source_train.columns else None
+    val_labels = val_proba = None
+    if setting == "source_val":
+        val_labels = test_labels(data["source_val"], "classification")
+        val_proba = method.predict_proba(data["source_val"])
     try:
-        threshold = set_decision_threshold(method, config.train.decision_threshold, source_labels=labels,
-                                           val=data["source_val"])
+        threshold = resolve_threshold(setting, source_labels=labels, val_labels=val_labels, val_proba=val_proba)
     except DataError as exc:  # e.g. one class only in the source labels: keep 0.5 and say why
-        method.decision_threshold_ = 0.5
-        log.warning("train.decision_threshold %r: %s; using 0.5", config.train.decision_threshold, exc)
-        return
-    log.info("decision threshold of %s: %.3f (%s)", type(method).__name__, threshold, config.train.decision_threshold)
+        threshold = 0.5
+        log.warning("train.decision_threshold %r: %s; using 0.5", setting, exc)
+    method.decision_threshold_ = threshold
+    log.info("decision threshold of %s: %.3f (%s)", type(method).__name__, threshold, setting)
 
 
 def run(config: RunConfig) -> RunResult:

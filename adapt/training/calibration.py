@@ -6,23 +6,17 @@ moves. The temperature is then folded into the weights of the classifier's last 
 (``W / T``, ``b / T``), so the calibrated model is an ordinary module: saving, loading,
 prediction and every method that adapts a copy of it see the calibrated logits with no extra
 state.
-
-A binary classifier's operating threshold is chosen after calibration, from source data only
-(:func:`set_decision_threshold`; the choices are :mod:`shiftkit.evaluation.thresholds`): the
-fitted method keeps it as ``decision_threshold_``, the run scores its labels with it and
-``save_model`` stores it in the model file.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["fit_temperature", "fold_temperature", "last_linear", "set_decision_threshold"]
+__all__ = ["fit_temperature", "fold_temperature", "last_linear"]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
@@ -87,24 +81,3 @@ def fold_temperature(model: nn.Module, temperature: float) -> bool:
         layer.bias.div_(temperature)
     return True
 
-
-def set_decision_threshold(method: Any, setting: float | str, *, source_labels: Any = None,
-                           val: Any = None) -> float:
-    """Choose a fitted binary classifier's threshold on P(class 1) and store it on the method
-    as ``decision_threshold_``; returns it.
-
-    setting: a number in (0, 1), ``"source_prior"`` (share of class 1 in ``source_labels``, the
-    source training labels: the balanced-accuracy-optimal threshold of a calibrated model) or
-    ``"source_val"`` (maximises Youden's J of the method's own probabilities on ``val``, the
-    labelled source validation set). Never reads target data.
-    """
-    from shiftkit.evaluation.thresholds import resolve_threshold
-
-    val_labels = val_proba = None
-    if setting == "source_val" and val is not None:
-        labels = getattr(val, "labels", None)
-        val_labels = np.asarray(labels if labels is not None else [int(val[i]["label"]) for i in range(len(val))])
-        val_proba = method.predict_proba(val)
-    threshold = resolve_threshold(setting, source_labels=source_labels, val_labels=val_labels, val_proba=val_proba)
-    method.decision_threshold_ = threshold
-    return threshold
