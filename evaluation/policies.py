@@ -92,6 +92,10 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         order = sorted(cands, key=lambda n: (-agree[n], cands.index(n)))  # ties: listed first
         return order[:k]
 
+    def safe(proposal: Selection, committee: Sequence[str], why: str) -> tuple[tuple[str, ...], str]:
+        sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
+        return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), why + sc.reason
+
     if policy == "always_source_only":
         return (baseline,), "the baseline"
     if policy == "always_ensemble":
@@ -117,9 +121,8 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         if proposer not in scores:
             scores[proposer] = validator_scores(candidates, [proposer])[proposer]
         choices = {**selection.choices, proposer: best_of(scores[proposer], names)}
-        proposal = Selection(scores=scores, validator=proposer, chosen=choices[proposer], choices=choices)
-        sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
-        return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), sc.reason
+        return safe(Selection(scores=scores, validator=proposer, chosen=choices[proposer], choices=choices),
+                    committee, "")
     if policy in _ONE_SE_POLICIES:
         scores = dict(selection.scores)
         for v in ("restyled_val", "ensv"):
@@ -129,10 +132,8 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
         committee = _ONE_SE_POLICIES[policy]
         if committee is None:
             return (pick,), why
-        proposal = Selection(scores=scores, validator="restyled_val", chosen=pick,
-                             choices={**selection.choices, "restyled_val": pick})
-        sc = safe_choice(proposal, baseline, fallback="ensemble", committee=committee)
-        return (tuple(names) if sc.chosen == "ensemble" else (sc.chosen,)), f"{why}; {sc.reason}"
+        return safe(Selection(scores=scores, validator="restyled_val", chosen=pick, choices=selection.choices),
+                    committee, f"{why}; ")
     if policy in selection.choices:
         return (selection.choices[policy],), f"{policy}'s choice"
     raise DataError(f"unknown deployment policy {policy!r}; known: {[*POLICIES, *selection.choices]}")
