@@ -42,7 +42,7 @@ def prior_threshold(labels: Any) -> float:
     """Share of class 1 among the labelled rows (labels < 0 are unlabelled and left out).
 
     Raises:
-        DataError: no labelled row, or labels other than 0 and 1.
+        DataError: no labelled row, labels other than 0 and 1, or a single class.
     """
     y = labels_1d(labels, "labels")
     y = y[y >= 0]
@@ -50,7 +50,9 @@ def prior_threshold(labels: Any) -> float:
         raise DataError("prior_threshold: no labelled rows")
     if y.max() > 1:
         raise DataError(f"prior_threshold: binary labels expected, got class {int(y.max())}")
-    return _clip(float(y.mean()))
+    if y.min() == y.max():  # a prior of 0 or 1 would put every prediction in one class
+        raise DataError(f"prior_threshold: the labels need both classes, got only class {int(y[0])}")
+    return float(y.mean())
 
 
 def youden_threshold(labels: Any, proba: Any) -> float:

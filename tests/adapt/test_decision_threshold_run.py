@@ -125,3 +125,37 @@ def test_run_scores_both_test_splits_at_the_source_threshold_and_saves_it(tmp_pa
     assert block["target"]["threshold"] == pytest.approx(expected)
     saved = load(result.run_dir / "models" / "source_only")
     assert saved.decision_threshold == pytest.approx(expected)
+
+
+def test_source_val_setting_is_youdens_threshold_of_the_method_on_source_validation(caplog) -> None:
+    import pandas as pd
+
+    from shiftkit.adapt.job.config import RunConfig
+    from shiftkit.adapt.job.pipeline import _set_threshold
+    from shiftkit.evaluation.thresholds import youden_threshold
+
+    rng = np.random.default_rng(0)
+    y_val = rng.integers(0, 2, 60)
+    q = np.clip(0.3 * y_val + 0.5 * rng.random(60), 0, 1)  # positives score higher, not perfectly
+
+    class Fitted:
+        def predict_proba(self, data):
+            assert data is val  # the source validation split, never the target
+            return np.stack([1 - q, q], 1)
+
+    class Splits:
+        source_train = pd.DataFrame({"label": [0, 0, 0, 1]})
+
+    val = ArrayDataset(_images(60), labels=y_val)
+    config = RunConfig(name="t")
+    config.train.decision_threshold = "source_val"
+    m = Fitted()
+    _set_threshold(m, config, Splits(), {"source_val": val})
+    assert m.decision_threshold_ == youden_threshold(y_val, q) != 0.5
+    config.train.decision_threshold = "source_prior"
+    _set_threshold(m, config, Splits(), {"source_val": val})
+    assert m.decision_threshold_ == pytest.approx(0.25)
+    Splits.source_train = pd.DataFrame({"label": [0, 0, 0]})  # one class: no prior to take
+    with caplog.at_level("WARNING"):
+        _set_threshold(m, config, Splits(), {"source_val": val})
+    assert m.decision_threshold_ == 0.5 and "using 0.5" in caplog.text

@@ -58,7 +58,8 @@ def test_unlabelled_rows_are_left_out_and_one_class_is_an_error() -> None:
         youden_threshold([1, 1, 1], [0.2, 0.6, 0.9])
     with pytest.raises(DataError, match="binary"):
         prior_threshold([0, 1, 2])
-    assert 0 < prior_threshold([1, 1, 1]) < 1  # kept inside (0, 1)
+    with pytest.raises(DataError, match="both classes"):  # a prior of 1 would label everything class 1
+        prior_threshold([1, 1, 1])
 
 
 def test_resolve_threshold_reads_each_setting_and_names_bad_ones() -> None:
