@@ -53,6 +53,7 @@ from shiftkit.adapt.harness.benchmarks import (
     _dataset,
     benchmark_data,
 )
+from shiftkit.adapt.harness.cells import code_hash
 from shiftkit.adapt.harness.grid import (
     ORACLE,
     ORACLE_START,
@@ -132,7 +133,9 @@ def pretrained_source(spec: BenchmarkSpec, seed: int, model_seed: int, cache: Pa
     path = None
     if cache is not None:
         recipe = hashlib.sha1(json.dumps({**SOURCE_RECIPE, "augment": augment}, sort_keys=True).encode()).hexdigest()[:6]
-        path = Path(cache) / spec.name / f"{spec.key()}-{recipe}-seed{seed}-model{model_seed}.safetensors"
+        # the code that generated the data and trained the model is in the name too: a model
+        # cached before a generator or training change is retrained, never reused
+        path = Path(cache) / spec.name / f"{spec.key()}-{recipe}-{code_hash()}-seed{seed}-model{model_seed}.safetensors"
         if path.is_file():
             from shiftkit.adapt.training.checkpoint import load_into
 

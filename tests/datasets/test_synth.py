@@ -102,6 +102,27 @@ def test_dashcam_contract_and_layouts():
         assert frac(samples, dashcam.LANE) > 0.0
 
 
+def test_dashcam_source_labels_every_class_the_target_has():
+    """Closed-set adaptation needs the source to show each target class: rural fields are
+    terrain, so urban streets have grass verges (terrain) between the road and the footway."""
+    urban = np.stack([dashcam.sample("urban_day", i, size=(32, 64))["mask"] for i in range(40)])
+    rural = np.stack([dashcam.sample("rural_day", i, size=(32, 64))["mask"] for i in range(40)])
+    src, tgt = np.bincount(urban.ravel(), minlength=9), np.bincount(rural.ravel(), minlength=9)
+    assert all(src[c] > 0 for c in np.flatnonzero(tgt)), (src, tgt)
+    share = src[dashcam.TERRAIN] / src.sum()
+    assert 0.005 < share < 0.1 < tgt[dashcam.TERRAIN] / tgt.sum()  # rare in town, common in fields
+    # a verge lines the carriageway: some terrain pixel has road (or its solid edge line) beside it
+    with_verge = [m for m in urban if (m == dashcam.TERRAIN).any()]
+    assert 0.3 * len(urban) < len(with_verge) < len(urban)
+    for m in with_verge:
+        t = m == dashcam.TERRAIN
+        beside = np.zeros_like(t)
+        road = np.isin(m, (dashcam.ROAD, dashcam.LANE))
+        beside[:, 1:] |= road[:, :-1]
+        beside[:, :-1] |= road[:, 1:]
+        assert (t & beside).any()
+
+
 def test_dashcam_conditions_change_appearance_not_layout():
     day = dashcam.sample("urban_day", 3, size=(32, 64))
     night = dashcam.sample("urban_night", 3, size=(32, 64))
