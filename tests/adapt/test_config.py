@@ -53,6 +53,13 @@ def test_example_config_is_valid() -> None:
 
     config = load_config(Path(__file__).parents[2] / "examples" / "demo.yaml")
     assert config.name
+    # the example is "the demo job as a config file": the data and model it names are the demo's
+    from shiftkit.adapt.cli.run import demo_config
+
+    demo = demo_config()
+    for section, key in (("data", "n_per_domain"), ("data", "image_size"), ("model", "backbone"),
+                         ("train", "epochs")):
+        assert getattr(getattr(config, section), key) == getattr(getattr(demo, section), key), (section, key)
 
 
 def test_cli_makes_omp_threads_sleep_only_on_an_oversubscribed_machine(monkeypatch) -> None:
