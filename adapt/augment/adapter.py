@@ -96,12 +96,12 @@ class TargetStyleSourceOnly(SourceOnly):
     # Like DANN, it fine-tunes the trained source model (`shiftkit run`: train.lr x lr_mult), so
     # `auto` and the efficacy harness train the same candidates.
     recipe = "adapt"
-    selection_grid = ({}, {"restyle_strength": 0.5}, {"lr_mult": 1})
+    selection_grid = ({}, {"restyle_strength": 0.5}, {"lr_mult": 1}, {"lr_mult": 2})
     selection_grid_provenance = ("design: full (default) and half restyling strength, the two ends that differ on "
-                                 "development seeds 100-101 (benchmarks/efficacy/dev); the full adaptation learning "
-                                 "rate (lr_mult=1): on development seeds it helps on digits and dashcam and hurts on "
-                                 "radiograph (benchmarks/efficacy/dev-lr), so the validator decides "
-                                 "(benchmarks/efficacy/dev-pool)")
+                                 "development seeds 100-101 (benchmarks/efficacy/dev); the full and twice the "
+                                 "adaptation learning rate (lr_mult=1, 2): on development seeds they help on digits "
+                                 "and dashcam and hurt on radiograph (benchmarks/efficacy/dev-lr, dev-verges), so the "
+                                 "validator decides (benchmarks/efficacy/dev-pool, dev-verges)")
 
     def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, **kwargs: Any):
         super().__init__(model, **kwargs)
