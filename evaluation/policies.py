@@ -141,13 +141,13 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
 #: The policy ``selected`` / ``auto`` deploys by default (:func:`deploy_policy`): the restyled
 #: source-validation score proposes; the proposal is deployed only when it and EnsV both score
 #: it above source-only by :data:`SAFETY_MARGIN` of their range, else the ensemble of all
-#: candidates. Development seeds (benchmarks/efficacy/dev-pool/policies.md, the pool with
-#: ``augment[lr_mult=1]``, 10 benchmark x seed points): mean regret radiograph 0.010, dashcam
-#: 0.001, digits 0.000, no point below source-only; MixVal proposing 0.001 / 0.019 / 0.445;
-#: the one-standard-error rule (``restyled_val_1se>ensv_safe``) 0.018 / 0.001 / 0.000 (on
-#: radiograph, where the restyled score's standard error is about 0.04, EnsV's pick among the
-#: near-ties scored lower). The safety vote never fired there; it is kept for shifts where the
-#: restyling misleads.
+#: candidates. Development seeds (benchmarks/efficacy/dev-verges/policies.md: the pool with
+#: ``augment[lr_mult=1]`` and ``augment[lr_mult=2]``, dashcam with verges, 10 benchmark x seed
+#: points): mean regret radiograph 0.010, dashcam 0.000, digits 0.002, no point below
+#: source-only; MixVal proposing 0.001 / 0.052 / 0.493; the one-standard-error rule
+#: (``restyled_val_1se>ensv_safe``) 0.018 / 0.000 / 0.011 (on radiograph, where the restyled
+#: score's standard error is about 0.04, EnsV's pick among the near-ties scored lower). The
+#: safety vote never fired there; it is kept for shifts where the restyling misleads.
 DEPLOY_POLICY = "restyled_val>ensv_safe"
 #: Every policy :func:`deploy_policy` knows besides a single validator's choice.
 POLICIES = (*BASELINE_POLICIES, *_SAFE_POLICIES, *_ONE_SE_POLICIES)

@@ -35,7 +35,7 @@ ORACLE_SETTINGS = frozenset({"start"})
 #: model. Development data seeds: fine-tuning the source model on the labelled target set
 #: scored higher and varied less than training from scratch (target score, start=source vs
 #: scratch: radiograph 102-103: 0.737 / 0.727 vs 0.661 / 0.534, the latter below source-only;
-#: digits 100-104: 0.74-0.79 vs 0.46-0.56; dashcam 102-104: 0.519 / 0.515 / 0.524 vs
+#: digits 100-104: 0.74-0.79 vs 0.46-0.56; dashcam 102-104 (before urban verges): 0.519 / 0.515 / 0.524 vs
 #: 0.529 / 0.466 / 0.524; benchmarks/efficacy/dev-policies). The table keeps
 #: ``oracle[start=scratch]`` beside it.
 ORACLE_START = "source"
