@@ -336,3 +336,22 @@ def test_a_cell_is_keyed_by_the_code_and_its_resolved_settings(tmp_path: Path, m
     names = [n for n, _ in C._source_files()]
     assert "shiftkit.adapt/harness/efficacy.py" in names and "shiftkit.evaluation/selection.py" in names
     assert "shiftkit.adapt/harness/table.py" not in names and "shiftkit.adapt/cli/efficacy.py" not in names
+
+
+def test_the_cached_source_model_is_keyed_by_the_code(tmp_path: Path, monkeypatch) -> None:
+    """A source model cached before a generator or training change is retrained, never
+    reused: its file name holds the same code hash as the cells' key."""
+    from shiftkit.adapt.harness import efficacy as E
+    from shiftkit.adapt.harness.benchmarks import QUICK
+
+    spec, seed = QUICK["digits"], DEV_DATA_SEEDS[0]
+    E.pretrained_source(spec, seed, 0, tmp_path, augment=None)
+    first = sorted((tmp_path / "digits").glob("*.safetensors"))
+    assert len(first) == 1 and E.code_hash() in first[0].name
+    E.pretrained_source(spec, seed, 0, tmp_path, augment=None)  # same code: reused
+    assert sorted((tmp_path / "digits").glob("*.safetensors")) == first
+    monkeypatch.setattr(E, "code_hash", lambda: "0123456789ab")  # other code: trained again
+    E.pretrained_source(spec, seed, 0, tmp_path, augment=None)
+    files = sorted((tmp_path / "digits").glob("*.safetensors"))
+    assert len(files) == 2 and any("0123456789ab" in f.name for f in files)
+
