@@ -58,7 +58,7 @@ def test_example_config_is_valid() -> None:
 
     demo = demo_config()
     for section, key in (("data", "n_per_domain"), ("data", "image_size"), ("model", "backbone"),
-                         ("train", "epochs")):
+                         ("train", "epochs"), ("train", "early_stopping_patience")):
         assert getattr(getattr(config, section), key) == getattr(getattr(demo, section), key), (section, key)
 
 
