@@ -1,11 +1,12 @@
 """The demo's source-only model on development data seeds, at a given number of images per site.
 
-    python scripts/dev_demo_recipe.py SEED N_PER_DOMAIN [OUT_JSONL] [train.key=value ...]
+    python scripts/dev_demo_recipe.py SEED N_PER_DOMAIN [OUT_JSONL] [KEY=VALUE ...]
 
 Runs the full demo recipe (``shiftkit.adapt.cli.run.demo_config``) with only ``source_only``,
 data seed ``SEED`` (use development seeds only) and ``N_PER_DOMAIN`` images per site; prints
 and appends one JSON line: source-test balanced accuracy, ECE, AUROC and accuracy, target
-balanced accuracy and AUROC, the wall seconds, the ``train`` overrides given (e.g. ``lr=3e-4``)
+balanced accuracy and AUROC, the wall seconds, the ``train:`` settings given as ``KEY=VALUE``
+(e.g. ``lr=3e-4``; read and checked by the run config, as in a YAML file)
 and the OpenMP thread count.
 """
 
@@ -37,7 +38,7 @@ def main() -> None:
         c.data.n_per_domain = n
         c.progress = False
         for key, value in train.items():
-            setattr(c.train, key, type(getattr(c.train, key))(value))
+            setattr(c.train, key, value)  # the config validates and converts, as for a YAML value
         t = time.time()
         r = run(c)
         m = json.loads((r.run_dir / "metrics.json").read_text())["methods"]["source_only"]
