@@ -19,6 +19,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from shiftkit.adapt.augment.acquisition import AcquisitionMatch, fit_acquisition
 from shiftkit.adapt.augment.dataset import AugmentedDataset
 from shiftkit.adapt.augment.pipeline import Augmenter, combine
 from shiftkit.adapt.augment.presets import get_preset
@@ -44,13 +45,16 @@ class TargetStyle(SourceAdapter):
         augmenter: a ready :class:`Augmenter` to use instead of building one (the target pool
             is then up to you).
         max_target_images: size of the target pool (seeded subset of the target set).
+        acquisition: also blur and noise each source image as the target camera does, with the
+            degradation :func:`~shiftkit.adapt.augment.acquisition.fit_acquisition` estimates
+            from unlabelled source and target images (after restyling, with probability ``p``).
 
     After the method's ``fit``, its ``source_adapter_[i].augmenter_`` is the augmenter used.
     """
 
     def __init__(self, restyle: str | None = "mixed", *, strength: float = 1.0, p: float = 0.8,
                  preset: str | None = None, preset_strength: float = 0.3, augmenter: Augmenter | None = None,
-                 max_target_images: int = 256):
+                 max_target_images: int = 256, acquisition: bool = False):
         self.restyle = restyle
         self.strength = strength
         self.p = p
@@ -58,28 +62,42 @@ class TargetStyle(SourceAdapter):
         self.preset_strength = preset_strength
         self.augmenter = augmenter
         self.max_target_images = max_target_images
+        self.acquisition = acquisition
 
     def needs_target(self) -> bool:
-        return self.augmenter is None and self.restyle is not None
+        return self.augmenter is None and (self.restyle is not None or self.acquisition)
 
-    def build_augmenter(self, target: Dataset | None, seed: int = 0) -> Augmenter:
-        """The augmenter: restyle toward ``target`` (images only), then the preset."""
+    def build_augmenter(self, target: Dataset | None, seed: int = 0, source: Dataset | None = None) -> Augmenter:
+        """The augmenter: restyle toward ``target`` (images only), match its acquisition (needs
+        ``source`` images too), then the preset."""
         if self.augmenter is not None:
             return self.augmenter
-        if self.restyle is None and self.preset is None:
-            raise ConfigError("TargetStyle", ["give restyle=..., preset=... or augmenter=..."])
+        if self.restyle is None and self.preset is None and not self.acquisition:
+            raise ConfigError("TargetStyle", ["give restyle=..., acquisition=True, preset=... or augmenter=..."])
         parts = []
         if self.restyle is not None:
             if target is None:
                 raise ConfigError("TargetStyle", ["restyling needs fit(source, target) with target images"])
             pool = load_target_pool(target, max_images=self.max_target_images, seed=seed)
             parts.append(target_restyle(pool, method=self.restyle, strength=self.strength, p=self.p, seed=seed))
+        if self.acquisition:
+            parts.append(self._acquisition_augmenter(source, target, seed))
         if self.preset is not None:
             parts.append(get_preset(self.preset, self.preset_strength, seed=seed))
         return combine(*parts, seed=seed)
 
+    def _acquisition_augmenter(self, source: Dataset | None, target: Dataset | None, seed: int) -> Augmenter:
+        if source is None or target is None:
+            raise ConfigError("TargetStyle", ["acquisition=True needs source and target images"])
+        n = min(self.max_target_images, 128)  # 128 images pin the mean spectrum; more only costs
+        self.acquisition_fit_ = fit_acquisition(load_target_pool(source, max_images=n, seed=seed),
+                                                load_target_pool(target, max_images=n, seed=seed))
+        fit = self.acquisition_fit_
+        return Augmenter([AcquisitionMatch(fit.sigma, fit.noise, p=self.p)], seed=seed,
+                         name=f"acquisition(sigma={fit.sigma:g}px, noise={fit.noise:g})")
+
     def fit_transform(self, source: Dataset, target: Dataset | None = None, *, seed: int = 0) -> Dataset:
-        self.augmenter_ = self.build_augmenter(target, seed)
+        self.augmenter_ = self.build_augmenter(target, seed, source=source)
         return AugmentedDataset(source, self.augmenter_, seed=seed)
 
 
@@ -103,9 +121,11 @@ class TargetStyleSourceOnly(SourceOnly):
                                  "and dashcam and hurt on radiograph (benchmarks/efficacy/dev-lr, dev-verges), so the "
                                  "validator decides (benchmarks/efficacy/dev-pool, dev-verges)")
 
-    def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, **kwargs: Any):
+    def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, match_acquisition: bool = False,
+                 **kwargs: Any):
         super().__init__(model, **kwargs)
         self.restyle_strength = restyle_strength
+        self.match_acquisition = match_acquisition
 
     def default_source_adapter(self) -> TargetStyle:
-        return TargetStyle(strength=self.restyle_strength)
+        return TargetStyle(strength=self.restyle_strength, acquisition=self.match_acquisition)

@@ -97,6 +97,7 @@ METHOD_DEFAULTS: dict[str, str] = {
     # Target-style augmentation (FDA, Yang & Soatto 2020; histogram matching; PDA)
     "TargetStyleSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
                                               "the selection grid also holds 0.5",
+    "TargetStyleSourceOnly.match_acquisition": "design: off by default, to be decided on development seeds",
     # Methods added with the method contract; entries restate what each class's docstring records.
     "MCC.mcc_weight": "literature: mu = 1, Jin et al. 2020's value for every benchmark",
     "MCC.temperature": "literature: T = 2.5 (Jin et al. 2020)",

@@ -1,0 +1,77 @@
+"""Acquisition matching: the blur and noise fitted from unlabelled spectra are the ones applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shiftkit.adapt.augment.acquisition import AcquisitionMatch, fit_acquisition, radial_log_spectrum
+from shiftkit.adapt.augment.adapter import TargetStyle
+from shiftkit.datasets.synth import radiograph
+
+
+def _images(n: int = 48, size: int = 48) -> list[np.ndarray]:
+    """City radiographs squeezed into [0.25, 0.75], so added noise is never clipped."""
+    return [0.25 + 0.5 * np.moveaxis(radiograph.sample("city", i, seed=3, size=size)["image"], 0, -1)
+            for i in range(n)]
+
+
+def _degrade(images: list[np.ndarray], sigma: float, noise: float) -> list[np.ndarray]:
+    t = AcquisitionMatch(sigma, noise, jitter=0.0)
+    return [t.apply(x, sigma=sigma, noise=noise, noise_seed=i) for i, x in enumerate(images)]
+
+
+@pytest.mark.parametrize(("sigma", "noise"), [(0.0, 0.0), (0.7, 0.0), (1.4, 0.1), (0.5, 0.2)])
+def test_the_fit_recovers_a_known_blur_and_noise(sigma: float, noise: float) -> None:
+    src = _images()
+    fit = fit_acquisition(src, _degrade(src, sigma, noise))
+    assert abs(fit.sigma - sigma) <= 0.1, fit  # one grid step at most
+    assert abs(fit.noise - noise) <= 0.03, fit
+    assert fit.distance <= fit.distance_identity
+
+
+def test_a_contrast_gain_is_not_read_as_blur_or_noise() -> None:
+    src = _images()
+    flat = [0.5 + 0.5 * (x - 0.5) for x in src]  # half the contrast: a gain, not acquisition
+    fit = fit_acquisition(src, flat)
+    assert fit.sigma == 0.0 and fit.noise == 0.0
+
+
+def test_blur_takes_power_from_high_frequencies_only() -> None:
+    src = _images()
+    before, after = radial_log_spectrum(src), radial_log_spectrum(_degrade(src, 1.0, 0.0))
+    drop = before - after
+    assert drop[-1] > 2.0 and drop[0] < 0.2 and np.all(np.diff(drop) > -0.05)
+
+
+def test_the_transform_is_pixel_only_reproducible_and_in_range() -> None:
+    img = np.repeat(_images(1, 32)[0], 3, axis=-1)
+    t = AcquisitionMatch(1.0, 0.2)
+    a = t.apply(img, sigma=1.0, noise=0.2, noise_seed=5)
+    assert a.shape == img.shape and a.dtype == np.float32 and 0.0 <= a.min() and a.max() <= 1.0
+    assert np.array_equal(a, t.apply(img, sigma=1.0, noise=0.2, noise_seed=5))
+    assert np.allclose(a[..., 0], a[..., 2])  # one sensor: grey noise, no colour speckle
+    params = [t.get_params() for _ in range(50)]
+    assert all(0.75 <= p["sigma"] <= 1.25 and 0.15 <= p["noise"] <= 0.25 for p in params)
+
+
+def test_target_style_fits_the_target_site_and_refuses_without_source() -> None:
+    class _Items(torch.utils.data.Dataset):
+        def __init__(self, domain: str) -> None:
+            self.domain = domain
+
+        def __len__(self) -> int:
+            return 24
+
+        def __getitem__(self, i: int) -> dict:
+            item = radiograph.sample(self.domain, i, seed=1, size=48)
+            return {"image": torch.from_numpy(item["image"]), "label": item["label"]}
+
+    style = TargetStyle(restyle=None, acquisition=True)
+    out = style.fit_transform(_Items("city"), _Items("rural"), seed=0)
+    # rural: lower resolution, twice the detector blur and quantum noise of city
+    assert style.acquisition_fit_.sigma > 0.2 and style.acquisition_fit_.noise > 0.0
+    assert tuple(out[0]["image"].shape) == (1, 48, 48)
+    with pytest.raises(Exception, match="source and target"):
+        TargetStyle(restyle=None, acquisition=True).build_augmenter(_Items("rural"), 0, source=None)
