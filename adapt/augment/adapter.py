@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from shiftkit.adapt.augment.acquisition import AcquisitionMatch, fit_acquisition
 from shiftkit.adapt.augment.dataset import AugmentedDataset
+from shiftkit.adapt.augment.framing import FrameMatch, measure_frames
 from shiftkit.adapt.augment.pipeline import Augmenter, combine
 from shiftkit.adapt.augment.presets import get_preset
 from shiftkit.adapt.augment.restyle import load_target_pool, target_restyle
@@ -48,13 +49,16 @@ class TargetStyle(SourceAdapter):
         acquisition: also blur and noise each source image as the target camera does, with the
             degradation :func:`~shiftkit.adapt.augment.acquisition.fit_acquisition` estimates
             from unlabelled source and target images (after restyling, with probability ``p``).
+        frame: with restyling, first paint a target image's flat borders (collimation shutters,
+            letterboxing) onto each source image (:class:`~shiftkit.adapt.augment.framing.FrameMatch`,
+            probability ``p``); nothing is added when no target image has one.
 
     After the method's ``fit``, its ``source_adapter_[i].augmenter_`` is the augmenter used.
     """
 
     def __init__(self, restyle: str | None = "mixed", *, strength: float = 1.0, p: float = 0.8,
                  preset: str | None = None, preset_strength: float = 0.3, augmenter: Augmenter | None = None,
-                 max_target_images: int = 256, acquisition: bool = False):
+                 max_target_images: int = 256, acquisition: bool = False, frame: bool = True):
         self.restyle = restyle
         self.strength = strength
         self.p = p
@@ -63,6 +67,7 @@ class TargetStyle(SourceAdapter):
         self.augmenter = augmenter
         self.max_target_images = max_target_images
         self.acquisition = acquisition
+        self.frame = frame
 
     def needs_target(self) -> bool:
         return self.augmenter is None and (self.restyle is not None or self.acquisition)
@@ -79,6 +84,10 @@ class TargetStyle(SourceAdapter):
             if target is None:
                 raise ConfigError("TargetStyle", ["restyling needs fit(source, target) with target images"])
             pool = load_target_pool(target, max_images=self.max_target_images, seed=seed)
+            frame = FrameMatch(measure_frames(pool), p=self.p)
+            if self.frame and frame.any_frame:
+                # before restyling: the tone match then sees target-like content, borders included
+                parts.append(Augmenter([frame], seed=seed, name="frame"))
             parts.append(target_restyle(pool, method=self.restyle, strength=self.strength, p=self.p, seed=seed))
         if self.acquisition:
             parts.append(self._acquisition_augmenter(source, target, seed))
@@ -114,18 +123,23 @@ class TargetStyleSourceOnly(SourceOnly):
     # Like DANN, it fine-tunes the trained source model (`shiftkit run`: train.lr x lr_mult), so
     # `auto` and the efficacy harness train the same candidates.
     recipe = "adapt"
-    selection_grid = ({}, {"restyle_strength": 0.5}, {"lr_mult": 1}, {"lr_mult": 2})
+    selection_grid = ({}, {"restyle_strength": 0.5}, {"lr_mult": 1}, {"lr_mult": 2}, {"match_acquisition": True},
+                      {"lr_mult": 2, "match_acquisition": True})
     selection_grid_provenance = ("design: full (default) and half restyling strength, the two ends that differ on "
                                  "development seeds 100-101 (benchmarks/efficacy/dev); the full and twice the "
                                  "adaptation learning rate (lr_mult=1, 2): on development seeds they help on digits "
                                  "and dashcam and hurt on radiograph (benchmarks/efficacy/dev-lr, dev-verges), so the "
-                                 "validator decides (benchmarks/efficacy/dev-pool, dev-verges)")
+                                 "validator decides (benchmarks/efficacy/dev-pool, dev-verges); acquisition matching "
+                                 "on and off at both rates: it helps on digits and hurts on dashcam "
+                                 "(benchmarks/efficacy/dev-frame)")
 
     def __init__(self, model: Any = "tiny", *, restyle_strength: float = 1.0, match_acquisition: bool = False,
-                 **kwargs: Any):
+                 match_frame: bool = True, **kwargs: Any):
         super().__init__(model, **kwargs)
         self.restyle_strength = restyle_strength
         self.match_acquisition = match_acquisition
+        self.match_frame = match_frame
 
     def default_source_adapter(self) -> TargetStyle:
-        return TargetStyle(strength=self.restyle_strength, acquisition=self.match_acquisition)
+        return TargetStyle(strength=self.restyle_strength, acquisition=self.match_acquisition,
+                           frame=self.match_frame)

@@ -110,15 +110,24 @@ def restyled_validation(source_val: Any, target_images: np.ndarray, task: str, *
     """The source validation images restyled toward the unlabelled ``target_images``
     ``(N_t, C, H, W)``: ``(N_val, C, H, W)`` float32 in [0, 1], the same for every candidate
     (fixed seed per image). The restyle is :func:`shiftkit.adapt.augment.restyle.target_restyle`
-    (``"mixed"``: FDA, histogram or pixel-distribution matching at random, full strength);
-    geometry is untouched, so source labels and masks still hold."""
-    from shiftkit.adapt.augment.restyle import target_restyle
+    (``"mixed"``: FDA, histogram or pixel-distribution matching at random, full strength),
+    after a target image's flat borders are painted on (:class:`FrameMatch`; only when the
+    target images have any), as target-style augmentation trains; geometry is untouched, so
+    source labels and masks still hold."""
+    from shiftkit.adapt.augment.framing import FrameMatch, measure_frames
+    from shiftkit.adapt.augment.pipeline import Augmenter
+    from shiftkit.adapt.augment.restyle import load_target_pool, target_restyle
 
-    aug = target_restyle(np.asarray(target_images, np.float32), method="mixed", strength=1.0, seed=seed)
+    pool = load_target_pool(np.asarray(target_images, np.float32), max_images=256, seed=seed)  # target_restyle's own
+    aug = target_restyle(pool, method="mixed", strength=1.0, seed=seed)
+    frame = FrameMatch(measure_frames(pool))
+    framing = Augmenter([frame], seed=seed, name="frame") if frame.any_frame else None
     out = []
     for i in range(len(source_val)):
         img = np.asarray(source_val[i]["image"], np.float32)  # (C, H, W)
         hwc = np.moveaxis(img, 0, -1)
+        if framing is not None:
+            hwc = np.asarray(framing(hwc, seed=i)["image"], np.float32).reshape(hwc.shape)
         r = np.asarray(aug(hwc, seed=i)["image"], np.float32)
         out.append(np.moveaxis(r if r.ndim == 3 else r[..., None], -1, 0))
     return np.clip(np.stack(out), 0.0, 1.0)

@@ -22,10 +22,16 @@ ENSEMBLE = "ensemble"
 
 
 def format_spec(name: str, settings: dict[str, Any]) -> str:
-    """``("dann", {"lambda_max": 0.3})`` -> ``"dann[lambda_max=0.3]"`` (numbers as ``%g``)."""
+    """``("dann", {"lambda_max": 0.3})`` -> ``"dann[lambda_max=0.3]"`` (numbers as ``%g``, booleans
+    as ``true`` / ``false``)."""
     if not settings:
         return name
-    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(settings.items())]
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()  # as a run config and the command line write it
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    parts = [f"{k}={text(v)}" for k, v in sorted(settings.items())]
     return f"{name}[{','.join(parts)}]"
 
 

@@ -97,7 +97,12 @@ METHOD_DEFAULTS: dict[str, str] = {
     # Target-style augmentation (FDA, Yang & Soatto 2020; histogram matching; PDA)
     "TargetStyleSourceOnly.restyle_strength": "literature: full strength, FDA's beta as published; "
                                               "the selection grid also holds 0.5",
-    "TargetStyleSourceOnly.match_acquisition": "design: off by default, to be decided on development seeds",
+    "TargetStyleSourceOnly.match_acquisition": "dev data: off by default (dashcam dev seeds 102-104: 0.346 -> "
+                                               "0.321 at lr_mult=2); the selection grid holds it on (digits "
+                                               "dev seeds 100-104: 0.683 -> 0.718) (benchmarks/efficacy/dev-frame)",
+    "TargetStyleSourceOnly.match_frame": "dev data: radiograph dev seeds 100 and 102, augment 0.616 / 0.634 -> "
+                                         "0.672 / 0.675 target AUROC (benchmarks/efficacy/dev-frame); the "
+                                         "identity on dashcam and digits (no flat borders)",
     # Methods added with the method contract; entries restate what each class's docstring records.
     "MCC.mcc_weight": "literature: mu = 1, Jin et al. 2020's value for every benchmark",
     "MCC.temperature": "literature: T = 2.5 (Jin et al. 2020)",
