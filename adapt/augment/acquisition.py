@@ -76,7 +76,7 @@ def _radial(power: np.ndarray, radius: np.ndarray) -> np.ndarray:
     edges = np.linspace(0.0, 0.5, _BINS + 1)
     mean = power.mean(axis=0)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         ring = (radius > max(lo, 1e-9)) & (radius <= hi)
         out.append(np.log(mean[ring].mean() + 1e-12) if ring.any() else np.nan)
     return np.asarray(out)

@@ -90,7 +90,7 @@ class FrameMatch(ImageOnlyTransform):
         out = np.array(img, np.float32, copy=True)
         h, w = out.shape[:2]
         c = out.shape[2] if out.ndim == 3 else 1
-        t, b, lft, r = (int(round(f * n)) for f, n in zip(widths, (h, h, w, w)))
+        t, b, lft, r = (int(round(f * n)) for f, n in zip(widths, (h, h, w, w), strict=True))
 
         def fill(k: int) -> np.ndarray:
             v = values[k]
