@@ -105,3 +105,18 @@ def test_framing_is_the_identity_without_flat_borders_and_finds_the_rural_collim
                             for i in range(40)])
     # rural shutters: 4-11 % of each side; city: 0-2 %
     assert np.mean([w.mean() for w, _ in rural]) > 3 * np.mean([w.mean() for w, _ in city])
+
+
+def test_target_style_frames_only_when_the_target_has_frames() -> None:
+    def items(domain: str) -> list[np.ndarray]:
+        return [np.moveaxis(radiograph.sample(domain, i, seed=2, size=32)["image"], 0, -1) for i in range(16)]
+
+    src = items("city")[0]
+    framed = TargetStyle(p=1.0).build_augmenter(items("rural"), seed=0)
+    out = np.asarray(framed(src, seed=0)["image"])
+    widths, _ = measure_frame(out)
+    assert widths.min() >= 0.03  # rural shutters: at least 4 % of every side (1 px at 32 px)
+    flat_free = [np.random.default_rng(i).uniform(0, 1, (32, 32, 1)).astype(np.float32) for i in range(8)]
+    on = TargetStyle(p=1.0).build_augmenter(flat_free, seed=0)(src, seed=3)["image"]
+    off = TargetStyle(p=1.0, frame=False).build_augmenter(flat_free, seed=0)(src, seed=3)["image"]
+    assert np.array_equal(on, off)  # nothing to match: exactly the augmentation without the step
