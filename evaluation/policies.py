@@ -147,7 +147,11 @@ def deploy_policy(policy: str, selection: Selection, candidates: Mapping[str, Ca
 #: source-only; MixVal proposing 0.001 / 0.052 / 0.493; the one-standard-error rule
 #: (``restyled_val_1se>ensv_safe``) 0.018 / 0.000 / 0.011 (on radiograph, where the restyled
 #: score's standard error is about 0.04, EnsV's pick among the near-ties scored lower). The
-#: safety vote never fired there; it is kept for shifts where the restyling misleads.
+#: safety vote never fired there; it is kept for shifts where the restyling misleads. With frame
+#: matching and the acquisition candidates (benchmarks/efficacy/dev-frame/policies.md, 12 points):
+#: 0.015 / 0.001 / 0.018, gap closed 61 % / 38 % / 89 %; the vote fired once (radiograph seed 101,
+#: regret 0.053). The top-3 ensemble (``restyled_val_top3``) scored 0.003 / 0.004 / 0.001 on this
+#: pool but 0.031 / 0.013 / 0.016 and 0.020 / 0.003 / 0.091 on the two pools before: not adopted.
 DEPLOY_POLICY = "restyled_val>ensv_safe"
 #: Every policy :func:`deploy_policy` knows besides a single validator's choice.
 POLICIES = (*BASELINE_POLICIES, *_SAFE_POLICIES, *_ONE_SE_POLICIES)
