@@ -120,3 +120,25 @@ def test_target_style_frames_only_when_the_target_has_frames() -> None:
     on = TargetStyle(p=1.0).build_augmenter(flat_free, seed=0)(src, seed=3)["image"]
     off = TargetStyle(p=1.0, frame=False).build_augmenter(flat_free, seed=0)(src, seed=3)["image"]
     assert np.array_equal(on, off)  # nothing to match: exactly the augmentation without the step
+
+
+def test_restyled_validation_is_framed_like_the_target_and_unchanged_without_frames() -> None:
+    from shiftkit.adapt.augment.restyle import load_target_pool, target_restyle
+    from shiftkit.adapt.harness.auto_select import restyled_validation
+
+    def chw(domain: str, n: int) -> np.ndarray:
+        return np.stack([radiograph.sample(domain, i, seed=4, size=32)["image"] for i in range(n)])
+
+    val = [{"image": x} for x in chw("city", 6)]
+    framed = restyled_validation(val, chw("rural", 12), "classification")
+    # every validation image carries a rural-sized frame on every side (2 px or more at 32 px; the
+    # city originals have at most 1 px); FDA's low-frequency swap leaves the band nearly, not
+    # exactly, flat, hence the looser tolerance
+    assert all(measure_frame(np.moveaxis(x, 0, -1), tol=0.03)[0].min() >= 0.06 for x in framed)
+    assert all(measure_frame(np.moveaxis(v["image"], 0, -1))[0].max() < 0.06 for v in val)
+    plain = np.random.default_rng(0).uniform(0, 1, (12, 1, 32, 32)).astype(np.float32)  # no flat borders
+    got = restyled_validation(val, plain, "classification")
+    aug = target_restyle(load_target_pool(plain, max_images=256, seed=0), method="mixed", strength=1.0, seed=0)
+    want = np.stack([np.moveaxis(np.asarray(aug(np.moveaxis(v["image"], 0, -1), seed=i)["image"],
+                                            np.float32).reshape(32, 32, 1), -1, 0) for i, v in enumerate(val)])
+    assert np.array_equal(got, np.clip(want, 0.0, 1.0))  # the restyling alone, draw for draw
